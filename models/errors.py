@@ -1,0 +1,30 @@
+"""Project exceptions: one line a user can act on. CLIs print it and exit non-zero."""
+
+
+class StylebeamError(Exception):
+    """Base of every error a user can fix (bad flag, missing file, unreadable image, missing weights)."""
+
+
+class UsageError(StylebeamError):
+    """A flag or argument combination that cannot work."""
+
+
+class InputNotFoundError(StylebeamError):
+    """An input path, glob or URL matched nothing."""
+
+
+class ImageRejected(StylebeamError):
+    """An image that cannot be used. ``reason`` is a short slug counted in summaries."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class WeightsUnavailableError(StylebeamError):
+    """Pretrained weights were asked for but cannot be had (offline, no cache, no path)."""
+
+
+class CheckpointError(StylebeamError):
+    """A checkpoint file is missing, corrupt or of an unknown layout."""

@@ -1,0 +1,47 @@
+"""stylebeam: Apache Beam pipelines for hashtag corpora, text-supervised CNN embeddings and style augmentation."""
+
+from setuptools import find_packages, setup
+
+# torchvision>=0.29 pulls a torch build that matches it; the CPU-only torch wheel some machines
+# offer first does not load registry torchvision ("operator torchvision::nms does not exist").
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]>=2.77,<3",
+    "torch>=2.9",
+    "torchvision>=0.29",
+    "numpy",
+    "pyarrow>=14",
+    "fsspec",
+    "gcsfs",
+    "pillow>=10",
+    "safetensors>=0.4",
+    "instaloader>=4.14",
+    "gensim>=4.3",
+    "py3langid>=0.3",
+    "wordsegment>=1.3",
+    "emoji>=2.10",
+    "tqdm",
+]
+
+TEST_REQUIRES = [
+    "pytest>=8",
+    "pytest-timeout",
+    "pandas",
+    "gcp-storage-emulator",
+    "scikit-image",
+    "ruff",
+]
+
+setup(
+    name="stylebeam",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "scraping", "scraping.*", "models", "models.*"]),
+    package_data={"pipelines": ["assets/*", "assets/**/*"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+)
