@@ -1,5 +1,7 @@
 """stylebeam: Apache Beam pipelines for hashtag corpora, text-supervised CNN embeddings and style augmentation."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 # torchvision>=0.29 pulls a torch build that matches it; the CPU-only torch wheel some machines
@@ -35,11 +37,22 @@ setup(
     name="stylebeam",
     version="0.1.0",
     description=__doc__,
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipelines", "pipelines.*", "transforms", "transforms.*", "scraping", "scraping.*", "models", "models.*"]),
+    packages=find_packages(
+        include=[
+            "pipelines",
+            "pipelines.*",
+            "transforms",
+            "transforms.*",
+            "scraping",
+            "scraping.*",
+            "models",
+            "models.*",
+        ]
+    ),
     package_data={"pipelines": ["assets/*", "assets/**/*"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,

@@ -27,9 +27,14 @@ def add_common_args(parser: argparse.ArgumentParser, *, batch_size: int = 8, ima
     group.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where models run (default: %(default)s)"
     )
-    group.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per batch (default: %(default)s)")
     group.add_argument(
-        "--image-size", type=positive_int, default=image_size, help="short side of images fed to models (default: %(default)s)"
+        "--batch-size", type=positive_int, default=batch_size, help="images per batch (default: %(default)s)"
+    )
+    group.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=image_size,
+        help="short side of images fed to models (default: %(default)s)",
     )
 
 
@@ -48,7 +53,9 @@ def positive_float(text: str) -> float:
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
 
 
 BEAM_HELP_EPILOG = (

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from models.checkpoint import load_stylizer, save_stylizer
+from models.errors import CheckpointError
+from models.stylizer import MultiStyleTransformer, StylizerConfig, one_hot
+
+
+def make_net(seed=0):
+    torch.manual_seed(seed)
+    model = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.25, num_residual=1))
+    with torch.no_grad():
+        for p in model.style_parameters():
+            p.add_(torch.randn_like(p))
+    return model.eval()
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    model = make_net()
+    path = str(tmp_path / "two.safetensors")
+    digest = save_stylizer(path, model, ["blue", "red"], training={"steps": 3})
+    loaded, info = load_stylizer(path)
+    assert info.style_names == ["blue", "red"] and info.training == {"steps": 3} and info.digest == digest
+    assert info.config == model.config
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    images = torch.rand(1, 3, 32, 32)
+    assert torch.equal(model.stylize(images, one_hot([1], 2)), loaded.stylize(images, one_hot([1], 2)))
+
+
+def test_same_weights_same_bytes_and_digest(tmp_path):
+    a = save_stylizer(str(tmp_path / "a.safetensors"), make_net(), ["x", "y"])
+    b = save_stylizer(str(tmp_path / "b.safetensors"), make_net(), ["x", "y"])
+    c = save_stylizer(str(tmp_path / "c.safetensors"), make_net(seed=1), ["x", "y"])
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    assert a == b != c
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_stylizer(str(tmp_path / "missing.safetensors"))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="not a stylebeam checkpoint"):
+        load_stylizer(str(junk))
+    with pytest.raises(ValueError, match="style names"):
+        save_stylizer(str(tmp_path / "x.safetensors"), make_net(), ["only-one"])
