@@ -1,0 +1,67 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from models.errors import InputNotFoundError, UsageError
+from tests.conftest import encode, make_image
+from transforms.sources import iter_records, label_of, resolve_input
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    for label, count in [("cats", 2), ("dogs", 1)]:
+        (tmp_path / label).mkdir()
+        for i in range(count):
+            (tmp_path / label / f"{i}.png").write_bytes(encode(make_image(seed=i)))
+    (tmp_path / "top.jpg").write_bytes(encode(make_image(), "JPEG"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_directory_is_recursive_with_imagefolder_labels(image_tree):
+    records = list(iter_records(str(image_tree)))
+    assert [(r.source_id, r.label) for r in records] == [
+        ("cats/0.png", "cats"),
+        ("cats/1.png", "cats"),
+        ("dogs/0.png", "dogs"),
+        ("top.jpg", None),
+    ]
+    assert records[0].data == (image_tree / "cats" / "0.png").read_bytes()
+
+
+def test_glob_keeps_labels_relative_to_where_it_starts(image_tree):
+    records = list(iter_records(str(image_tree / "*" / "*.png")))
+    assert [(r.source_id, r.label) for r in records] == [
+        ("cats/0.png", "cats"),
+        ("cats/1.png", "cats"),
+        ("dogs/0.png", "dogs"),
+    ]
+
+
+def test_parquet_input_carries_id_and_label(tmp_path):
+    table = pa.table({"id": ["a", "b"], "label": ["x", None], "image": [b"\x89PNG", b""]})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    spec = resolve_input(str(tmp_path))
+    assert spec.kind == "parquet"
+    assert [(r.source_id, r.label, r.data) for r in iter_records(spec)] == [("a", "x", b"\x89PNG"), ("b", None, b"")]
+
+
+def test_parquet_without_id_gets_stable_row_ids(tmp_path):
+    pq.write_table(pa.table({"image": [b"1", b"2"]}), tmp_path / "p.parquet")
+    assert [r.source_id for r in iter_records(str(tmp_path / "p.parquet"))] == ["p.parquet:0", "p.parquet:1"]
+
+
+def test_bad_inputs_say_what_is_wrong(tmp_path):
+    with pytest.raises(InputNotFoundError, match="input not found"):
+        resolve_input(str(tmp_path / "nope"))
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(InputNotFoundError, match="no image files"):
+        resolve_input(str(tmp_path))
+    pq.write_table(pa.table({"image": [b"1"]}), tmp_path / "p.parquet")
+    (tmp_path / "b.png").write_bytes(b"x")
+    with pytest.raises(UsageError, match="mixes"):
+        resolve_input(str(tmp_path))
+
+
+def test_label_rule():
+    assert label_of("cats/x/1.png") == "cats" and label_of("1.png") is None
