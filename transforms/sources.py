@@ -1,7 +1,7 @@
 """Where image inputs come from: a directory tree, a glob, or Parquet files with an ``image`` column.
 
 One place decides what an input spec means, for the Beam jobs (which read the matched files in
-parallel) and for the torch tools (which iterate here, lazily). Paths are local or any fsspec URL.
+parallel) and for the torch tools (which iterate here, lazily). Paths are local or any filesystem Beam knows (``gs://``).
 
 - a directory: every image file below it, recursively; the first sub-folder under it is the ``label``
   (torchvision ImageFolder style), files directly in it have no label;
@@ -15,13 +15,15 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import fsspec
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputNotFoundError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 GLOB_CHARS = "*?["
+# Files looked at to decide whether an input is Parquet or images without listing it all.
+KIND_SAMPLE = 1000
 
 
 @dataclass(frozen=True)
@@ -34,56 +36,77 @@ class SourceRecord:
 
 
 @dataclass(frozen=True)
+class InputPattern:
+    """What ``--input`` means, without listing it: ``kind`` ("files" or "parquet"), the ``root`` that
+    labels and ids are relative to, and the ``pattern`` to match (Beam ``FileSystems`` syntax, ``**`` recursive)."""
+
+    kind: str
+    root: str
+    pattern: str
+
+
+@dataclass(frozen=True)
 class InputSpec:
-    """A resolved input: the concrete files and how to read them."""
+    """A resolved input: the concrete files."""
 
-    kind: str  # "files" or "parquet"
-    root: str  # directory that labels and source ids are relative to
+    kind: str
+    root: str
     paths: tuple[str, ...]
-    protocol: str
-
-    def full_path(self, path: str) -> str:
-        return path if self.protocol in ("file", "local") else f"{self.protocol}://{path}"
 
 
-def _filesystem(spec: str):
-    fs, _ = fsspec.core.url_to_fs(spec)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return fs, protocol
-
-
-def _is_image(path: str) -> bool:
+def is_image_path(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def resolve_input(spec: str) -> InputSpec:
-    """Turn ``--input`` into the list of files to read; raise ``InputNotFoundError`` when nothing matches."""
-    fs, protocol = _filesystem(spec)
-    path = fs._strip_protocol(spec)
-    if any(ch in path for ch in GLOB_CHARS):
-        matched = sorted(fs.glob(path))
-        root = path[: min(path.index(ch) for ch in GLOB_CHARS if ch in path)].rsplit("/", 1)[0]
-    elif fs.isdir(path):
-        matched = sorted(fs.find(path))
-        root = path.rstrip("/")
-    elif fs.exists(path):
-        matched, root = [path], posixpath.dirname(path)
+def _match(pattern: str, limit: int | None = None) -> list[str]:
+    try:
+        result = FileSystems.match([pattern], limits=[limit] if limit else None)[0]
+    except Exception:  # Beam raises BeamIOError for a pattern under a missing directory
+        return []
+    return sorted(m.path for m in result.metadata_list)
+
+
+def input_pattern(spec: str) -> InputPattern:
+    """Decide what ``spec`` is from a sample of its files; raise ``InputNotFoundError`` when nothing matches."""
+    spec = spec.rstrip("/") if len(spec) > 1 else spec
+    if any(ch in spec for ch in GLOB_CHARS):
+        pattern = spec
+        root = spec[: min(spec.index(ch) for ch in GLOB_CHARS if ch in spec)].rsplit("/", 1)[0]
+    elif spec.endswith(".parquet") or is_image_path(spec):
+        if not FileSystems.exists(spec):
+            raise InputNotFoundError(f"input not found: {spec}")
+        pattern, root = spec, posixpath.dirname(spec)
     else:
-        raise InputNotFoundError(f"input not found: {spec}")
-    parquet = [p for p in matched if p.endswith(".parquet")]
-    images = [p for p in matched if _is_image(p)]
-    if parquet and images:
+        pattern, root = f"{spec}/**", spec
+    sample = _match(pattern, KIND_SAMPLE)
+    if not sample:
+        raise InputNotFoundError(f"input not found or empty: {spec}")
+    has_parquet = any(p.endswith(".parquet") for p in sample)
+    has_images = any(is_image_path(p) for p in sample)
+    if has_parquet and has_images:
         raise UsageError(f"input mixes Parquet and image files: {spec}; point --input at one kind")
-    if parquet:
-        return InputSpec("parquet", root, tuple(parquet), protocol)
-    if not images:
+    if has_parquet:
+        if pattern.endswith("/**"):
+            pattern += ".parquet"  # Beam's ** spans folders: dir/**.parquet is every Parquet file below dir
+        return InputPattern("parquet", root, pattern)
+    if not has_images:
         raise InputNotFoundError(f"no image files (or .parquet) found under {spec}")
-    return InputSpec("files", root, tuple(images), protocol)
+    return InputPattern("files", root, pattern)
+
+
+def resolve_input(spec: str) -> InputSpec:
+    """List every file of ``spec`` (images only, or Parquet only). For tools that iterate on one machine."""
+    found = input_pattern(spec)
+    paths = _match(found.pattern)
+    keep = (lambda p: p.endswith(".parquet")) if found.kind == "parquet" else is_image_path
+    return InputSpec(found.kind, found.root, tuple(p for p in paths if keep(p)))
 
 
 def relative_id(path: str, root: str) -> str:
-    rel = path[len(root) :].lstrip("/") if root and path.startswith(root) else posixpath.basename(path)
-    return rel
+    """A file's id: its path relative to the input root (``cats/1.png``)."""
+    if root and path.startswith(root.rstrip("/") + "/"):
+        return path[len(root.rstrip("/")) + 1 :]
+    return posixpath.basename(path)
 
 
 def label_of(source_id: str) -> str | None:
@@ -92,11 +115,20 @@ def label_of(source_id: str) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def iter_parquet_batches(paths, columns: list[str] | None = None, batch_rows: int = 64, protocol: str = "file"):
-    """Stream ``pyarrow.RecordBatch``es of ``columns`` from Parquet files, one row group at a time."""
+def read_file(path: str) -> bytes:
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        return handle.read()
+
+
+def parquet_columns(path: str) -> list[str]:
+    with FileSystems.open(path, compression_type="uncompressed") as handle:
+        return pq.ParquetFile(handle).schema_arrow.names
+
+
+def iter_parquet_batches(paths, columns: list[str] | None = None, batch_rows: int = 64):
+    """Stream ``pyarrow.RecordBatch``es of ``columns`` (those present) from Parquet files, a batch at a time."""
     for path in paths:
-        full = path if protocol in ("file", "local") or "://" in path else f"{protocol}://{path}"
-        with fsspec.open(full, "rb") as handle:
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
             parquet = pq.ParquetFile(handle)
             present = [c for c in columns if c in parquet.schema_arrow.names] if columns else None
             yield from parquet.iter_batches(batch_size=batch_rows, columns=present)
@@ -107,9 +139,9 @@ def parquet_records(spec: InputSpec, batch_rows: int = 64) -> Iterator[SourceRec
     for path in spec.paths:
         row_number = 0
         file_id = relative_id(path, spec.root)
-        for batch in iter_parquet_batches([path], ["id", "label", "image"], batch_rows, spec.protocol):
+        for batch in iter_parquet_batches([path], ["id", "label", "image"], batch_rows):
             if "image" not in batch.schema.names:
-                raise UsageError(f"Parquet input {spec.full_path(path)} has no 'image' column")
+                raise UsageError(f"Parquet input {path} has no 'image' column")
             columns = batch.to_pydict()
             for i, data in enumerate(columns["image"]):
                 source_id = columns["id"][i] if "id" in columns else f"{file_id}:{row_number}"
@@ -124,8 +156,6 @@ def iter_records(spec: str | InputSpec) -> Iterator[SourceRecord]:
     if spec.kind == "parquet":
         yield from parquet_records(spec)
         return
-    fs, _ = _filesystem(spec.full_path(spec.paths[0]))
     for path in spec.paths:
         source_id = relative_id(path, spec.root)
-        with fs.open(path, "rb") as handle:
-            yield SourceRecord(source_id, label_of(source_id), handle.read())
+        yield SourceRecord(source_id, label_of(source_id), read_file(path))

@@ -65,3 +65,11 @@ def test_bad_inputs_say_what_is_wrong(tmp_path):
 
 def test_label_rule():
     assert label_of("cats/x/1.png") == "cats" and label_of("1.png") is None
+
+
+def test_parquet_directory_pattern_skips_other_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    pq.write_table(pa.table({"image": [b"1"]}), tmp_path / "sub" / "p.parquet")
+    (tmp_path / "_SUCCESS").write_text("")
+    spec = resolve_input(str(tmp_path))
+    assert spec.kind == "parquet" and [p.rsplit("/", 1)[1] for p in spec.paths] == ["p.parquet"]
