@@ -1,0 +1,195 @@
+"""The loss network: a frozen VGG16/VGG19 that returns activations of named layers.
+
+Layer names follow the papers (Gatys et al. 2016; Johnson et al. 2016): ``conv{block}_{i}``, ``relu{block}_{i}``
+and ``pool{block}``, e.g. ``relu4_2`` is the ReLU after the second convolution of the fourth block. The network is
+truncated after the deepest requested layer, so asking for ``relu2_2`` costs two blocks, not sixteen.
+
+Weight sources (``build_loss_network(weights=...)``):
+
+- ``"imagenet"``: torchvision's ImageNet weights, only when the file is already in the torch hub cache (this
+  function never downloads); otherwise ``WeightsUnavailableError`` says where it looked and what to pass instead.
+- ``"random"``: torchvision's initialisation scheme drawn from ``seed``; the same seed gives the same network.
+- a path: a state_dict saved with ``torch.save`` or safetensors, either torchvision's full VGG state_dict
+  (``features.*`` and ``classifier.*``; the classifier is ignored) or only the ``features`` part (keys ``0.weight`` …
+  or ``features.0.weight`` …).
+"""
+
+import os
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from models.errors import CheckpointError, InputNotFoundError, UsageError, WeightsUnavailableError
+
+# Convolutions per block (Simonyan & Zisserman 2015, table 1, configurations D and E).
+BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+# torchvision's ImageNet weight files (torchvision.models.VGG{16,19}_Weights.IMAGENET1K_V1), looked up in the hub cache.
+IMAGENET_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
+# The statistics the ImageNet weights were trained with; inputs are normalised with them inside the network.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def layer_names(arch: str = "vgg19") -> list[str]:
+    """Every addressable layer of ``arch`` in forward order (conv, relu, …, pool per block)."""
+    names = []
+    for block, convs in enumerate(_blocks(arch), start=1):
+        for i in range(1, convs + 1):
+            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
+        names.append(f"pool{block}")
+    return names
+
+
+class LossNetwork(nn.Module):
+    """A frozen VGG feature extractor over named layers.
+
+    ``forward(images)`` takes ``(B, 3, H, W)`` float RGB in [0, 1] and returns ``{layer: (B, C, H', W')}`` for every
+    layer in ``layers``. ImageNet mean/std normalisation happens here, so callers keep the project's [0, 1]
+    convention. The module is in eval mode and its parameters do not require gradients; gradients still flow to
+    the input, which is what Gatys optimisation and perceptual-loss training need.
+    """
+
+    def __init__(self, arch: str, layers: Iterable[str], pooling: str = "max"):
+        super().__init__()
+        self.arch = arch
+        self.layers = tuple(dict.fromkeys(layers))
+        if not self.layers:
+            raise UsageError("the loss network needs at least one layer")
+        names = layer_names(arch)
+        unknown = [layer for layer in self.layers if layer not in names]
+        if unknown:
+            raise UsageError(f"unknown {arch} layer(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        if pooling not in ("max", "avg"):
+            raise UsageError(f"unknown pooling {pooling!r}: use max or avg")
+        self.pooling = pooling
+        depth = max(names.index(layer) for layer in self.layers) + 1
+        self.names = names[:depth]
+        # Module indices match torchvision's ``features`` Sequential so its state_dict keys load unchanged.
+        self.features = nn.Sequential(*_modules(arch, pooling)[:depth])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "LossNetwork":
+        # Always in eval mode: VGG has no dropout/batchnorm in ``features``, but a frozen network should say so.
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(images.shape)}")
+        x = (images - self.mean) / self.std
+        wanted = set(self.layers)
+        outputs = {}
+        for name, module in zip(self.names, self.features, strict=True):
+            x = module(x)
+            if name in wanted:
+                outputs[name] = x
+        return outputs
+
+
+def build_loss_network(
+    arch: str = "vgg19",
+    weights: str = "imagenet",
+    layers: Iterable[str] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"),
+    *,
+    pooling: str = "max",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> LossNetwork:
+    """Build a frozen ``LossNetwork`` with weights from ``"imagenet"``, ``"random"`` or a state_dict path.
+
+    Gatys et al. 2016 (sec. 2) report smoother results with average pooling; ``pooling="avg"`` swaps every max-pool
+    for an average-pool of the same size (the weights are unchanged).
+    """
+    with torch.random.fork_rng(devices=[]):
+        # torchvision's init uses the global RNG; forking keeps "random" reproducible without disturbing the caller.
+        torch.manual_seed(seed)
+        network = LossNetwork(arch, layers, pooling)
+    if weights != "random":
+        state = _imagenet_state(arch) if weights == "imagenet" else _file_state(weights)
+        _load_features(network, state, source=weights)
+    return network.to(device)
+
+
+def _blocks(arch: str) -> tuple[int, ...]:
+    if arch not in BLOCKS:
+        raise UsageError(f"unknown loss network architecture {arch!r}: use {' or '.join(BLOCKS)}")
+    return BLOCKS[arch]
+
+
+def _modules(arch: str, pooling: str) -> list[nn.Module]:
+    modules: list[nn.Module] = []
+    channels = 3
+    for block, convs in enumerate(_blocks(arch)):
+        width = min(64 * 2**block, 512)
+        for _ in range(convs):
+            conv = nn.Conv2d(channels, width, kernel_size=3, padding=1)
+            # torchvision's VGG initialisation (models/vgg.py): He et al. 2015, fan-out, zero bias.
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            # Not in-place: a requested conv output must survive the ReLU that follows it.
+            modules += [conv, nn.ReLU(inplace=False)]
+            channels = width
+        modules.append(nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2))
+    return modules
+
+
+def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
+    filename = IMAGENET_FILES[arch]
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    if not os.path.isfile(path):
+        raise WeightsUnavailableError(
+            f"ImageNet {arch.upper()} weights are not available offline (looked in {path}); "
+            "pass --loss-network PATH or --loss-network random"
+        )
+    return _torch_load(path)
+
+
+def _file_state(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise InputNotFoundError(f"loss network weights not found: {path} (use imagenet, random or a state_dict path)")
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorsError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorsError, OSError) as exc:
+            raise CheckpointError(f"cannot read loss network weights {path}: {exc}") from None
+    return _torch_load(path)
+
+
+def _torch_load(path: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights_only errors all mean "not a usable state_dict"
+        raise CheckpointError(f"cannot read loss network weights {path}: {exc}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state_dict (found {type(state).__name__})")
+    return state
+
+
+def _load_features(network: LossNetwork, state: dict[str, torch.Tensor], source: str) -> None:
+    features = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            key = key[len("features.") :]
+        elif key.startswith("classifier."):
+            continue
+        features[key] = value
+    needed = network.features.state_dict()
+    missing = [key for key in needed if key not in features]
+    if missing:
+        raise CheckpointError(
+            f"{source} is not a {network.arch} state_dict: missing {', '.join(missing[:4])}"
+            + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        )
+    for key, expected in needed.items():
+        if features[key].shape != expected.shape:
+            raise CheckpointError(
+                f"{source} is not a {network.arch} state_dict: {key} has shape {tuple(features[key].shape)}, "
+                f"expected {tuple(expected.shape)}"
+            )
+    network.features.load_state_dict({key: features[key] for key in needed})
