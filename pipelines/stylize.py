@@ -1,0 +1,296 @@
+"""Stylise a few images: Gatys optimisation, or a trained multi-style checkpoint.
+
+    python -m pipelines.stylize --method gatys --content IMG [IMG ...] --style IMG [--style IMG ...]
+        --output OUT.png|DIR
+    python -m pipelines.stylize --checkpoint CKPT --content IMG [IMG ...] --output DIR
+        [--style NAME|all] [--alpha A]
+
+Outputs in a directory are named ``<content-stem>__<style>.png`` (Gatys: the style stems joined by ``+``).
+"""
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+
+import fsspec
+import torch
+from tqdm import tqdm
+
+from models.device import resolve_device, seed_everything
+from models.errors import UsageError
+from pipelines.cli import add_common_args, positive_float, positive_int, run_main
+from transforms.images import encode_image, load_image, pil_to_tensor, resize_short_side, tensor_to_pil
+
+GATYS_IMAGE_SIZE = 256  # CPU-friendly default; Gatys et al. 2016 worked at 512 px (a GPU job)
+IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.stylize",
+        description="Stylise images by Gatys optimisation (slow, any style image) or with a trained "
+        "multi-style checkpoint (fast, the checkpoint's styles).",
+        epilog="examples:\n"
+        "  python -m pipelines.stylize --method gatys --content photo.jpg --style starry.jpg --output out.png\n"
+        "  python -m pipelines.stylize --checkpoint styles.safetensors --content a.jpg b.jpg --output out/ --style all",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        conflict_handler="resolve",  # --image-size means the long side here (see below)
+    )
+    parser.add_argument("--method", choices=["gatys"], help="gatys (the default when no --checkpoint is given)")
+    parser.add_argument("--checkpoint", metavar="CKPT", help="a stylizer checkpoint: stylise with its styles")
+    parser.add_argument("--content", nargs="+", required=True, metavar="IMG", help="content image(s), local or URL")
+    parser.add_argument(
+        "--style",
+        action="extend",
+        nargs="+",
+        metavar="IMG|NAME",
+        help="gatys: style image(s), repeatable, blended; --checkpoint: style name(s) or 'all' (default: all)",
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="OUT", help="an image file (one content, gatys) or a directory"
+    )
+    add_common_args(parser, batch_size=4)
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="N",
+        help=f"long side of the output in pixels, aspect kept (default: {GATYS_IMAGE_SIZE} for gatys, "
+        "the content's own size with --checkpoint)",
+    )
+
+    checkpoint = parser.add_argument_group("with --checkpoint")
+    checkpoint.add_argument("--alpha", type=float, help="blend with the original, 0..1 (default: 1, fully stylised)")
+
+    gatys = parser.add_argument_group("gatys (defaults: models/gatys.py GatysConfig)")
+    gatys.add_argument("--style-weights", metavar="W1,W2", help="blend weights of the style images (default: equal)")
+    gatys.add_argument("--steps", type=int, help="optimiser iterations (default: 300)")
+    gatys.add_argument("--optimizer", choices=["lbfgs", "adam"], help="(default: lbfgs)")
+    gatys.add_argument("--lr", type=positive_float, help="step size (default: 1.0 for lbfgs, 0.02 for adam)")
+    gatys.add_argument("--init", choices=["content", "noise"], help="starting image (default: content)")
+    gatys.add_argument(
+        "--preserve-color",
+        action="store_const",
+        const=True,
+        help="transfer luminance only and keep the content's colours (Gatys et al. 2017)",
+    )
+    gatys.add_argument("--content-weight", type=float, help="(default: 1)")
+    gatys.add_argument("--style-weight", type=float, help="(default: 1e6)")
+    gatys.add_argument("--tv-weight", type=float, help="total-variation smoothing (default: 0)")
+    gatys.add_argument("--content-layers", metavar="L1,L2", help="(default: relu4_2)")
+    gatys.add_argument("--style-layers", metavar="L1,L2", help="(default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)")
+    gatys.add_argument(
+        "--loss-network",
+        metavar="imagenet|random|PATH",
+        help="VGG weights: torchvision's ImageNet weights from the torch cache, random ones (only for tests), "
+        "or a state_dict file (default: imagenet)",
+    )
+    gatys.add_argument("--vgg", choices=["vgg19", "vgg16"], help="loss network architecture (default: vgg19)")
+    gatys.add_argument(
+        "--pooling", choices=["max", "avg"], help="avg is smoother (Gatys et al. 2016, sec. 2) (default: max)"
+    )
+    return parser
+
+
+GATYS_ONLY = [
+    "style_weights",
+    "steps",
+    "optimizer",
+    "lr",
+    "init",
+    "preserve_color",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "content_layers",
+    "style_layers",
+    "loss_network",
+    "vgg",
+    "pooling",
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.checkpoint:
+        if args.method:
+            raise UsageError("--method gatys and --checkpoint are two different modes: pass one of them")
+        given = [name for name in GATYS_ONLY if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} is a gatys option; it does nothing with --checkpoint")
+        stylize_with_checkpoint(args)
+    else:
+        if args.alpha is not None:
+            raise UsageError("--alpha applies to --checkpoint stylisation only")
+        stylize_with_gatys(args)
+
+
+def stylize_with_gatys(args: argparse.Namespace) -> None:
+    from models.gatys import GatysConfig, style_transfer
+    from models.vgg import build_loss_network
+
+    if not args.style:
+        raise UsageError("gatys needs at least one --style image")
+    config = GatysConfig(
+        seed=args.seed,
+        **{
+            key: value
+            for key, value in {
+                "steps": args.steps,
+                "optimizer": args.optimizer,
+                "lr": args.lr,
+                "init": args.init,
+                "preserve_color": args.preserve_color,
+                "content_weight": args.content_weight,
+                "style_weight": args.style_weight,
+                "tv_weight": args.tv_weight,
+                "content_layers": _names(args.content_layers),
+                "style_layers": _names(args.style_layers),
+            }.items()
+            if value is not None
+        },
+    )
+    style_weights = _style_weights(args.style_weights, len(args.style))
+    size = args.image_size or GATYS_IMAGE_SIZE
+    style_label = "+".join(_stem(path) for path in args.style)
+    targets = _output_paths(args.output, args.content, style_label)
+
+    contents = [_fit(load_image(path), size) for path in args.content]
+    styles = [pil_to_tensor(_fit(load_image(path), size)) for path in args.style]
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    network = build_loss_network(
+        arch=args.vgg or "vgg19",
+        weights=args.loss_network or "imagenet",
+        layers=(*config.content_layers, *config.style_layers),
+        pooling=args.pooling or "max",
+        seed=args.seed,
+        device=device,
+    )
+
+    # Images of one size optimise together as a batch; different sizes cannot share a tensor.
+    by_size = defaultdict(list)
+    for index, image in enumerate(contents):
+        by_size[image.size].append(index)
+    batches = [
+        group[i : i + args.batch_size] for group in by_size.values() for i in range(0, len(group), args.batch_size)
+    ]
+    for number, batch in enumerate(batches, start=1):
+        content = torch.stack([pil_to_tensor(contents[i]) for i in batch]).to(device)
+        width, height = contents[batch[0]].size
+        with tqdm(total=config.steps, desc=f"gatys {number}/{len(batches)} ({width}x{height})", file=sys.stderr) as bar:
+
+            def progress(step, losses, bar=bar):
+                bar.update(1)
+                bar.set_postfix({name: f"{value:.3g}" for name, value in losses.mean().items()}, refresh=False)
+
+            result = style_transfer(network, content, styles, style_weights, config, progress)
+        for row, index in enumerate(batch):
+            _write(targets[index], tensor_to_pil(result.images[row]))
+            losses = "  ".join(f"{name} {value:.4g}" for name, value in result.final.image(row).items())
+            print(f"{targets[index]}: {losses}")
+
+
+def stylize_with_checkpoint(args: argparse.Namespace) -> None:
+    from models.checkpoint import load_stylizer
+    from models.stylizer import one_hot
+
+    alpha = 1.0 if args.alpha is None else args.alpha
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
+    if _image_format(args.output):
+        raise UsageError(f"--output must be a directory with --checkpoint, got {args.output}")
+    _check_unique_stems(args.content)
+
+    contents = [load_image(path) for path in args.content]
+    if args.image_size:
+        contents = [_fit(image, args.image_size) for image in contents]
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    model, info = load_stylizer(args.checkpoint, device=device)
+    requested = args.style or ["all"]
+    names = info.style_names if "all" in requested else list(dict.fromkeys(requested))
+    indices = [info.style_index(name) for name in names]  # unknown names fail here, listing the known ones
+
+    with tqdm(total=len(contents) * len(names), desc="stylize", unit="image", file=sys.stderr) as bar:
+        for path, image in zip(args.content, contents, strict=True):
+            tensor = pil_to_tensor(image).unsqueeze(0).to(device)
+            for start in range(0, len(indices), args.batch_size):
+                chunk = indices[start : start + args.batch_size]
+                weights = one_hot(chunk, model.num_styles).to(device)
+                stylised = model.stylize(tensor.expand(len(chunk), -1, -1, -1), weights, alpha=alpha)
+                for row, index in enumerate(chunk):
+                    target = _join(args.output, f"{_stem(path)}__{info.style_names[index]}.png")
+                    _write(target, tensor_to_pil(stylised[row]))
+                    bar.update(1)
+    print(f"wrote {len(contents) * len(names)} image(s) to {args.output} ({info.digest})")
+
+
+def _fit(image, size: int):
+    """Scale so the long side is ``size`` (never over it), aspect kept: the "max size" of neural-style tools."""
+    width, height = image.size
+    short = max(1, min(width, height) * size // max(width, height))
+    return resize_short_side(image, short)
+
+
+def _output_paths(output: str, contents: list[str], style_label: str) -> list[str]:
+    if _image_format(output):
+        if len(contents) != 1:
+            raise UsageError(
+                f"--output {output} is one image but {len(contents)} contents were given: pass a directory"
+            )
+        return [output]
+    _check_unique_stems(contents)
+    return [_join(output, f"{_stem(path)}__{style_label}.png") for path in contents]
+
+
+def _check_unique_stems(paths: list[str]) -> None:
+    seen = {}
+    for path in paths:
+        stem = _stem(path)
+        if stem in seen:
+            raise UsageError(f"{seen[stem]} and {path} would write the same output name {stem!r}; rename one")
+        seen[stem] = path
+
+
+def _style_weights(text: str | None, count: int) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--style-weights must be comma-separated numbers, got {text!r}") from None
+    if len(weights) != count:
+        raise UsageError(f"--style-weights has {len(weights)} value(s) for {count} --style image(s)")
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise UsageError(f"--style-weights must be >= 0 and not all zero, got {text}")
+    return weights
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path.rstrip("/")))[0]
+
+
+def _image_format(path: str) -> str | None:
+    return IMAGE_SUFFIXES.get(os.path.splitext(path)[1].lower())
+
+
+def _join(directory: str, name: str) -> str:
+    return directory.rstrip("/") + "/" + name
+
+
+def _write(path: str, image) -> None:
+    fs, local = fsspec.core.url_to_fs(path)
+    parent = os.path.dirname(local)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(local, "wb") as handle:
+        handle.write(encode_image(image, _image_format(path) or "png"))
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
