@@ -151,12 +151,11 @@ def _file_state(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise InputNotFoundError(f"loss network weights not found: {path} (use imagenet, random or a state_dict path)")
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorsError
         from safetensors.torch import load_file
 
         try:
             return load_file(path)
-        except (SafetensorsError, OSError) as exc:
+        except Exception as exc:  # safetensors raises several types for truncated or foreign files
             raise CheckpointError(f"cannot read loss network weights {path}: {exc}") from None
     return _torch_load(path)
 
