@@ -1,0 +1,177 @@
+"""The text-supervised CNN: a torchvision backbone and a linear projection into the text-target space.
+
+Input ``(B, 3, H, W)`` float RGB in [0, 1]; ImageNet normalisation happens here. ``forward`` gives the raw
+projection (logits for topic targets), ``embed`` the vector compared with text targets at retrieval time
+(sigmoid topic probabilities for ``output="sigmoid"``, the projection itself otherwise).
+
+Checkpoints are one safetensors file: model tensors under ``model.``, the text model's arrays under
+``text.``, and JSON metadata (architecture, text vocabulary and settings, training settings). Loading
+executes no code.
+"""
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from models.errors import CheckpointError, UsageError, WeightsUnavailableError
+from models.text_targets import TextTargets
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# resnet10: one BasicBlock per stage, for CPU tests and small corpora (no ImageNet weights exist for it).
+BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet10")
+IMAGENET_WEIGHTS = {
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+    "googlenet": torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1,
+}
+OUTPUTS = ("linear", "sigmoid")
+FORMAT = "stylebeam.embedding/1"
+
+
+@dataclass(frozen=True)
+class EmbeddingNetConfig:
+    backbone: str = "resnet18"
+    out_dim: int = 64
+    output: str = "linear"
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise UsageError(f"unknown backbone {self.backbone!r}; use one of {', '.join(BACKBONES)}")
+        if self.output not in OUTPUTS:
+            raise UsageError(f"unknown output {self.output!r}; use one of {OUTPUTS}")
+
+
+def imagenet_weights_file(backbone: str) -> str:
+    """Path of torchvision's cached ImageNet weights for ``backbone``; never downloads."""
+    if backbone not in IMAGENET_WEIGHTS:
+        raise WeightsUnavailableError(f"no ImageNet weights exist for {backbone}; use --weights random or a PATH")
+    filename = os.path.basename(IMAGENET_WEIGHTS[backbone].url)
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+    if not os.path.exists(path):
+        raise WeightsUnavailableError(
+            f"ImageNet {backbone} weights are not available offline (looked for {path}); "
+            "put the file there, pass --weights PATH, or ask for --weights random"
+        )
+    return path
+
+
+def build_backbone(name: str, weights: str = "random") -> tuple[nn.Module, int]:
+    """``(backbone without its classifier, feature size)``. ``weights``: ``imagenet``, ``random`` or a file path."""
+    if name == "resnet10":
+        model = ResNet(BasicBlock, [1, 1, 1, 1])
+    elif name == "googlenet":
+        # transform_input: torchvision's GoogLeNet weights expect its own input scaling (applied inside)
+        model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=True)
+    else:
+        model = torchvision.models.get_model(name, weights=None)
+    if weights != "random":
+        path = imagenet_weights_file(name) if weights == "imagenet" else weights
+        if not os.path.exists(path):
+            raise WeightsUnavailableError(f"backbone weights file not found: {path}")
+        state = _load_state_dict(path)
+        state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise WeightsUnavailableError(f"{path} does not hold {name} weights: {str(exc).splitlines()[0]}") from None
+    features = model.fc.in_features
+    model.fc = nn.Identity()
+    return model, features
+
+
+def _load_state_dict(path: str) -> dict:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(f"cannot read weights file {path}: {exc}") from None
+
+
+class EmbeddingNet(nn.Module):
+    def __init__(self, config: EmbeddingNetConfig, weights: str = "random"):
+        super().__init__()
+        self.config = config
+        self.backbone, features = build_backbone(config.backbone, weights)
+        self.head = nn.Linear(features, config.out_dim)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in [0, 1] → raw projection ``(B, out_dim)``."""
+        return self.head(self.backbone((images - self.mean) / self.std))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The image's point in the text-target space, ``(B, out_dim)`` float32."""
+        projection = self.forward(images).float()
+        return torch.sigmoid(projection) if self.config.output == "sigmoid" else projection
+
+
+@dataclass
+class CheckpointInfo:
+    config: EmbeddingNetConfig
+    training: dict
+    digest: str
+
+
+def save_embedding_model(path: str, model: EmbeddingNet, text: TextTargets, training: dict | None = None) -> str:
+    """Write model + text model to one safetensors file; return its content digest (sha256, 16 hex)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    text_arrays, text_description = text.to_arrays()
+    tensors.update({f"text.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in text_arrays.items()})
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(asdict(model.config), sort_keys=True),
+        "text": json.dumps(text_description, sort_keys=True),
+        "training": json.dumps(training or {}, sort_keys=True),
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    partial = f"{path}.partial"
+    save_file(tensors, partial, metadata=metadata)
+    os.replace(partial, path)  # a crash mid-write never leaves a truncated checkpoint under the real name
+    return file_digest(path)
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()[:16]
+
+
+def load_embedding_model(
+    path: str, device: str | torch.device = "cpu"
+) -> tuple[EmbeddingNet, TextTargets, CheckpointInfo]:
+    """Load an eval-mode model, its text model and the checkpoint's facts; ``CheckpointError`` names the problem."""
+    from safetensors import safe_open
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.safetensors")
+    if not os.path.exists(path):
+        raise CheckpointError(f"embedding checkpoint not found: {path}")
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except Exception as exc:
+        raise CheckpointError(f"not a stylebeam checkpoint: {path} ({exc})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"not a stylebeam embedding checkpoint: {path} (format {metadata.get('format')!r})")
+    config = EmbeddingNetConfig(**json.loads(metadata["config"]))
+    model = EmbeddingNet(config, weights="random")
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    text_arrays = {k[len("text.") :]: v.numpy() for k, v in tensors.items() if k.startswith("text.")}
+    text = TextTargets.from_arrays(text_arrays, json.loads(metadata["text"]))
+    info = CheckpointInfo(config, json.loads(metadata.get("training", "{}")), file_digest(path))
+    return model.to(device).eval(), text, info

@@ -1,0 +1,277 @@
+"""Training loop of the text-supervised CNN: streamed examples in, checkpoints and loss curves out.
+
+The loop knows nothing of Parquet or Beam: it takes ``train_examples(epoch)`` and ``heldout_examples()``,
+callables returning iterables of ``Example``s (a post's id, its image as ``(S, S, 3)`` uint8, its text target).
+Images arrive a little larger than ``image_size`` (``source_side``, the 256/224 ImageNet convention) and are
+randomly cropped and flipped here; held-out images are centre-cropped.
+
+Files in ``output_dir``: ``model.safetensors`` (model + text model, rewritten after every epoch),
+``train_state.pt`` (optimizer, scaler, loss parameters, history; loads with ``weights_only=True``) for
+``resume``, ``history.json`` and ``loss_curve.png``.
+"""
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.embedding_net import EmbeddingNet, save_embedding_model
+from models.errors import CheckpointError, UsageError
+from models.text_targets import TextTargets
+
+HELDOUT_SALT = "stylebeam-heldout"
+
+
+class Example(NamedTuple):
+    id: str
+    image: np.ndarray  # (S, S, 3) uint8
+    target: np.ndarray  # (D,) float32
+
+
+def source_side(image_size: int) -> int:
+    """Side images are prepared at before cropping: 256 for 224, the ImageNet resize/crop ratio."""
+    return round(image_size * 8 / 7)
+
+
+def is_heldout(post_id: str, fraction: float) -> bool:
+    """Stable split by a hash of the id: the same post is held out in every run, job and machine."""
+    digest = hashlib.sha256(f"{HELDOUT_SALT}:{post_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def images_to_tensor(images: list[np.ndarray], size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(S, S, 3)`` uint8 arrays → ``(B, 3, size, size)`` float in [0, 1].
+
+    With a ``generator``: a random crop and a random horizontal flip per image (training augmentation);
+    without: the centre crop (evaluation, embedding).
+    """
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    _, _, height, width = batch.shape
+    if height < size or width < size:
+        raise ValueError(f"images of {width}x{height} are smaller than the crop {size}")
+    crops = []
+    for image in batch:
+        if generator is None:
+            top, left = (height - size) // 2, (width - size) // 2
+        else:
+            top = int(torch.randint(height - size + 1, (1,), generator=generator))
+            left = int(torch.randint(width - size + 1, (1,), generator=generator))
+        crop = image[:, top : top + size, left : left + size]
+        if generator is not None and torch.rand(1, generator=generator).item() < 0.5:
+            crop = crop.flip(-1)
+        crops.append(crop)
+    return torch.stack(crops).float().div_(255.0)
+
+
+def batched(examples: Iterable[Example], batch_size: int) -> Iterator[list[Example]]:
+    batch = []
+    for example in examples:
+        batch.append(example)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    # Adam at 1e-3 for a head on a random backbone; lower (1e-4) when fine-tuning ImageNet weights.
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    image_size: int = 224
+    heldout_fraction: float = 0.1
+    seed: int = 0
+
+
+class EmbeddingTrainer:
+    def __init__(
+        self,
+        model: EmbeddingNet,
+        loss: nn.Module,
+        text: TextTargets,
+        config: TrainConfig,
+        output_dir: str,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+        extra_training_facts: dict | None = None,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.loss = loss.to(self.device)
+        self.text = text
+        self.config = config
+        self.output_dir = output_dir
+        self.progress = progress
+        self.facts = extra_training_facts or {}
+        self.optimizer = torch.optim.AdamW(
+            list(self.model.parameters()) + list(self.loss.parameters()), lr=config.lr, weight_decay=config.weight_decay
+        )
+        # AMP on CUDA only: bf16 where the GPU has it (no loss scaling needed), else fp16 with a GradScaler.
+        self.amp_dtype = None
+        if self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.history: list[dict] = []
+        self.step_losses: list[float] = []
+        self.start_epoch = 0
+
+    # files ---------------------------------------------------------------------------------------------------
+    def path(self, name: str) -> str:
+        return os.path.join(self.output_dir, name)
+
+    def resume(self) -> int:
+        """Load ``train_state.pt``; return the number of epochs already done."""
+        path = self.path("train_state.pt")
+        if not os.path.exists(path):
+            raise CheckpointError(f"nothing to resume: {path} does not exist")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["config"] != asdict(self.config) | {"epochs": state["config"]["epochs"]}:
+            raise UsageError(f"cannot resume {path}: it was trained with other settings ({state['config']})")
+        self.model.load_state_dict(state["model"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = json.loads(state["history"])
+        self.step_losses = list(state["step_losses"])
+        self.start_epoch = int(state["epoch"])
+        return self.start_epoch
+
+    def save(self, epoch: int) -> None:
+        os.makedirs(self.output_dir, exist_ok=True)
+        training = {"train": asdict(self.config), "epochs_done": epoch, "history": self.history, **self.facts}
+        save_embedding_model(self.path("model.safetensors"), self.model, self.text, training)
+        state = {
+            "epoch": epoch,
+            "config": asdict(self.config),
+            "model": self.model.state_dict(),
+            "loss": self.loss.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": json.dumps(self.history),
+            "step_losses": torch.tensor(self.step_losses, dtype=torch.float64),
+        }
+        torch.save(state, self.path("train_state.pt.partial"))
+        os.replace(self.path("train_state.pt.partial"), self.path("train_state.pt"))
+        with open(self.path("history.json"), "w") as handle:
+            json.dump(self.history, handle, indent=2)
+        draw_loss_curve(self.step_losses, self.history, self.path("loss_curve.png"))
+
+    # loop ----------------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        train_examples: Callable[[int], Iterable[Example]],
+        heldout_examples: Callable[[], Iterable[Example]] | None = None,
+    ) -> list[dict]:
+        """Train epochs ``start_epoch + 1 .. config.epochs``; checkpoint after each. Returns the history."""
+        from tqdm import tqdm
+
+        for epoch in range(self.start_epoch + 1, self.config.epochs + 1):
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+            self.model.train()
+            total, count = 0.0, 0
+            expected = self.history[-1]["train_examples"] if self.history else None
+            bar = tqdm(
+                total=expected,
+                desc=f"epoch {epoch}/{self.config.epochs}",
+                unit="img",
+                file=sys.stderr,
+                disable=not self.progress,
+            )
+            for batch in batched(train_examples(epoch), self.config.batch_size):
+                if len(batch) < 2:  # BatchNorm cannot train on one image; it is seen again next epoch
+                    continue
+                loss = self.train_step(batch, generator)
+                total, count = total + loss * len(batch), count + len(batch)
+                self.step_losses.append(loss)
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{loss:.4f}")
+            bar.close()
+            if count == 0:
+                raise UsageError("no training examples: every post was held out, rejected or had no usable caption")
+            record = {"epoch": epoch, "train_loss": total / count, "train_examples": count}
+            if heldout_examples is not None:
+                record.update(self.evaluate(heldout_examples()))
+            record["seconds"] = round(time.perf_counter() - started, 3)
+            self.history.append(record)
+            self.save(epoch)
+        return self.history
+
+    def train_step(self, batch: list[Example], generator: torch.Generator) -> float:
+        images = images_to_tensor([e.image for e in batch], self.config.image_size, generator).to(self.device)
+        targets = torch.from_numpy(np.stack([e.target for e in batch])).to(self.device)
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            projection = self.model(images)
+        loss = self.loss(projection.float(), targets)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"training loss became {loss.item()}; lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, examples: Iterable[Example]) -> dict:
+        """Mean held-out loss (centre crops, eval mode)."""
+        self.model.eval()
+        total, count = 0.0, 0
+        for batch in batched(examples, self.config.batch_size):
+            images = images_to_tensor([e.image for e in batch], self.config.image_size).to(self.device)
+            targets = torch.from_numpy(np.stack([e.target for e in batch])).to(self.device)
+            total += self.loss(self.model(images).float(), targets).item() * len(batch)
+            count += len(batch)
+        return {"heldout_loss": total / count if count else None, "heldout_examples": count}
+
+
+def draw_loss_curve(step_losses: list[float], history: list[dict], path: str, size=(640, 360)) -> None:
+    """A loss-curve PNG drawn with PIL: per-step training loss (grey), per-epoch train (blue) and held-out (red)."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    left, right, top, bottom = 56, 16, 28, 36
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    values = list(step_losses) + [h[k] for h in history for k in ("train_loss", "heldout_loss") if h.get(k) is not None]
+    if not values:
+        image.save(path)
+        return
+    low, high = min(values), max(values)
+    high = high if high > low else low + 1.0
+    steps = max(len(step_losses), 1)
+
+    def point(step: float, value: float) -> tuple[float, float]:
+        x = left + (width - left - right) * step / steps
+        y = top + (height - top - bottom) * (1 - (value - low) / (high - low))
+        return x, y
+
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for fraction in (0.0, 0.5, 1.0):
+        value = low + fraction * (high - low)
+        draw.text((4, point(0, value)[1] - 6), f"{value:.3g}", fill="black")
+    draw.text((left, 8), "loss (grey: step, blue: epoch train, red: held-out)", fill="black")
+    draw.text((left, height - bottom + 8), f"steps 0..{len(step_losses)}, {len(history)} epochs", fill="black")
+    if len(step_losses) > 1:
+        draw.line([point(i, v) for i, v in enumerate(step_losses)], fill=(170, 170, 170), width=1)
+    per_epoch = steps / max(len(history), 1)
+    for key, colour in (("train_loss", (30, 90, 200)), ("heldout_loss", (210, 40, 40))):
+        points = [point((i + 1) * per_epoch, h[key]) for i, h in enumerate(history) if h.get(key) is not None]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    image.save(path)

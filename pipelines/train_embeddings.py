@@ -1,0 +1,133 @@
+"""Clean corpus → a text model fitted on its captions and a CNN trained to predict each post's text target.
+
+    python -m pipelines.train_embeddings --input CLEAN --output OUT [--text-model word2vec|lda] ...
+
+Writes OUT/model.safetensors (CNN + text model), OUT/train_state.pt (for --resume), OUT/history.json,
+OUT/loss_curve.png and OUT/summary.json. Posts whose id hashes into --heldout-fraction are never trained on;
+pipelines.evaluate_embeddings evaluates on exactly those.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+
+from models.device import resolve_device, seed_everything
+from models.embedding_losses import LOSSES, default_loss, make_loss
+from models.embedding_net import BACKBONES, EmbeddingNet, EmbeddingNetConfig, load_embedding_model
+from models.embedding_trainer import EmbeddingTrainer, TrainConfig
+from models.errors import UsageError
+from models.text_targets import KINDS, TextTargetConfig, TextTargets
+from pipelines.cli import add_common_args, positive_float, positive_int, run_main
+from transforms.embed import corpus_examples, iter_split_tokens
+from transforms.sources import resolve_input
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train_embeddings", description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True, help="clean corpus: clean-*.parquet files, a glob or their folder")
+    parser.add_argument("--output", required=True, help="output folder for the checkpoint, curves and summary")
+    text = parser.add_argument_group("text targets")
+    text.add_argument("--text-model", choices=KINDS, default="word2vec", help="(default: %(default)s)")
+    text.add_argument(
+        "--text-dim", type=positive_int, default=None, help="word-vector size (default 128) or LDA topics (default 40)"
+    )
+    text.add_argument("--no-tfidf", action="store_true", help="plain mean of word vectors instead of TF-IDF weighted")
+    text.add_argument("--min-count", type=positive_int, default=5, help="captions a word must occur in (default: 5)")
+    model = parser.add_argument_group("model and training")
+    model.add_argument("--backbone", choices=BACKBONES, default="resnet18", help="(default: %(default)s)")
+    model.add_argument(
+        "--weights", default="imagenet", help="backbone init: imagenet (from the torch cache), random, or a PATH"
+    )
+    model.add_argument("--loss", choices=LOSSES, default=None, help="default: cosine for word2vec, sigmoid-ce for lda")
+    model.add_argument("--epochs", type=positive_int, default=10, help="(default: %(default)s)")
+    model.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default: %(default)s)")
+    model.add_argument("--heldout-fraction", type=float, default=0.1, help="posts kept for evaluation (default: 0.1)")
+    model.add_argument("--decode-threads", type=positive_int, default=2, help="image decoding threads (default: 2)")
+    model.add_argument("--resume", action="store_true", help="continue the run in --output from its last epoch")
+    model.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_common_args(parser, batch_size=32, image_size=224)
+    args = parser.parse_args(argv)
+    if not 0 <= args.heldout_fraction < 1:
+        parser.error("--heldout-fraction must be in [0, 1)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    spec = resolve_input(args.input)
+    if spec.kind != "parquet":
+        raise UsageError(f"--input must be clean-corpus Parquet files, found image files under {args.input}")
+    paths = list(spec.paths)
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    state_file = os.path.join(args.output, "train_state.pt")
+    if os.path.exists(state_file) and not args.resume:
+        raise UsageError(f"{args.output} already holds a training run; pass --resume or choose another --output")
+
+    if args.resume:  # the run's own model, text model and settings; only --epochs may change
+        model, text, info = load_embedding_model(args.output)
+        loss_name = info.training["loss"]
+        train_config = TrainConfig(**{**info.training["train"], "epochs": args.epochs})
+    else:
+        dim = args.text_dim or (40 if args.text_model == "lda" else 128)
+        config = TextTargetConfig(args.text_model, dim, not args.no_tfidf, args.min_count, seed=args.seed)
+        text = TextTargets.fit(list(iter_split_tokens(paths, args.heldout_fraction, heldout=False)), config)
+        loss_name = args.loss or default_loss(text.config.kind)
+        output = "sigmoid" if loss_name == "sigmoid-ce" else "linear"
+        model = EmbeddingNet(EmbeddingNetConfig(args.backbone, text.dim, output), args.weights)
+        train_config = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            image_size=args.image_size,
+            heldout_fraction=args.heldout_fraction,
+            seed=args.seed,
+        )
+    trainer = EmbeddingTrainer(
+        model,
+        make_loss(loss_name),
+        text,
+        train_config,
+        args.output,
+        device,
+        progress=not args.no_progress,
+        extra_training_facts={"loss": loss_name, "weights": args.weights, "input": args.input},
+    )
+    if args.resume:
+        trainer.resume()
+
+    counts = {"train": Counter(), "heldout": Counter()}
+
+    def stream(heldout: bool, epoch: int | None = None):
+        counts["heldout" if heldout else "train"] = tally = Counter()
+        return corpus_examples(
+            paths,
+            text,
+            image_size=train_config.image_size,
+            heldout_fraction=train_config.heldout_fraction,
+            heldout=heldout,
+            counts=tally,
+            shuffle_seed=None if heldout else train_config.seed * 1000 + epoch,
+            decode_threads=args.decode_threads,
+        )
+
+    heldout = (lambda: stream(True)) if train_config.heldout_fraction else None
+    history = trainer.fit(lambda epoch: stream(False, epoch), heldout)
+    summary = {
+        "counts": {f"{split}.{key}": value for split, tally in counts.items() for key, value in sorted(tally.items())},
+        "text_model": {"kind": text.config.kind, "dim": text.dim, "vocabulary": len(text.vocab)},
+        "loss": loss_name,
+        "final": history[-1] if history else None,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    with open(os.path.join(args.output, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+    print(json.dumps(summary["final"]), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
