@@ -1,0 +1,102 @@
+"""Batched stylizer inference with the fast settings per device, shared by the augment job and the CLIs.
+
+Images travel as uint8 ``(B, H, W, 3)`` (4x fewer bytes than float, and what decoders/encoders speak);
+conversion to float happens on the device. Batches are padded to a fixed size so that every image is
+computed by the same kernels whatever its batch-mates: an image's bytes do not depend on how Beam
+bundled it (oneDNN picks algorithms by shape, and a different algorithm can flip a rounding).
+"""
+
+import numpy as np
+import torch
+
+from models.errors import UsageError
+from models.stylizer import MultiStyleTransformer
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_supports_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX-512 BF16 / AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a CUDA GPU that has it (else fp16) and on a CPU with native bf16 (else fp32).
+
+    bf16 vs fp32 on the demo stylizer: see README (PSNR measured by benchmarks/stylizer.py).
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return torch.float32
+    if device.type == "cuda":
+        if precision == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    if precision == "fp16":
+        raise UsageError("fp16 is for CUDA; on CPU use --precision bf16 or fp32")
+    if precision == "auto":
+        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    return torch.bfloat16
+
+
+class StylizerRunner:
+    """A stylizer on a device, ready for uint8 batches. Create once per worker process."""
+
+    def __init__(self, model: MultiStyleTransformer, device: torch.device, dtype: torch.dtype, batch_size: int):
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.model = model.to(device).eval()
+        if device.type == "cpu":
+            # channels_last lets oneDNN skip layout reorders around every conv (benchmarks/stylizer.py).
+            self.model = self.model.to(memory_format=torch.channels_last)
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @property
+    def num_styles(self) -> int:
+        return self.model.num_styles
+
+    @torch.inference_mode()
+    def __call__(self, pixels: np.ndarray, style_weights: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """``pixels`` ``(B, H, W, 3)`` uint8, ``style_weights`` ``(B, N)``, ``alpha`` ``(B,)`` → ``(B, H, W, 3)`` uint8.
+
+        ``B`` may be anything up to ``batch_size``; the batch is padded to ``batch_size`` with zeros.
+        """
+        count = pixels.shape[0]
+        if count == 0:
+            return pixels.copy()
+        if count > self.batch_size:
+            return np.concatenate(
+                [
+                    self(
+                        pixels[i : i + self.batch_size],
+                        style_weights[i : i + self.batch_size],
+                        alpha[i : i + self.batch_size],
+                    )
+                    for i in range(0, count, self.batch_size)
+                ]
+            )
+        pad = self.batch_size - count
+        if pad:
+            pixels = np.concatenate([pixels, np.zeros((pad, *pixels.shape[1:]), np.uint8)])
+            style_weights = np.concatenate([style_weights, np.repeat(style_weights[:1], pad, 0)])
+            alpha = np.concatenate([alpha, np.zeros(pad, alpha.dtype)])
+        cuda = self.device.type == "cuda"
+        batch = torch.from_numpy(np.ascontiguousarray(pixels))
+        if cuda:
+            batch = batch.pin_memory()
+        batch = batch.to(self.device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255.0)
+        if not cuda:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        weights = torch.from_numpy(np.asarray(style_weights, np.float32)).to(self.device)
+        alphas = torch.from_numpy(np.asarray(alpha, np.float32)).to(self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            stylised = self.model(batch, weights)
+        blended = torch.lerp(batch, stylised.float(), alphas.reshape(-1, 1, 1, 1)).clamp_(0, 1)
+        out = blended.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
+        return out[:count].cpu().numpy()

@@ -1,0 +1,188 @@
+"""The main job: a dataset of images → stylised copies → Parquet.
+
+    python -m pipelines.augment --input IN --output OUT --stylizer CKPT [--styles all|random:K|mix:K] ...
+
+Run with no flags, it stylises the sample images with the demo stylizer shipped in the package and writes
+``./augment-output``. Every standard Beam option works (``--runner=DataflowRunner`` ...); see README.
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models.checkpoint import load_tensors
+from models.errors import CheckpointError, UsageError
+from models.inference import PRECISIONS
+from pipelines.cli import parse_beam_args, run_main
+from transforms.decode import DecodeImages
+from transforms.images import FORMATS, MAX_PIXELS
+from transforms.io import CountRejected, WriteSummary, WriteTable, output_path, update_summary
+from transforms.preview import WritePreview
+from transforms.read import ReadImages
+from transforms.schemas import AUGMENTED, REJECTED
+from transforms.sources import input_pattern
+from transforms.style_policy import parse_alpha, parse_styles
+from transforms.stylize import Stylize
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SAMPLE_IMAGES = ASSETS / "samples"
+DEMO_STYLIZER = ASSETS / "demo_stylizer.safetensors"
+LOGGER = logging.getLogger("pipelines.augment")
+
+
+class AugmentOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input",
+            default=str(SAMPLE_IMAGES),
+            help="a directory (class sub-folders become `label`), a glob, or Parquet files with an `image` column; "
+            "local or gs:// (default: the sample images shipped with the package)",
+        )
+        parser.add_argument("--output", default="augment-output", help="output directory (default: %(default)s)")
+        parser.add_argument(
+            "--stylizer", default=str(DEMO_STYLIZER), help="stylizer checkpoint (default: the demo stylizer)"
+        )
+        parser.add_argument(
+            "--styles",
+            default="all",
+            help="all: every style per image; random:K: K distinct styles per image; mix:K: K random mixtures "
+            "(default: %(default)s)",
+        )
+        parser.add_argument(
+            "--alpha",
+            default="1",
+            help="blend with the original, 1 = fully stylised; LO,HI draws per output (default: 1)",
+        )
+        parser.add_argument(
+            "--image-size",
+            type=int,
+            default=256,
+            help="short side the images are stylised at; 0 keeps their size (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--seed", type=int, default=0, help="job seed; each record's draws derive from it and its id"
+        )
+        parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
+        parser.add_argument(
+            "--precision",
+            default="auto",
+            choices=PRECISIONS,
+            help="auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU (default: %(default)s)",
+        )
+        parser.add_argument("--format", default="jpeg", choices=sorted(FORMATS), help="output image encoding")
+        parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a contact sheet")
+        parser.add_argument("--min-side", type=int, default=32, help="reject images with a smaller side (px)")
+        parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="reject larger images (bomb guard)")
+        parser.add_argument(
+            "--num-shards", type=int, default=0, help="output files per table; 0 lets the runner choose"
+        )
+
+
+def check_options(opts: AugmentOptions) -> None:
+    if opts.batch_size <= 0 or opts.image_size < 0 or opts.min_side <= 0:
+        raise UsageError("--batch-size and --min-side must be positive and --image-size >= 0")
+    if opts.image_size and opts.image_size < opts.min_side:
+        raise UsageError(f"--image-size {opts.image_size} is below --min-side {opts.min_side}")
+
+
+def build(pipeline: beam.Pipeline, opts: AugmentOptions) -> None:
+    """Wire the job onto ``pipeline``: read → decode → stylise → write (+ rejected, summary, preview)."""
+    check_options(opts)
+    policy, alpha_range = parse_styles(opts.styles), parse_alpha(opts.alpha)
+    source = input_pattern(opts.input)
+    _, document, digest = load_tensors(opts.stylizer)  # fail here, not on a worker, if the checkpoint is bad
+    style_names = document.get("style_names")
+    if not style_names:
+        raise CheckpointError(f"{opts.stylizer} is not a stylizer checkpoint (no style names)")
+    policy.check(len(style_names))
+    LOGGER.info("input %s (%s), %d styles: %s", source.pattern, source.kind, len(style_names), ", ".join(style_names))
+
+    read = pipeline | "ReadImages" >> ReadImages(source)
+    decoded = read["records"] | "DecodeImages" >> DecodeImages(opts.image_size, opts.min_side, opts.max_pixels)
+    stylised = decoded["images"] | "Stylize" >> Stylize(
+        opts.stylizer,
+        style_names,
+        digest,
+        policy,
+        alpha_range,
+        seed=opts.seed,
+        batch_size=opts.batch_size,
+        device=opts.device,
+        precision=opts.precision,
+        image_format=opts.format,
+    )
+    rejected = (read["rejected"], decoded["rejected"], stylised["rejected"]) | "AllRejected" >> beam.Flatten()
+
+    stylised["rows"] | "WriteAugmented" >> WriteTable(opts.output, "augmented", AUGMENTED, opts.num_shards)
+    rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
+    counted = {
+        "images_read": read["records"],
+        "images_decoded": decoded["images"],
+        "rows_written": stylised["rows"],
+        "rejected": rejected,
+        "*": rejected | "CountRejected" >> CountRejected(),
+    }
+    settings = {
+        "input": opts.input,
+        "stylizer": {"path": opts.stylizer, "digest": digest, "styles": style_names},
+        "settings": {
+            "styles": opts.styles,
+            "alpha": list(alpha_range),
+            "image_size": opts.image_size,
+            "seed": opts.seed,
+            "format": opts.format,
+            "precision": opts.precision,
+            "device": opts.device,
+            "batch_size": opts.batch_size,
+        },
+    }
+    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=settings)
+    if opts.preview:
+        (decoded["images"], stylised["rows"]) | "WritePreview" >> WritePreview(output_path(opts.output, "preview.png"))
+
+
+def report(result, opts: AugmentOptions, elapsed: float) -> None:
+    """Print the Beam counters and add wall time to summary.json."""
+    counters = {}
+    for counter in result.metrics().query().get("counters", []):
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + value
+    for name in sorted(counters):
+        print(f"{name:>28}: {counters[name]}", file=sys.stderr)
+    rows = counters.get("rows_encoded", 0)
+    summary = update_summary(
+        opts.output, elapsed_s=round(elapsed, 3), outputs_per_s=round(rows / max(elapsed, 1e-9), 2)
+    )
+    print(
+        f"wrote {summary['counts'].get('rows_written', 0)} stylised images and "
+        f"{summary['counts'].get('rejected', 0)} rejected rows to {opts.output} in {elapsed:.1f}s",
+        file=sys.stderr,
+    )
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
+    _, options = parse_beam_args(
+        AugmentOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.augment"
+    )
+    opts = options.view_as(AugmentOptions)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, opts)
+    started = time.perf_counter()
+    result = pipeline.run()
+    if result is None:  # DataflowRunner --dry_run builds and validates the graph, then returns nothing
+        return None
+    result.wait_until_finish()
+    if result.state == "DONE":
+        report(result, opts, time.perf_counter() - started)
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sys.exit(run_main(run))

@@ -1,0 +1,220 @@
+"""End-to-end runs of ``pipelines.augment`` on generated datasets that include every kind of broken file."""
+
+import glob
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from models.checkpoint import save_stylizer
+from models.stylizer import MultiStyleTransformer, StylizerConfig
+from pipelines import augment
+from pipelines.cli import run_main
+from tests.conftest import encode, make_image
+from transforms.schemas import AUGMENTED, REJECTED
+
+STYLES = ["dots", "lines", "waves"]
+# file name → (stage, reason) for every unusable input planted in the dataset
+BROKEN = {
+    "cats/empty.jpg": ("decode", "empty_file"),
+    "cats/text.jpg": ("decode", "not_an_image"),
+    "dogs/truncated.jpg": ("decode", "corrupt_image"),
+    "dogs/tiny.png": ("decode", "too_small"),
+    "dogs/bomb.png": ("decode", "too_many_pixels"),
+    "notes.txt": ("read", "not_an_image_file"),
+}
+
+
+@pytest.fixture(scope="module")
+def stylizer(tmp_path_factory):
+    torch.manual_seed(0)
+    model = MultiStyleTransformer(StylizerConfig(num_styles=3, width=0.125, num_residual=1))
+    with torch.no_grad():
+        for p in model.style_parameters():
+            p.add_(torch.randn_like(p))
+        model.deconv3.conv2d.bias.fill_(120.0)  # outputs mid-grey-ish instead of black: visible in JPEG
+    path = tmp_path_factory.mktemp("ckpt") / "three.safetensors"
+    save_stylizer(str(path), model, STYLES)
+    return str(path)
+
+
+def exif_rotated_jpeg():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(make_image(60, 40, seed=7), "JPEG", exif=exif.tobytes())
+
+
+def animated_gif():
+    buffer = io.BytesIO()
+    frames = [make_image(48, 48, seed=s).convert("P") for s in (1, 2)]
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
+def palette_with_transparency():
+    image = make_image(50, 40, seed=3).convert("P")
+    return encode(image, "PNG", transparency=0)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dataset")
+    good = {
+        "cats/rgb.jpg": encode(make_image(64, 48, seed=1), "JPEG"),
+        "cats/rotated.jpg": exif_rotated_jpeg(),
+        "cats/grey_alpha.png": encode(make_image(40, 56, seed=2).convert("LA")),
+        "cats/palette.png": palette_with_transparency(),
+        "dogs/cmyk.jpg": encode(make_image(52, 52, seed=4).convert("CMYK"), "JPEG"),
+        "dogs/deep.png": encode(Image.fromarray((np.arange(48 * 40).reshape(40, 48) * 30).astype(np.uint16), "I;16")),
+        "dogs/animated.gif": animated_gif(),
+        "top.png": encode(make_image(45, 70, seed=5)),
+    }
+    good_jpeg = encode(make_image(64, 64, seed=6), "JPEG")
+    broken = {
+        "cats/empty.jpg": b"",
+        "cats/text.jpg": b"these are not the pixels you are looking for",
+        "dogs/truncated.jpg": good_jpeg[: len(good_jpeg) // 2],
+        "dogs/tiny.png": encode(make_image(6, 40)),
+        "dogs/bomb.png": encode(Image.new("1", (9000, 9000))),  # 81 MP: over --max-pixels below
+        "notes.txt": b"a file that is not an image",
+    }
+    for name, data in {**good, **broken}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root, sorted(good)
+
+
+def run_job(dataset_root, output, stylizer, *extra):
+    argv = [
+        f"--input={dataset_root}",
+        f"--output={output}",
+        f"--stylizer={stylizer}",
+        "--image-size=32",
+        "--min-side=16",
+        "--max-pixels=50000000",
+        "--batch-size=3",
+        "--num-shards=1",
+        *extra,
+    ]
+    result = augment.run(argv)
+    assert result.state == "DONE"
+    return pq.read_table(glob.glob(f"{output}/augmented-*.parquet")), pq.read_table(
+        glob.glob(f"{output}/rejected-*.parquet")
+    )
+
+
+def test_every_usable_image_stylised_every_broken_one_rejected(dataset, stylizer, tmp_path):
+    root, good = dataset
+    out = tmp_path / "out"
+    augmented, rejected = run_job(root, out, stylizer, "--styles=all", "--preview")
+
+    assert augmented.schema.equals(AUGMENTED) and rejected.schema.equals(REJECTED)
+    rows = augmented.to_pylist()
+    assert len(rows) == len(good) * len(STYLES)
+    assert sorted({r["source_id"] for r in rows}) == good
+    assert len({r["id"] for r in rows}) == len(rows)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["cats/rgb.jpg#1"]["style"] == "lines" and by_id["cats/rgb.jpg#1"]["style_weights"] == [0, 1, 0]
+    assert by_id["cats/rgb.jpg#0"]["label"] == "cats" and by_id["top.png#0"]["label"] is None
+    rotated = Image.open(io.BytesIO(by_id["cats/rotated.jpg#0"]["image"]))
+    assert rotated.format == "JPEG" and rotated.size == (32, 48)  # stored 60x40 + EXIF "rotate 90" → upright
+    assert all((r["width"], r["height"]) == Image.open(io.BytesIO(r["image"])).size for r in rows)
+    assert {r["stylizer"] for r in rows} == {json.loads((out / "summary.json").read_text())["stylizer"]["digest"]}
+
+    assert sorted((r["source_id"], r["stage"], r["error"].split(":")[0]) for r in rejected.to_pylist()) == sorted(
+        (name, stage, reason) for name, (stage, reason) in BROKEN.items()
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    counts = summary["counts"]
+    assert counts["images_decoded"] == len(good) and counts["rows_written"] == len(rows)
+    assert counts["rejected"] == len(BROKEN) and counts["rejected.reason.decode/corrupt_image"] == 1
+    assert summary["elapsed_s"] > 0
+
+    preview = Image.open(out / "preview.png")
+    assert preview.format == "PNG" and preview.width > 3 * 100 and preview.height > 6 * 100
+    frame = pd.concat(pd.read_parquet(path) for path in sorted(glob.glob(f"{out}/augmented-*.parquet")))
+    assert len(frame) == len(rows) and frame["image"].map(len).min() > 100
+    assert list(frame.columns) == AUGMENTED.names
+
+
+def test_same_bytes_across_reruns_and_runners(dataset, stylizer, tmp_path):
+    """A re-run on multi-process workers (other bundles, other batch-mates) writes identical images."""
+    root, good = dataset
+    policy = ["--styles=random:2", "--alpha=0.3,0.9", "--seed=11"]
+    first, _ = run_job(root, tmp_path / "a", stylizer, *policy)
+    second, rejected = run_job(
+        root,
+        tmp_path / "b",
+        stylizer,
+        *policy,
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+        "--batch-size=2",
+    )
+    assert len(first) == len(good) * 2 and len(rejected) == len(BROKEN)
+    a = {r["id"]: r for r in first.to_pylist()}
+    b = {r["id"]: r for r in second.to_pylist()}
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == b[key], key
+    alphas = [r["alpha"] for r in a.values()]
+    assert min(alphas) >= 0.3 and max(alphas) <= 0.9 and len(set(alphas)) > 1
+    assert all(r["style"] in STYLES for r in a.values())
+
+
+def test_parquet_input_carries_ids_and_labels_and_mix_policy(tmp_path, stylizer):
+    table = pa.table(
+        {
+            "id": ["p1", "p2", "p3"],
+            "label": ["a", "b", None],
+            "image": [encode(make_image(40, 40, seed=1)), b"broken", encode(make_image(48, 36, seed=2), "JPEG")],
+            "extra": [1, 2, 3],
+        }
+    )
+    (tmp_path / "in").mkdir()
+    pq.write_table(table, tmp_path / "in" / "part-0.parquet", row_group_size=2)
+    augmented, rejected = run_job(tmp_path / "in", tmp_path / "out", stylizer, "--styles=mix:2", "--alpha=0.5")
+    rows = augmented.to_pylist()
+    assert sorted(r["id"] for r in rows) == ["p1#0", "p1#1", "p3#0", "p3#1"]
+    assert {r["source_id"]: r["label"] for r in rows} == {"p1": "a", "p3": None}
+    assert all(r["style"] == "mix" and abs(sum(r["style_weights"]) - 1) < 1e-5 and r["alpha"] == 0.5 for r in rows)
+    assert rejected.to_pylist() == [{"source_id": "p2", "stage": "decode", "error": rejected.to_pylist()[0]["error"]}]
+    assert rejected.to_pylist()[0]["error"].startswith("not_an_image")
+
+
+def test_cli_errors_are_one_line(tmp_path, stylizer, dataset, capsys):
+    root, _ = dataset
+    cases = [
+        ([f"--input={tmp_path}/missing", f"--stylizer={stylizer}"], "input not found"),
+        ([f"--input={root}", f"--stylizer={tmp_path}/none.safetensors"], "checkpoint not found"),
+        ([f"--input={root}", f"--stylizer={stylizer}", "--styles=random:4"], "more distinct styles"),
+        ([f"--input={root}", f"--stylizer={stylizer}", "--alpha=2"], "--alpha"),
+        ([f"--input={root}", f"--stylizer={stylizer}", "--batch-size=0"], "--batch-size"),
+    ]
+    for args, message in cases:
+        assert run_main(augment.run, [*args, f"--output={tmp_path}/out"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].startswith("error: ") and message in err, err
+    with pytest.raises(SystemExit) as exited:
+        augment.run(["--help"])
+    assert exited.value.code == 0
+    helped = capsys.readouterr().out
+    assert "--styles" in helped and "DataflowRunner" in helped
+
+
+def test_module_entry_point_prints_one_line_and_exits_2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.augment", f"--input={tmp_path}/missing", f"--output={tmp_path}/o"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.strip() == f"error: input not found or empty: {tmp_path}/missing"

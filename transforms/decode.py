@@ -1,0 +1,83 @@
+"""``DecodeImages``: ``SourceRecord`` → ``DecodedImage`` (RGB uint8 at the model's size), or ``rejected``.
+
+Each image is decoded once, through ``transforms.images.decode_image``. Sizing for batching: the short
+side is scaled to ``image_size`` and the long side centre-cropped to ``image_size + k·step`` with step an
+eighth of the short side (32 px at 256: under 1/8 of the short side lost) and to at most ``max_aspect`` ×
+the short side, so images fall into a few shape buckets that batch
+together without padding (padding would change instance-norm statistics, hence the pixels).
+"""
+
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from PIL import Image
+
+from models.errors import ImageRejected
+from transforms.images import MAX_PIXELS, decode_image, pil_to_uint8, resize_short_side
+from transforms.schemas import rejected_row
+from transforms.sources import SourceRecord
+
+REJECTED = "rejected"
+STAGE = "decode"
+MAX_ASPECT = 3.0
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    source_id: str
+    label: str | None
+    pixels: np.ndarray  # (H, W, 3) uint8
+
+
+def fit_to_bucket(image: Image.Image, image_size: int, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """Scale the short side to ``image_size`` (0 keeps it) and crop the long side to the bucket grid."""
+    if image_size:
+        image = resize_short_side(image, image_size)
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    step = max(4, short // 8 // 4 * 4)
+    longest = int(short * max_aspect)
+    target = short + (min(long, longest) - short) // step * step
+    if target == long:
+        return image
+    if width > height:
+        left = (width - target) // 2
+        return image.crop((left, 0, left + target, height))
+    top = (height - target) // 2
+    return image.crop((0, top, width, top + target))
+
+
+class DecodeImageFn(beam.DoFn):
+    def __init__(self, image_size: int, min_side: int, max_pixels: int):
+        self.image_size = image_size
+        self.min_side = min_side
+        self.max_pixels = max_pixels
+        self.decoded = Metrics.counter("stylebeam", "images_decoded")
+        self.rejected = Metrics.counter("stylebeam", "images_rejected_decode")
+
+    def process(self, record: SourceRecord):
+        try:
+            image = decode_image(
+                record.data, min_side=self.min_side, max_pixels=self.max_pixels, draft_side=self.image_size or None
+            )
+            pixels = pil_to_uint8(fit_to_bucket(image, self.image_size))
+        except ImageRejected as exc:
+            self.rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(record.source_id, STAGE, exc.reason, exc.detail))
+            return
+        self.decoded.inc()
+        yield DecodedImage(record.source_id, record.label, pixels)
+
+
+class DecodeImages(beam.PTransform):
+    """``SourceRecord``s → ``{"images": DecodedImage, "rejected": rejected rows}``."""
+
+    def __init__(self, image_size: int = 256, min_side: int = 32, max_pixels: int = MAX_PIXELS):
+        super().__init__()
+        self.fn = DecodeImageFn(image_size, min_side, max_pixels)
+
+    def expand(self, records):
+        decoded = records | "Decode" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="images")
+        return {"images": decoded.images, "rejected": decoded[REJECTED]}

@@ -1,0 +1,96 @@
+"""``WritePreview``: a contact sheet PNG of a few originals (left column) and their stylised copies.
+
+The sources shown are the ``num_sources`` smallest ids, so the sheet is the same on every run. Only
+those few images are thumbnailed; the rest of the job is untouched.
+"""
+
+import io
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from PIL import Image, ImageDraw
+
+from transforms.decode import DecodedImage
+from transforms.images import decode_image
+
+THUMB = 160
+LABEL_HEIGHT = 14
+MAX_COLUMNS = 8
+
+
+def thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
+    """Fit inside ``size`` × ``size`` (up or down), aspect kept."""
+    scale = size / max(image.size)
+    new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return np.asarray(image.resize(new_size, Image.Resampling.LANCZOS), np.uint8)
+
+
+def draw_contact_sheet(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]) -> Image.Image:
+    """``[(source_id, original, [(caption, stylised), ...]), ...]`` → one RGB image, a row per source."""
+    columns = 1 + min(MAX_COLUMNS, max((len(outputs) for _, _, outputs in rows), default=0))
+    cell_w, cell_h = THUMB + 8, THUMB + LABEL_HEIGHT + 8
+    sheet = Image.new("RGB", (columns * cell_w, max(1, len(rows)) * cell_h), (245, 243, 236))
+    draw = ImageDraw.Draw(sheet)
+    for r, (source_id, original, outputs) in enumerate(rows):
+        cells = [(source_id, original)] + outputs[:MAX_COLUMNS]
+        for c, (caption, pixels) in enumerate(cells):
+            x, y = c * cell_w + 4, r * cell_h + 4
+            sheet.paste(Image.fromarray(pixels, "RGB"), (x, y))
+            draw.text((x, y + THUMB + 1), caption[:26], fill=(40, 40, 40))
+    return sheet
+
+
+class WritePreview(beam.PTransform):
+    """``(decoded images, augmented rows)`` → writes ``path`` (PNG)."""
+
+    def __init__(self, path: str, num_sources: int = 6):
+        super().__init__()
+        self.path = path
+        self.num_sources = num_sources
+
+    def expand(self, pcolls):
+        images, rows = pcolls
+        chosen = (
+            images
+            | "Ids" >> beam.Map(lambda image: image.source_id)
+            | "Smallest" >> beam.combiners.Top.Smallest(self.num_sources)
+        )
+        chosen_side = beam.pvalue.AsSingleton(chosen)
+
+        def original(image: DecodedImage, keep):
+            if image.source_id in keep:
+                yield image.source_id, ("original", "", thumbnail(Image.fromarray(image.pixels, "RGB")))
+
+        def stylised(row, keep):
+            if row["source_id"] in keep:
+                caption = f"{row['style']} a={row['alpha']:.2f}"
+                thumb = thumbnail(decode_image(row["image"], min_side=1))
+                yield row["source_id"], (f"{row['id'].rsplit('#', 1)[1]:>03}", caption, thumb)
+
+        path = self.path
+
+        def write(groups):
+            sheet_rows = []
+            for source_id, items in sorted(groups):
+                items = sorted(items, key=lambda item: item[0])
+                originals = [thumb for kind, _, thumb in items if kind == "original"]
+                outputs = [(caption, thumb) for kind, caption, thumb in items if kind != "original"]
+                if originals:
+                    sheet_rows.append((source_id, originals[0], outputs))
+            buffer = io.BytesIO()
+            draw_contact_sheet(sheet_rows).save(buffer, "PNG")
+            with FileSystems.create(path, mime_type="image/png") as handle:
+                handle.write(buffer.getvalue())
+            return path
+
+        return (
+            (
+                images | "Originals" >> beam.FlatMap(original, chosen_side),
+                rows | "Stylised" >> beam.FlatMap(stylised, chosen_side),
+            )
+            | "Together" >> beam.Flatten()
+            | "BySource" >> beam.GroupByKey()
+            | "AllSources" >> beam.combiners.ToList()
+            | "DrawSheet" >> beam.Map(write)
+        )

@@ -1,0 +1,102 @@
+"""``ReadImages``: an input pattern → ``SourceRecord``s, lazily and in parallel; unreadable files → ``rejected``.
+
+Files: ``MatchFiles`` then a ``Reshuffle`` so that the reads (and everything fused after them) spread
+over workers instead of staying on the one that listed the files. Parquet: each file is split into its
+row groups, reshuffled, and read one row group at a time; rows without an ``id`` column get
+``{file}:{row}``, the same ids ``transforms.sources.iter_records`` gives.
+"""
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.schemas import rejected_row
+from transforms.sources import InputPattern, SourceRecord, is_image_path, label_of, relative_id
+
+REJECTED = "rejected"
+STAGE = "read"
+
+
+class ReadFileFn(beam.DoFn):
+    def __init__(self, root: str):
+        self.root = root
+        self.read_counter = Metrics.counter("stylebeam", "images_read")
+
+    def process(self, metadata):
+        source_id = relative_id(metadata.path, self.root)
+        if not is_image_path(metadata.path):
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(source_id, STAGE, "not_an_image_file", metadata.path))
+            return
+        try:
+            with FileSystems.open(metadata.path, compression_type="uncompressed") as handle:
+                data = handle.read()
+        except Exception as exc:  # permissions, a file deleted after matching, a transient error after retries
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(source_id, STAGE, "unreadable_file", str(exc)))
+            return
+        self.read_counter.inc()
+        yield SourceRecord(source_id, label_of(source_id), data)
+
+
+class SplitRowGroupsFn(beam.DoFn):
+    """A Parquet file → ``(path, row_group, first_row)`` work items (footer read only)."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def process(self, metadata):
+        try:
+            with FileSystems.open(metadata.path, compression_type="uncompressed") as handle:
+                parquet = pq.ParquetFile(handle)
+                if "image" not in parquet.schema_arrow.names:
+                    raise ValueError("no 'image' column")
+                first_row = 0
+                for group in range(parquet.num_row_groups):
+                    yield metadata.path, group, first_row
+                    first_row += parquet.metadata.row_group(group).num_rows
+        except Exception as exc:
+            file_id = relative_id(metadata.path, self.root)
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(file_id, STAGE, "unreadable_parquet", str(exc)))
+
+
+class ReadRowGroupFn(beam.DoFn):
+    def __init__(self, root: str):
+        self.root = root
+        self.read_counter = Metrics.counter("stylebeam", "images_read")
+
+    def process(self, item):
+        path, group, first_row = item
+        file_id = relative_id(path, self.root)
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            parquet = pq.ParquetFile(handle)
+            columns = [c for c in ("id", "label", "image") if c in parquet.schema_arrow.names]
+            table = parquet.read_row_group(group, columns=columns).to_pydict()
+        for i, data in enumerate(table["image"]):
+            source_id = str(table["id"][i]) if "id" in table else f"{file_id}:{first_row + i}"
+            label = table["label"][i] if "label" in table else None
+            self.read_counter.inc()
+            yield SourceRecord(source_id, None if label is None else str(label), data or b"")
+
+
+class ReadImages(beam.PTransform):
+    """PBegin → ``{"records": SourceRecord, "rejected": rejected rows}``."""
+
+    def __init__(self, source: InputPattern):
+        super().__init__()
+        self.source = source
+
+    def expand(self, pbegin):
+        matched = pbegin | "Match" >> fileio.MatchFiles(self.source.pattern) | "Spread" >> beam.Reshuffle()
+        if self.source.kind == "parquet":
+            groups = matched | "SplitRowGroups" >> beam.ParDo(SplitRowGroupsFn(self.source.root)).with_outputs(
+                REJECTED, main="groups"
+            )
+            records = (
+                groups.groups
+                | "SpreadGroups" >> beam.Reshuffle()
+                | "ReadRowGroups" >> beam.ParDo(ReadRowGroupFn(self.source.root))
+            )
+            return {"records": records, "rejected": groups[REJECTED]}
+        read = matched | "ReadFiles" >> beam.ParDo(ReadFileFn(self.source.root)).with_outputs(REJECTED, main="records")
+        return {"records": read.records, "rejected": read[REJECTED]}
