@@ -153,17 +153,20 @@ def file_digest(path: str) -> str:
 def load_embedding_model(
     path: str, device: str | torch.device = "cpu"
 ) -> tuple[EmbeddingNet, TextTargets, CheckpointInfo]:
-    """Load an eval-mode model, its text model and the checkpoint's facts; ``CheckpointError`` names the problem."""
-    from safetensors import safe_open
+    """Load an eval-mode model, its text model and the checkpoint's facts; ``CheckpointError`` names the problem.
 
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.safetensors")
-    if not os.path.exists(path):
-        raise CheckpointError(f"embedding checkpoint not found: {path}")
+    ``path``: the ``.safetensors`` file or the training output folder holding ``model.safetensors``; local or
+    any fsspec URL (``gs://``), so Beam workers can load it.
+    """
+    from safetensors.torch import load as load_tensors
+
+    if not path.endswith(".safetensors"):
+        path = path.rstrip("/") + "/model.safetensors"
+    data = _read_file(path)
     try:
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        tensors = load_tensors(data)
+        header_size = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_size]).get("__metadata__") or {}
     except Exception as exc:
         raise CheckpointError(f"not a stylebeam checkpoint: {path} ({exc})") from None
     if metadata.get("format") != FORMAT:
@@ -173,5 +176,15 @@ def load_embedding_model(
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     text_arrays = {k[len("text.") :]: v.numpy() for k, v in tensors.items() if k.startswith("text.")}
     text = TextTargets.from_arrays(text_arrays, json.loads(metadata["text"]))
-    info = CheckpointInfo(config, json.loads(metadata.get("training", "{}")), file_digest(path))
+    info = CheckpointInfo(config, json.loads(metadata.get("training", "{}")), hashlib.sha256(data).hexdigest()[:16])
     return model.to(device).eval(), text, info
+
+
+def _read_file(path: str) -> bytes:
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"embedding checkpoint not found: {path}") from None

@@ -21,8 +21,7 @@ from models.embedding_trainer import EmbeddingTrainer, TrainConfig
 from models.errors import UsageError
 from models.text_targets import KINDS, TextTargetConfig, TextTargets
 from pipelines.cli import add_common_args, positive_float, positive_int, run_main
-from transforms.embed import corpus_examples, iter_split_tokens
-from transforms.sources import resolve_input
+from transforms.embed import corpus_examples, iter_split_tokens, table_paths
 
 
 def parse_args(argv):
@@ -58,10 +57,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
-    spec = resolve_input(args.input)
-    if spec.kind != "parquet":
-        raise UsageError(f"--input must be clean-corpus Parquet files, found image files under {args.input}")
-    paths = list(spec.paths)
+    paths = table_paths(args.input, "clean")
     device = resolve_device(args.device)
     seed_everything(args.seed)
     state_file = os.path.join(args.output, "train_state.pt")

@@ -1,0 +1,96 @@
+"""Images → their text-supervised CNN embeddings, as Parquet.
+
+    python -m pipelines.embed --input IN --output OUT --model CKPT [--image-size N] [--batch-size B] [Beam options]
+
+IN is a clean corpus (Parquet with ``id`` and ``image``), other Parquet with an ``image`` column, a folder or a
+glob of images. Writes OUT/embeddings-*.parquet (``id``, ``embedding``), OUT/rejected-*.parquet and
+OUT/summary.json. Every standard Beam option works (``--runner=DataflowRunner`` ...).
+"""
+
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models.embedding_net import load_embedding_model
+from models.errors import UsageError
+from pipelines.cli import parse_beam_args, run_main
+from transforms.embed import EmbedImages
+from transforms.io import CountRejected, WriteSummary, WriteTable, update_summary
+from transforms.read import ReadImages
+from transforms.schemas import EMBEDDINGS, REJECTED
+from transforms.sources import input_pattern
+
+
+class EmbedOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input", required=True, help="clean corpus Parquet, Parquet with `image`, images or a glob"
+        )
+        parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+        parser.add_argument(
+            "--model", required=True, help="checkpoint from pipelines.train_embeddings (file or folder)"
+        )
+        parser.add_argument(
+            "--image-size", type=int, default=0, help="crop side fed to the model; 0: the size it was trained at"
+        )
+        parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
+        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
+        parser.add_argument(
+            "--num-shards", type=int, default=0, help="output files per table; 0 lets the runner choose"
+        )
+
+
+def build(pipeline: beam.Pipeline, opts: EmbedOptions) -> None:
+    """read → embed → write (+ rejected, summary)."""
+    if opts.batch_size <= 0 or opts.image_size < 0:
+        raise UsageError("--batch-size must be positive and --image-size >= 0")
+    _, _, info = load_embedding_model(opts.model)  # fail here, not on a worker, if the checkpoint is bad
+    image_size = opts.image_size or info.training.get("train", {}).get("image_size", 224)
+    source = input_pattern(opts.input)
+
+    read = pipeline | "ReadImages" >> ReadImages(source)
+    embedded = read["records"] | "EmbedImages" >> EmbedImages(opts.model, image_size, opts.batch_size, opts.device)
+    rejected = (read["rejected"], embedded["rejected"]) | "AllRejected" >> beam.Flatten()
+
+    embedded["embeddings"] | "WriteEmbeddings" >> WriteTable(opts.output, "embeddings", EMBEDDINGS, opts.num_shards)
+    rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
+    counted = {
+        "images_read": read["records"],
+        "embeddings": embedded["embeddings"],
+        "rejected": rejected,
+        "*": rejected | "CountRejected" >> CountRejected(),
+    }
+    settings = {"input": opts.input, "model": {"path": opts.model, "digest": info.digest}, "image_size": image_size}
+    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=settings)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
+    _, options = parse_beam_args(
+        EmbedOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.embed"
+    )
+    opts = options.view_as(EmbedOptions)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, opts)
+    started = time.perf_counter()
+    result = pipeline.run()
+    if result is None:  # DataflowRunner --dry_run builds and validates the graph, then returns nothing
+        return None
+    result.wait_until_finish()
+    if result.state == "DONE":
+        summary = update_summary(opts.output, elapsed_s=round(time.perf_counter() - started, 3))
+        counts = summary["counts"]
+        print(
+            f"wrote {counts['embeddings']} embeddings and {counts['rejected']} rejected rows to {opts.output} "
+            f"in {summary['elapsed_s']:.1f}s",
+            file=sys.stderr,
+        )
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sys.exit(run_main(run))
