@@ -1,0 +1,140 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from models.checkpoint import save_stylizer
+from models.stylizer import MultiStyleTransformer, StylizerConfig
+from pipelines.cli import run_main
+from pipelines.stylize import main
+from tests.conftest import make_image
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GATYS_FAST = ["--loss-network", "random", "--steps", "3", "--image-size", "32"]
+
+
+@pytest.fixture
+def images(tmp_path):
+    make_image(48, 36, seed=1).save(tmp_path / "cat.png")
+    make_image(48, 36, seed=2).save(tmp_path / "dog.jpg")
+    make_image(40, 40, seed=3).rotate(30).save(tmp_path / "starry.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG but not really")
+    return tmp_path
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = MultiStyleTransformer(StylizerConfig(2, width=0.25))
+    with torch.no_grad():
+        for rows in model.style_parameters():  # a fresh network's styles are identical; make "oil" differ
+            rows[1] += 0.5 * torch.randn_like(rows[1])
+    path = tmp_path / "two.safetensors"
+    save_stylizer(str(path), model, ["ink", "oil"])
+    return path
+
+
+def run(argv, capsys):
+    code = run_main(main, [str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_describes_both_modes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--method", "--checkpoint", "--preserve-color", "--style-weights", "--loss-network", "--alpha"):
+        assert flag in text
+
+
+def test_gatys_writes_a_png_and_prints_final_losses(images, capsys):
+    output = images / "out.png"
+    argv = ["--method", "gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--output", output]
+    code, out, err = run([*argv, *GATYS_FAST], capsys)
+    assert code == 0, err
+    with Image.open(output) as result:
+        assert result.format == "PNG" and result.size == (32, 24)  # long side = --image-size, aspect kept
+    assert "content" in out and "style" in out and "total" in out
+    assert "3/3" in err  # the progress bar ran every step
+
+
+def test_gatys_several_contents_and_blended_styles_into_a_directory(images, capsys):
+    make_image(40, 40, seed=4).save(images / "waves.png")
+    argv = ["--content", images / "cat.png", images / "dog.jpg", "--style", images / "starry.png"]
+    argv += ["--style", images / "waves.png", "--style-weights", "3,1", "--output", images / "out", "--preserve-color"]
+    argv += ["--optimizer", "adam"]
+    code, out, err = run([*argv, *GATYS_FAST], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(images / "out")) == ["cat__starry+waves.png", "dog__starry+waves.png"]
+    assert "1/1" in err  # same size: one batch
+    assert out.count("total") == 2
+
+
+def test_missing_or_unreadable_inputs_give_one_error_line(images, capsys):
+    style = ["--style", images / "starry.png", "--output", images / "o.png", *GATYS_FAST]
+    code, out, err = run(["--content", images / "nope.png", *style], capsys)
+    assert code == 2 and err == f"error: file not found: {images / 'nope.png'}\n"
+    code, out, err = run(["--content", images / "broken.png", *style], capsys)
+    assert code == 2 and err.count("\n") == 1 and "broken.png" in err and err.startswith("error: ")
+    assert not (images / "o.png").exists()
+
+
+def test_imagenet_loss_network_without_weights_says_what_to_do(images, capsys, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(images / "empty-hub"))
+    argv = ["--content", images / "cat.png", "--style", images / "starry.png", "--output", images / "o.png"]
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert "ImageNet VGG19 weights are not available offline" in err and "--loss-network random" in err
+
+
+def test_usage_errors(images, checkpoint, capsys):
+    content = ["--content", images / "cat.png", images / "dog.jpg"]
+    code, _, err = run([*content, "--style", images / "starry.png", "--output", images / "o.png"], capsys)
+    assert code == 2 and "pass a directory" in err
+    code, _, err = run([*content, "--style", images / "starry.png", "--style-weights", "1,2", "--output", "d"], capsys)
+    assert code == 2 and "2 value(s) for 1 --style" in err
+    code, _, err = run(["--checkpoint", checkpoint, *content, "--output", images / "d", "--steps", "3"], capsys)
+    assert code == 2 and "--steps is a gatys option" in err
+
+
+def test_checkpoint_writes_every_style_for_every_content(images, checkpoint, capsys):
+    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", images / "dog.jpg", "--output", images / "out"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    names = ["cat__ink.png", "cat__oil.png", "dog__ink.png", "dog__oil.png"]
+    assert sorted(os.listdir(images / "out")) == names
+    with Image.open(images / "out" / "cat__ink.png") as result:
+        assert result.size == (48, 36)  # the content's own size by default
+    with Image.open(images / "out" / "cat__ink.png") as ink, Image.open(images / "out" / "cat__oil.png") as oil:
+        assert ink.tobytes() != oil.tobytes()
+
+
+def test_checkpoint_alpha_zero_returns_the_content(images, checkpoint, capsys):
+    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
+    code, _, err = run([*argv, "--style", "oil", "--alpha", "0"], capsys)
+    assert code == 0, err
+    assert os.listdir(images / "out") == ["cat__oil.png"]
+    with Image.open(images / "out" / "cat__oil.png") as result, Image.open(images / "cat.png") as original:
+        assert result.tobytes() == original.convert("RGB").tobytes()
+
+
+def test_checkpoint_unknown_style_lists_the_known_ones(images, checkpoint, capsys):
+    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
+    code, _, err = run([*argv, "--style", "water"], capsys)
+    assert code == 2 and err == "error: unknown style 'water'; this checkpoint has: ink, oil\n"
+    code, _, err = run(["--checkpoint", images / "missing.safetensors", *argv[2:]], capsys)
+    assert code == 2 and "checkpoint not found" in err
+
+
+def test_module_entry_point_exits_2_with_one_line(images):
+    argv = ["--content", str(images / "nope.png"), "--style", str(images / "starry.png"), "--output", "o.png"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipelines.stylize", *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [f"error: file not found: {images / 'nope.png'}"]
