@@ -1,0 +1,133 @@
+"""DeepDream: amplify what a network layer sees in an image, or dream towards a text query.
+
+    python -m pipelines.deepdream --input IMG|DIR --output OUT [--torchvision googlenet --layer inception4c]
+    python -m pipelines.deepdream --input IMG --output OUT --model CKPT [--layer layer3 | --text "red circle"]
+
+Writes OUT/<name>.png (the dream), OUT/<name>-strip.png (input, then snapshots through the octaves and
+iterations, coarse to fine) and OUT/deepdream.json (the objective at every iteration, per image).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+from models.deepdream import (
+    DEFAULT_LAYERS,
+    DreamConfig,
+    ImageNetBackbone,
+    LayerObjective,
+    TextObjective,
+    dream,
+    frame_strip,
+    freeze,
+)
+from models.device import resolve_device, seed_everything
+from models.embedding_net import BACKBONES, load_embedding_model
+from models.errors import ImageRejected, UsageError
+from models.text_targets import caption_tokens
+from pipelines.cli import positive_float, positive_int, run_main
+from transforms.images import decode_image, pil_to_tensor, resize_short_side, tensor_to_pil
+from transforms.sources import iter_records
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m pipelines.deepdream", description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True, help="an image, a folder of images or a glob")
+    parser.add_argument("--output", required=True, help="output folder")
+    net = parser.add_argument_group("network (one of)")
+    net.add_argument("--model", help="a checkpoint from pipelines.train_embeddings (the text-supervised CNN)")
+    net.add_argument(
+        "--torchvision", choices=BACKBONES, default="googlenet", help="a torchvision network (default: %(default)s)"
+    )
+    net.add_argument(
+        "--weights", default="imagenet", help="for --torchvision: imagenet (torch cache), random or a PATH"
+    )
+    goal = parser.add_argument_group("objective (one of)")
+    goal.add_argument("--layer", help="layer whose activations to amplify (default: inception4c / layer3)")
+    goal.add_argument("--text", help="with --model: dream towards this text query's embedding")
+    steps = parser.add_argument_group("optimisation")
+    defaults = DreamConfig()
+    steps.add_argument("--octaves", type=positive_int, default=defaults.octaves, help="(default: %(default)s)")
+    steps.add_argument(
+        "--octave-scale", type=positive_float, default=defaults.octave_scale, help="(default: %(default)s)"
+    )
+    steps.add_argument(
+        "--iterations", type=positive_int, default=defaults.iterations, help="per octave (default: %(default)s)"
+    )
+    steps.add_argument("--step", type=positive_float, default=defaults.step, help="step size (default: %(default)s)")
+    steps.add_argument(
+        "--jitter", type=int, default=defaults.jitter, help="max random shift, px (default: %(default)s)"
+    )
+    steps.add_argument("--smooth", type=float, default=defaults.smooth_sigma, help="gradient blur sigma (default: 1.0)")
+    common = parser.add_argument_group("common")
+    common.add_argument("--image-size", type=positive_int, default=384, help="short side of the dream (default: 384)")
+    common.add_argument("--seed", type=int, default=0, help="jitter seed (default: %(default)s)")
+    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.text and not args.model:
+        parser.error("--text needs --model (a text-supervised CNN and its text model)")
+    if args.text and args.layer:
+        parser.error("give --layer or --text, not both")
+    return args
+
+
+def build_objective(args, device):
+    """The network and what to maximise: a layer's activations, or similarity to a text query."""
+    if args.model:
+        model, text, info = load_embedding_model(args.model, device)
+        freeze(model)
+        if args.text:
+            targets, known = text.encode([caption_tokens(args.text)])
+            if not known[0]:
+                raise UsageError(f"no word of {args.text!r} is in the model's text vocabulary")
+            return TextObjective(model, torch.from_numpy(targets[0])), {"model": args.model, "text": args.text}
+        layer = args.layer or DEFAULT_LAYERS[info.config.backbone]
+        return LayerObjective(model, layer), {"model": args.model, "layer": layer}
+    model = freeze(ImageNetBackbone(args.torchvision, args.weights).to(device))
+    layer = args.layer or DEFAULT_LAYERS[args.torchvision]
+    return LayerObjective(model, layer), {"torchvision": args.torchvision, "weights": args.weights, "layer": layer}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    objective, described = build_objective(args, device)
+    config = DreamConfig(
+        args.octaves, args.octave_scale, args.iterations, args.step, args.jitter, args.smooth, seed=args.seed
+    )
+    os.makedirs(args.output, exist_ok=True)
+    report = {"objective": described, "config": vars(args), "images": {}, "rejected": {}}
+    for record in iter_records(args.input):
+        name = os.path.splitext(record.source_id.replace("/", "__"))[0]
+        try:
+            image = resize_short_side(decode_image(record.data), args.image_size)
+        except ImageRejected as exc:
+            report["rejected"][record.source_id] = str(exc)
+            print(f"skipped {record.source_id}: {exc}", file=sys.stderr)
+            continue
+        start = pil_to_tensor(image)[None].to(device)
+        result = dream(objective, start, config, progress=not args.no_progress)
+        tensor_to_pil(result.image).save(os.path.join(args.output, f"{name}.png"))
+        strip = frame_strip([(label, tensor_to_pil(frame)) for label, frame in result.frames])
+        strip.save(os.path.join(args.output, f"{name}-strip.png"))
+        report["images"][record.source_id] = {
+            "output": f"{name}.png",
+            "before": objective.norm(start),
+            "after": objective.norm(result.image),
+            "history": result.history,
+        }
+    with open(os.path.join(args.output, "deepdream.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    if not report["images"]:
+        raise UsageError(f"no image under {args.input} could be decoded")
+    print(f"wrote {len(report['images'])} dreams to {args.output}", file=sys.stderr)
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
