@@ -1,0 +1,378 @@
+"""Training the multi-style network with perceptual losses (Johnson et al. 2016; Dumoulin et al. 2017).
+
+One step: a batch of content crops, one style per image (so a batch trains several styles at once, Dumoulin et
+al. 2017 sec. 3), the network's output compared with the content through the loss network's content layers and
+with the style's Gram matrices (precomputed once per style) through its style layers, plus total variation.
+Adam on everything, or, when styles are added to a trained network, only on the new styles' CIN rows.
+
+Next to the checkpoint ``NAME.safetensors`` the trainer writes ``NAME.samples.png`` (content × styles),
+``NAME.loss.png`` (the loss curves) and ``NAME.resume.pt`` (weights, optimiser, step, RNG state and loss history;
+plain tensors and numbers, so ``torch.load(weights_only=True)`` reads it) for ``--resume``.
+"""
+
+import contextlib
+import io
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import fsspec
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from models.checkpoint import save_stylizer
+from models.errors import CheckpointError, UsageError
+from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from models.stylizer import MultiStyleTransformer, one_hot
+
+# Johnson et al. 2016, sec. 3.1 (VGG16): content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3.
+CONTENT_LAYERS = ("relu2_2",)
+STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+RESUME_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What a training run does. Weights follow pytorch/examples fast_neural_style (content 1e5, style 1e10)
+    for the conventions of ``models.losses`` (MSE of activations and of C·H·W-normalised Gram matrices)."""
+
+    steps: int = 40_000  # Johnson et al. 2016: 40k iterations of batch 4 (two epochs of COCO)
+    lr: float = 1e-3  # Johnson et al. 2016, sec. 4.1
+    content_weight: float = 1e5
+    style_weight: float = 1e10
+    tv_weight: float = 0.0
+    content_layers: tuple[str, ...] = CONTENT_LAYERS
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    style_order: str = "cycle"  # "cycle": image i of step t gets style (t·B + i) mod N; "random": drawn by seed
+    checkpoint_every: int = 1000
+    precision: str = "fp32"  # "bf16": forward passes under autocast, losses in fp32
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.style_order not in ("cycle", "random"):
+            raise UsageError(f"unknown style order {self.style_order!r}: use cycle or random")
+        if self.precision not in ("fp32", "bf16"):
+            raise UsageError(f"unknown precision {self.precision!r}: use fp32 or bf16")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class TrainingResult:
+    step: int
+    losses: dict[str, float]  # the last step's weighted terms: content, style, tv, total
+    digest: str
+
+
+def artefact_paths(output: str) -> dict[str, str]:
+    """Files written next to checkpoint ``output``: ``samples``, ``loss_curve``, ``resume``."""
+    stem = output[: -len(".safetensors")] if output.endswith(".safetensors") else output
+    return {"samples": f"{stem}.samples.png", "loss_curve": f"{stem}.loss.png", "resume": f"{stem}.resume.pt"}
+
+
+@torch.no_grad()
+def style_grams(loss_network, style_images: Sequence[torch.Tensor], layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Gram targets of every style image: ``{layer: (N, C, C)}``. Images are ``(3, H, W)`` in [0, 1], any size
+    (the C·H·W normalisation makes Grams of differently sized images comparable)."""
+    per_style = []
+    for image in style_images:
+        features = loss_network(image[None].to(_device_of(loss_network)))
+        per_style.append({layer: gram_matrix(features[layer].float())[0] for layer in layers})
+    return {layer: torch.stack([grams[layer] for grams in per_style]) for layer in layers}
+
+
+def load_resume_state(path: str) -> dict:
+    try:
+        with fsspec.open(path, "rb") as handle:
+            state = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"nothing to resume: {path} does not exist (train without --resume first)") from None
+    except Exception as exc:  # unpickling and zip errors alike mean the file is not ours
+        raise CheckpointError(f"cannot read resume state {path}: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise CheckpointError(f"{path} is not a stylebeam resume state")
+    return state
+
+
+class StylizerTrainer:
+    """Trains ``model``'s styles ``[first_trainable_style, N)`` against ``style_images`` (one per trainable style).
+
+    ``first_trainable_style = 0``: a fresh network, every parameter trains. ``> 0``: styles were added to a
+    trained network; only the new styles' CIN rows train and everything else stays bit-exact (Dumoulin et al.
+    2017, sec. 4.2: a new style is a new set of scale/shift parameters).
+    """
+
+    def __init__(
+        self,
+        model: MultiStyleTransformer,
+        loss_network,
+        style_images: Sequence[torch.Tensor],
+        style_names: Sequence[str],
+        config: TrainingConfig,
+        *,
+        first_trainable_style: int = 0,
+        preview_images: torch.Tensor | None = None,
+        metadata: dict | None = None,
+    ):
+        if len(style_names) != model.num_styles:
+            raise UsageError(f"{len(style_names)} style names for a {model.num_styles}-style network")
+        if len(style_images) != model.num_styles - first_trainable_style:
+            raise UsageError(f"{len(style_images)} style images for {model.num_styles - first_trainable_style} styles")
+        missing = set(config.content_layers + config.style_layers) - set(loss_network.layers)
+        if missing:
+            raise UsageError(f"the loss network does not compute {', '.join(sorted(missing))}")
+        self.model = model
+        self.loss_network = loss_network
+        self.style_names = list(style_names)
+        self.style_images = [image.cpu() for image in style_images]
+        self.config = config
+        self.first_trainable_style = first_trainable_style
+        self.preview_images = preview_images
+        self.metadata = dict(metadata or {})
+        self.device = _device_of(loss_network)
+        self.targets = style_grams(loss_network, style_images, config.style_layers)
+        self.model.to(self.device).train()
+        self.optimizer = torch.optim.Adam(self._trainable_parameters(), lr=config.lr)
+        self.style_generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.history: list[list[float]] = []  # per step: content, style, tv, total (weighted)
+        self.elapsed = 0.0
+
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        if self.first_trainable_style == 0:
+            return list(self.model.parameters())
+        for parameter in self.model.shared_parameters():
+            parameter.requires_grad_(False)
+        first = self.first_trainable_style
+        rows = self.model.style_parameters()
+        for parameter in rows:
+            # Old rows receive exactly zero gradient from one-hot batches of new styles already; the mask makes
+            # that a guarantee (Adam with zero moments leaves them bit-exact).
+            parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:first]), grad[first:]]))
+        return rows
+
+    def resume_from(self, state: dict) -> None:
+        if state["style_names"] != self.style_names:
+            raise CheckpointError(
+                f"the resume state trains styles {state['style_names']}, this run {self.style_names}; "
+                "pass the same --style files in the same order"
+            )
+        if state["first_trainable_style"] != self.first_trainable_style:
+            raise CheckpointError("the resume state was not made in the same mode (new network vs --add-styles-to)")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"the resume state does not fit this network (--width?): {exc}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.style_generator.set_state(state["style_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        self.history = [list(row) for row in state["history"].tolist()]
+        self.elapsed = float(state["elapsed"])
+
+    def style_indices(self, batch_size: int) -> torch.Tensor:
+        trainable = self.model.num_styles - self.first_trainable_style
+        if self.config.style_order == "cycle":
+            indices = (self.step * batch_size + torch.arange(batch_size)) % trainable
+        else:
+            indices = torch.randint(trainable, (batch_size,), generator=self.style_generator)
+        return indices + self.first_trainable_style
+
+    def train_step(self, content: torch.Tensor) -> list[float]:
+        """One optimiser step on ``content`` ``(B, 3, S, S)`` in [0, 1]; returns the weighted loss terms."""
+        config = self.config
+        content = content.to(self.device)
+        indices = self.style_indices(content.shape[0])
+        style_weights = one_hot(indices, self.model.num_styles).to(self.device)
+        with self._autocast():
+            output = self.model(content, style_weights)
+            output_features = self.loss_network(output)
+            with torch.no_grad():
+                content_features = self.loss_network(content)
+        output_features = {layer: f.float() for layer, f in output_features.items()}
+        content_targets = {layer: content_features[layer].float() for layer in config.content_layers}
+        targets = {
+            layer: grams[indices - self.first_trainable_style].to(self.device) for layer, grams in self.targets.items()
+        }
+        terms = [
+            config.content_weight * content_loss(output_features, content_targets),
+            config.style_weight * style_loss(output_features, targets),
+            config.tv_weight * total_variation_loss(output.float()),
+        ]
+        total = sum(terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.step += 1
+        values = [float(t.detach()) for t in terms] + [float(total.detach())]
+        if not all(math.isfinite(v) for v in values):
+            raise UsageError(f"the loss diverged at step {self.step} ({values}); lower --lr or the loss weights")
+        self.history.append(values)
+        return values
+
+    def train(self, content_batches: Iterator[torch.Tensor], output: str, *, progress: bool = True) -> TrainingResult:
+        """Run until ``config.steps``; checkpoint every ``config.checkpoint_every`` steps and at the end."""
+        steps = self.config.steps
+        digest = ""
+        bar = tqdm(total=steps, initial=self.step, desc="train stylizer", unit="step", disable=not progress)
+        started = time.perf_counter() - self.elapsed
+        with bar:
+            while self.step < steps:
+                content = next(content_batches, None)
+                if content is None:
+                    raise UsageError("the content stream ended before training did")
+                content_term, style_term, tv_term, total = self.train_step(content)
+                bar.update(1)
+                bar.set_postfix(content=f"{content_term:.3g}", style=f"{style_term:.3g}", tv=f"{tv_term:.3g}")
+                self.elapsed = time.perf_counter() - started
+                if self.step % self.config.checkpoint_every == 0 or self.step == steps:
+                    digest = self.save(output)
+        if not digest:  # resumed at or past --steps: write the checkpoint anyway
+            digest = self.save(output)
+        names = ("content", "style", "tv", "total")
+        return TrainingResult(
+            self.step, dict(zip(names, self.history[-1] if self.history else [], strict=False)), digest
+        )
+
+    def save(self, output: str) -> str:
+        """Write the checkpoint, its sample grid, loss curve and resume state; return the checkpoint digest."""
+        paths = artefact_paths(output)
+        training = {
+            **self.metadata,
+            **self.config.to_dict(),
+            "steps_done": self.step,
+            "seconds": round(self.elapsed, 1),
+            "final_losses": dict(zip(("content", "style", "tv", "total"), self.history[-1], strict=True))
+            if self.history
+            else {},
+        }
+        self.model.eval()
+        digest = save_stylizer(output, self.model, self.style_names, training)
+        if self.preview_images is not None:
+            _write_png(paths["samples"], self.sample_grid())
+        self.model.train()
+        _write_png(paths["loss_curve"], loss_curve(self.history))
+        state = {
+            "format": RESUME_FORMAT,
+            "step": self.step,
+            "style_names": self.style_names,
+            "first_trainable_style": self.first_trainable_style,
+            "model": {name: t.detach().cpu() for name, t in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "style_generator": self.style_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
+            "elapsed": self.elapsed,
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        with fsspec.open(paths["resume"], "wb") as handle:
+            handle.write(buffer.getvalue())
+        return digest
+
+    @torch.no_grad()
+    def sample_grid(self) -> Image.Image:
+        """Rows: the preview content images; columns: the content, then every style (header: the style image)."""
+        content = self.preview_images.to(self.device)
+        size = content.shape[-1]
+        n_styles = self.model.num_styles
+        tiles = [[None] + [_thumbnail(img, size) for img in self._style_thumbnails()]]
+        for image in content:
+            batch = image[None].expand(n_styles, -1, -1, -1)
+            stylised = self.model.stylize(batch, torch.eye(n_styles, device=self.device)).cpu()
+            tiles.append([image.cpu()] + list(stylised))
+        pad = 4
+        grid = Image.new("RGB", ((size + pad) * (n_styles + 1) + pad, (size + pad) * len(tiles) + pad + 14), "white")
+        draw = ImageDraw.Draw(grid)
+        for col, name in enumerate(self.style_names, start=1):
+            draw.text((pad + col * (size + pad), 2), name[: size // 6], fill="black")
+        for row, row_tiles in enumerate(tiles):
+            for col, tile in enumerate(row_tiles):
+                if tile is not None:
+                    grid.paste(_to_pil(tile), (pad + col * (size + pad), 14 + pad + row * (size + pad)))
+        return grid
+
+    def _style_thumbnails(self) -> list[torch.Tensor | None]:
+        # Styles trained before --add-styles-to have no image in this run: their header tile stays blank.
+        return [None] * self.first_trainable_style + self.style_images
+
+    @contextlib.contextmanager
+    def _autocast(self):
+        if self.config.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+
+def loss_curve(history: Sequence[Sequence[float]], width: int = 640, height: int = 360) -> Image.Image:
+    """The weighted content/style/tv terms and their total per step, log scale, smoothed; drawn with PIL."""
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    left, right, top, bottom = 60, width - 10, 10, height - 30
+    draw.rectangle([left, top, right, bottom], outline="black")
+    if not history:
+        draw.text((left + 10, top + 10), "no steps yet", fill="black")
+        return image
+    values = np.asarray(history, dtype=np.float64)
+    window = max(1, len(values) // 50)
+    kernel = np.ones(window) / window
+    curves = {}
+    for column, name in enumerate(("content", "style", "tv", "total")):
+        series = values[:, column]
+        if np.all(series <= 0):
+            continue  # a term switched off (weight 0)
+        smooth = np.convolve(series, kernel, mode="valid") if len(series) >= window else series
+        curves[name] = np.log10(np.maximum(smooth, 1e-12))
+    low = min(c.min() for c in curves.values())
+    high = max(c.max() for c in curves.values())
+    low, high = math.floor(low), max(math.ceil(high), math.floor(low) + 1)
+    steps = len(values)
+    for decade in range(low, high + 1):
+        y = bottom - (decade - low) / (high - low) * (bottom - top)
+        draw.line([left, y, right, y], fill=(225, 225, 225))
+        draw.text((4, y - 6), f"1e{decade}", fill="black")
+    draw.text((left, bottom + 8), "step 0", fill="black")
+    draw.text((right - 70, bottom + 8), f"step {steps}", fill="black")
+    colours = {"content": (30, 90, 200), "style": (210, 40, 40), "tv": (40, 150, 60), "total": (0, 0, 0)}
+    for index, (name, curve) in enumerate(curves.items()):
+        offset = (steps - len(curve)) / 2
+        xs = left + (np.arange(len(curve)) + offset) / max(steps - 1, 1) * (right - left)
+        ys = bottom - (curve - low) / (high - low) * (bottom - top)
+        if len(curve) > 1:
+            draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=colours[name], width=2)
+        draw.text((right - 70, top + 6 + 14 * index), name, fill=colours[name])
+    return image
+
+
+def _thumbnail(image: torch.Tensor | None, size: int) -> torch.Tensor | None:
+    if image is None:
+        return None
+    h, w = image.shape[-2:]
+    scale = size / min(h, w)
+    resized = torch.nn.functional.interpolate(
+        image[None], size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear", antialias=True
+    )[0]
+    top, left = (resized.shape[-2] - size) // 2, (resized.shape[-1] - size) // 2
+    return resized[:, top : top + size, left : left + size]
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+def _write_png(path: str, image: Image.Image) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    with fsspec.open(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    tensor = next(iter(module.parameters()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

@@ -1,0 +1,147 @@
+"""python -m pipelines.train_stylizer as a user runs it: help, a tiny real run, resume, import, clear errors."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models.checkpoint import load_stylizer
+from models.trainer import artefact_paths
+from pipelines.cli import run_main
+from pipelines.train_stylizer import content_batches, main
+from tests.conftest import encode, make_image
+from transforms.sources import resolve_input
+
+TINY = ["--loss-network", "random", "--width", "0.25", "--image-size", "32", "--batch-size", "2", "--quiet"]
+TINY_LAYERS = ["--content-layers", "relu2_2", "--style-layers", "relu1_2,relu2_2"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors on a shared 2-core machine: a second thread only adds contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data(tmp_path):
+    content = tmp_path / "content" / "cats"
+    content.mkdir(parents=True)
+    for i in range(5):
+        make_image(48, 40, seed=i).save(content / f"{i}.png")
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    make_image(40, 40, seed=10).rotate(45).save(styles / "swirl.png")
+    make_image(40, 40, seed=11).transpose(0).save(styles / "blocks.jpg")
+    return tmp_path
+
+
+def run(argv, capsys):
+    code = run_main(main, [str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_names_the_flags():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.train_stylizer", "--help"], capture_output=True, text=True, check=True
+    )
+    for flag in ("--content", "--style", "--loss-network", "--steps", "--resume", "--add-styles-to", "--import-fns"):
+        assert flag in result.stdout
+
+
+def test_a_tiny_run_writes_checkpoint_samples_and_loss_curve(data, capsys):
+    output = data / "out" / "two.safetensors"
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--style", data / "styles/blocks.jpg"]
+    code, out, err = run(
+        [*argv, "--output", output, "--steps", "4", "--checkpoint-every", "2", *TINY, *TINY_LAYERS], capsys
+    )
+    assert code == 0, err
+    model, info = load_stylizer(str(output))
+    assert info.style_names == ["swirl", "blocks"] and info.config.width == 0.25
+    assert info.training["steps_done"] == 4 and info.training["loss_network"] == "random"
+    paths = artefact_paths(str(output))
+    for key in ("samples", "loss_curve", "resume"):
+        assert (data / "out" / paths[key].rsplit("/", 1)[1]).stat().st_size > 0
+    assert "after 4 steps" in out
+
+    # --resume continues the step count from the resume state up to the new --steps.
+    code, out, err = run([*argv, "--output", output, "--steps", "6", "--resume", *TINY, *TINY_LAYERS], capsys)
+    assert code == 0, err
+    trained, trained_info = load_stylizer(str(output))
+    assert trained_info.training["steps_done"] == 6
+
+    # Adding a style keeps the two trained ones and appends the new name.
+    more = data / "out" / "three.safetensors"
+    add = ["--content", data / "content", "--style", data / "styles/swirl.png", "--add-styles-to", output]
+    code, _, err = run([*add, "--output", more, "--steps", "2", *TINY, *TINY_LAYERS], capsys)
+    assert code == 2
+    assert "unique" in err and "swirl" in err  # the same stem twice is refused
+    (data / "styles/swirl.png").rename(data / "styles/dots.png")
+    add[3] = data / "styles/dots.png"
+    code, _, err = run([*add, "--output", more, "--steps", "2", *TINY, *TINY_LAYERS], capsys)
+    assert code == 0, err
+    grown, grown_info = load_stylizer(str(more))
+    assert grown_info.style_names == ["swirl", "blocks", "dots"]
+    assert torch.equal(grown.in1.weight[:2], trained.in1.weight) and torch.equal(
+        grown.conv1.conv2d.weight, trained.conv1.conv2d.weight
+    )
+
+
+def test_bad_paths_and_unreadable_images_give_one_error_line(data, capsys):
+    base = ["--output", data / "x.safetensors", "--steps", "1", *TINY]
+    cases = {
+        "input not found": ["--content", data / "nope", "--style", data / "styles/swirl.png"],
+        "style image not found": ["--content", data / "content", "--style", data / "missing.png"],
+    }
+    (data / "broken.png").write_bytes(b"not an image at all")
+    cases["style image cannot be read"] = ["--content", data / "content", "--style", data / "broken.png"]
+    for message, argv in cases.items():
+        code, _, err = run([*argv, *base], capsys)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_duplicate_style_names_are_refused(data, capsys):
+    (data / "other").mkdir()
+    make_image(40, 40, seed=3).save(data / "other" / "swirl.jpg")
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--style", data / "other/swirl.jpg"]
+    code, _, err = run([*argv, "--output", data / "x.safetensors", *TINY], capsys)
+    assert code == 2 and "style names must be unique" in err and "swirl" in err
+
+
+def test_imagenet_loss_network_without_weights_fails_clearly(data, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", data / "x.safetensors"]
+    code, _, err = run([*argv, "--steps", "1", "--image-size", "32", "--quiet"], capsys)
+    assert code == 2 and "not available offline" in err and "random" in err
+
+
+def test_import_fns_writes_a_one_style_checkpoint(tmp_path, capsys):
+    from tests.models.test_fns_import import TransformerNet
+
+    torch.save(TransformerNet().state_dict(), tmp_path / "udnie.pth")
+    code, out, err = run(["--import-fns", tmp_path / "udnie.pth", "--output", tmp_path / "udnie.safetensors"], capsys)
+    assert code == 0, err
+    assert load_stylizer(str(tmp_path / "udnie.safetensors"))[1].style_names == ["udnie"]
+
+
+def test_content_batches_are_reproducible_and_skip_ahead_exactly(data):
+    spec = resolve_input(str(data / "content"))
+    stream = content_batches(spec, 32, 2, seed=7)
+    first = [next(stream) for _ in range(5)]
+    assert first[0].shape == (2, 3, 32, 32) and first[0].min() >= 0 and first[0].max() <= 1
+    resumed = content_batches(spec, 32, 2, seed=7, skip_batches=3)
+    assert torch.equal(next(resumed), first[3]) and torch.equal(next(resumed), first[4])
+    other_seed = next(content_batches(spec, 32, 2, seed=8))
+    assert not torch.equal(other_seed, first[0])
+
+
+def test_content_batches_skip_unreadable_images(tmp_path, capsys):
+    (tmp_path / "good.png").write_bytes(encode(make_image(40, 40, seed=1)))
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
+    batch = next(content_batches(resolve_input(str(tmp_path)), 32, 3, seed=0))
+    assert batch.shape == (3, 3, 32, 32)
+    assert "skipping content image bad.jpg" in capsys.readouterr().err
