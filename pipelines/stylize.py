@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="VGG weights: torchvision's ImageNet weights from the torch cache, random ones (only for tests), "
         "or a state_dict file (default: imagenet)",
     )
-    gatys.add_argument("--vgg", choices=["vgg19", "vgg16"], help="loss network architecture (default: vgg19)")
+    gatys.add_argument("--loss-arch", choices=["vgg19", "vgg16"], help="loss network architecture (default: vgg19)")
     gatys.add_argument(
         "--pooling", choices=["max", "avg"], help="avg is smoother (Gatys et al. 2016, sec. 2) (default: max)"
     )
@@ -105,7 +105,7 @@ GATYS_ONLY = [
     "content_layers",
     "style_layers",
     "loss_network",
-    "vgg",
+    "loss_arch",
     "pooling",
 ]
 
@@ -160,7 +160,7 @@ def stylize_with_gatys(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     network = build_loss_network(
-        arch=args.vgg or "vgg19",
+        arch=args.loss_arch or "vgg19",
         weights=args.loss_network or "imagenet",
         layers=(*config.content_layers, *config.style_layers),
         pooling=args.pooling or "max",
