@@ -36,3 +36,36 @@ def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
 @pytest.fixture
 def image_factory():
     return make_image
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch):
+    """An in-process GCS emulator on 127.0.0.1 with one bucket; yields ``gs://stylebeam-test``.
+
+    Beam's GCS filesystem and gcsfs both honour ``STORAGE_EMULATOR_HOST``; pipelines need ``--no_auth``.
+    """
+    import logging
+    import socket
+
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="stylebeam-test")
+    server.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    # Without credentials Beam retries google.auth.default() for ~20 s wherever a GCS client is made
+    # without the pipeline's --no_auth (the launcher's sinks); anonymous is what the emulator wants.
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+
+    monkeypatch.setattr(google.auth, "default", lambda *args, **kwargs: (AnonymousCredentials(), "stylebeam-test"))
+    FileSystems.set_options(PipelineOptions(["--no_auth"]))
+    try:
+        yield "gs://stylebeam-test"
+    finally:
+        server.stop()
