@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.pth",
         help="import a pytorch/examples fast_neural_style state_dict as a one-style checkpoint (no training)",
     )
-    io_group.add_argument("--style-name", help="the style name for --import-fns (default: the file's stem)")
+    io_group.add_argument(
+        "--style-name", metavar="NAME", help="the style name for --import-fns (default: the file's stem)"
+    )
 
     loss = parser.add_argument_group("loss")
     loss.add_argument(
@@ -81,28 +83,64 @@ def build_parser() -> argparse.ArgumentParser:
         help="VGG weights: torchvision's ImageNet weights (when cached), 'random' (by seed) or a state_dict file "
         "(default: %(default)s)",
     )
-    loss.add_argument("--loss-arch", default="vgg16", choices=["vgg16", "vgg19"], help="(default: %(default)s)")
     loss.add_argument(
-        "--content-layers", default=",".join(CONTENT_LAYERS), help="comma-separated (default: %(default)s)"
+        "--loss-arch",
+        default="vgg16",
+        choices=["vgg16", "vgg19"],
+        help="loss network architecture (default: %(default)s)",
     )
-    loss.add_argument("--style-layers", default=",".join(STYLE_LAYERS), help="comma-separated (default: %(default)s)")
     loss.add_argument(
-        "--content-weight", type=float, default=TrainingConfig.content_weight, help="(default: %(default)g)"
+        "--content-layers",
+        metavar="LAYERS",
+        default=",".join(CONTENT_LAYERS),
+        help="comma-separated (default: %(default)s)",
     )
-    loss.add_argument("--style-weight", type=float, default=TrainingConfig.style_weight, help="(default: %(default)g)")
-    loss.add_argument("--tv-weight", type=float, default=TrainingConfig.tv_weight, help="(default: %(default)g)")
+    loss.add_argument(
+        "--style-layers",
+        metavar="LAYERS",
+        default=",".join(STYLE_LAYERS),
+        help="comma-separated (default: %(default)s)",
+    )
+    loss.add_argument(
+        "--content-weight",
+        metavar="W",
+        type=float,
+        default=TrainingConfig.content_weight,
+        help="(default: %(default)g)",
+    )
+    loss.add_argument(
+        "--style-weight", metavar="W", type=float, default=TrainingConfig.style_weight, help="(default: %(default)g)"
+    )
+    loss.add_argument(
+        "--tv-weight", metavar="W", type=float, default=TrainingConfig.tv_weight, help="(default: %(default)g)"
+    )
 
     train = parser.add_argument_group("training")
     train.add_argument(
-        "--steps", type=positive_int, default=TrainingConfig.steps, help="total steps (default: %(default)s)"
+        "--steps",
+        metavar="N",
+        type=positive_int,
+        default=TrainingConfig.steps,
+        help="total steps (default: %(default)s)",
     )
     train.add_argument(
-        "--lr", type=positive_float, default=TrainingConfig.lr, help="Adam learning rate (default: %(default)g)"
+        "--lr",
+        metavar="LR",
+        type=positive_float,
+        default=TrainingConfig.lr,
+        help="Adam learning rate (default: %(default)g)",
     )
     train.add_argument(
-        "--width", type=positive_float, default=1.0, help="channel multiplier of the network (default: %(default)s)"
+        "--width",
+        metavar="W",
+        type=positive_float,
+        default=1.0,
+        help="channel multiplier of a new network; 0.5 is ~4x fewer FLOPs "
+        "(default: %(default)s; with --add-styles-to: the checkpoint's)",
     )
-    train.add_argument("--style-size", type=positive_int, help="short side of the style images (default: --image-size)")
+    train.add_argument(
+        "--style-size", metavar="N", type=positive_int, help="short side of the style images (default: --image-size)"
+    )
     train.add_argument(
         "--style-order",
         default="cycle",
@@ -110,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="which style each image of a batch trains (default: %(default)s)",
     )
     train.add_argument(
-        "--checkpoint-every", type=positive_int, default=TrainingConfig.checkpoint_every, help="(default: %(default)s)"
+        "--checkpoint-every",
+        metavar="N",
+        type=positive_int,
+        default=TrainingConfig.checkpoint_every,
+        help="steps between checkpoints (default: %(default)s)",
     )
     train.add_argument(
         "--precision",
