@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from models.errors import UsageError
+from models.inference import StylizerRunner, cpu_supports_bf16, resolve_precision
+from models.stylizer import MultiStyleTransformer, StylizerConfig, one_hot
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.25, num_residual=2)).eval()
+    with torch.no_grad():
+        for p in net.style_parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        net.deconv3.conv2d.bias.fill_(128.0)  # outputs around mid-grey, so rounding is exercised everywhere
+    return net
+
+
+def batch(count, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    weights = np.eye(2, dtype=np.float32)[np.arange(count) % 2]
+    return pixels, weights, np.ones(count, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_image_gets_the_same_bytes_whatever_its_batch_mates(model, dtype):
+    runner = StylizerRunner(model, CPU, dtype, batch_size=4)
+    pixels, weights, alpha = batch(6)
+    full = runner(pixels, weights, alpha)  # 4 + 2 (padded)
+    alone = runner(pixels[3:4], weights[3:4], alpha[3:4])
+    other = runner(np.concatenate([pixels[5:6], pixels[3:4]]), weights[[5, 3]], alpha[[5, 3]])
+    assert full.shape == pixels.shape and full.dtype == np.uint8
+    assert np.array_equal(full[3], alone[0]) and np.array_equal(full[3], other[1])
+
+
+def test_matches_the_float_model_and_alpha_blends(model):
+    runner = StylizerRunner(model, CPU, torch.float32, batch_size=2)
+    pixels, weights, _ = batch(2)
+    out = runner(pixels, weights, np.array([1.0, 0.0], np.float32))
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+    expected = model.stylize(images, torch.from_numpy(weights))[0].mul(255).round().permute(1, 2, 0).numpy()
+    assert np.abs(out[0].astype(int) - expected.astype(int)).max() <= 1
+    assert np.array_equal(out[1], pixels[1])  # alpha 0 gives the input back
+
+
+def test_bf16_stays_close_to_fp32(model):
+    pixels, weights, alpha = batch(4, size=64)
+    fp32 = StylizerRunner(model, CPU, torch.float32, 4)(pixels, weights, alpha).astype(np.float64)
+    bf16 = StylizerRunner(model, CPU, torch.bfloat16, 4)(pixels, weights, alpha).astype(np.float64)
+    psnr = 10 * np.log10(255**2 / max(np.mean((fp32 - bf16) ** 2), 1e-12))
+    assert psnr > 30, psnr
+
+
+def test_precision_choices():
+    assert resolve_precision("fp32", CPU) == torch.float32
+    assert resolve_precision("bf16", CPU) == torch.bfloat16
+    assert resolve_precision("auto", CPU) == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
+    with pytest.raises(UsageError, match="fp16 is for CUDA"):
+        resolve_precision("fp16", CPU)
+    with pytest.raises(UsageError, match="unknown precision"):
+        resolve_precision("int8", CPU)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_path_matches_cpu(model):
+    pixels, weights, alpha = batch(4, size=64)
+    cpu = StylizerRunner(model, CPU, torch.float32, 4)(pixels, weights, alpha).astype(int)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        gpu = StylizerRunner(model, torch.device("cuda"), dtype, 4)(pixels, weights, alpha).astype(int)
+        assert np.abs(gpu - cpu).mean() < (0.5 if dtype == torch.float32 else 3.0), dtype
+    assert torch.equal(one_hot([1], 2), torch.tensor([[0.0, 1.0]]))
