@@ -23,7 +23,7 @@ from torch import nn
 from models.embedding_net import IMAGENET_MEAN, IMAGENET_STD, EmbeddingNet, build_backbone
 from models.errors import UsageError
 
-DEFAULT_LAYERS = {"resnet10": "layer3", "resnet18": "layer3", "resnet50": "layer3", "googlenet": "inception4c"}
+DEFAULT_LAYERS = {"resnet-tiny": "layer3", "resnet18": "layer3", "resnet50": "layer3", "googlenet": "inception4c"}
 MIN_OCTAVE_SIDE = 32
 
 

@@ -45,7 +45,7 @@ class InfoNCELoss(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return float(1 / self.logit_scale.clamp(max=self.max_log_scale).exp())
+        return float(1 / self.logit_scale.detach().clamp(max=self.max_log_scale).exp())
 
 
 def make_loss(name: str) -> nn.Module:

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from models.embedding_net import (
+    EmbeddingNet,
+    EmbeddingNetConfig,
+    TinyResNet,
+    build_backbone,
+    load_embedding_model,
+    save_embedding_model,
+)
+from models.errors import CheckpointError, UsageError, WeightsUnavailableError
+from models.text_targets import TextTargetConfig, TextTargets
+from tests.models.corpus_fixture import one_torch_thread  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def text():
+    tokens = [["red", "circle"], ["blue", "square"], ["red", "square"], ["blue", "circle"]] * 4
+    return TextTargets.fit(tokens, TextTargetConfig("lda", 3, min_count=1, max_doc_fraction=0.9, passes=2))
+
+
+@pytest.mark.parametrize("backbone", ["resnet-tiny", "resnet18", "googlenet"])
+def test_projects_images_into_the_text_space(backbone):
+    model = EmbeddingNet(EmbeddingNetConfig(backbone, 7, "sigmoid")).eval()
+    images = torch.rand(2, 3, 40, 40)
+    assert model(images).shape == (2, 7)
+    embedded = model.embed(images)
+    assert embedded.dtype == torch.float32 and ((embedded > 0) & (embedded < 1)).all()
+
+
+def test_imagenet_weights_come_only_from_the_cache_or_a_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-cache"))
+    with pytest.raises(WeightsUnavailableError, match="not available offline.*--weights random"):
+        build_backbone("resnet18", "imagenet")
+    with pytest.raises(WeightsUnavailableError, match="no ImageNet weights exist for resnet-tiny"):
+        build_backbone("resnet-tiny", "imagenet")
+    with pytest.raises(UsageError, match="unknown backbone"):
+        EmbeddingNetConfig("vgg11")
+    source = TinyResNet()
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    loaded, _ = build_backbone("resnet-tiny", str(tmp_path / "w.pth"))
+    assert torch.equal(loaded.conv1.weight, source.conv1.weight)
+    with pytest.raises(WeightsUnavailableError, match="does not hold resnet18 weights"):
+        build_backbone("resnet18", str(tmp_path / "w.pth"))
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path, text):
+    torch.manual_seed(1)
+    model = EmbeddingNet(EmbeddingNetConfig("resnet-tiny", text.dim, "sigmoid")).eval()
+    path = str(tmp_path / "run" / "model.safetensors")
+    digest = save_embedding_model(path, model, text, {"epochs_done": 3})
+    loaded, loaded_text, info = load_embedding_model(str(tmp_path / "run"))
+    assert info.digest == digest and info.training == {"epochs_done": 3} and info.config == model.config
+    images = torch.rand(3, 3, 32, 32)
+    assert torch.equal(model.embed(images), loaded.embed(images))
+    tokens = [["red", "circle"], ["blue"]]
+    assert (text.encode(tokens)[0] == loaded_text.encode(tokens)[0]).all()
+
+
+def test_bad_checkpoints_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_embedding_model(str(tmp_path / "missing.safetensors"))
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10" * 64)
+    with pytest.raises(CheckpointError, match="not a stylebeam checkpoint"):
+        load_embedding_model(str(tmp_path / "junk.safetensors"))
