@@ -1,6 +1,6 @@
 """Seconds per image of Gatys optimisation (VGG19, L-BFGS, fp32) at 256² and 512², CPU and CUDA when present.
 
-    python -m benchmarks.gatys [--sizes 256,512] [--steps 10] [--full-steps 300] [--devices cpu,cuda]
+    python -m benchmarks.gatys [--sizes 256,512] [--steps 10] [--full-steps 300] [--devices cpu,cuda] [--threads T]
 
 Each run times ``--steps`` L-BFGS iterations after one warm-up step and also prints the time for ``--full-steps``
 extrapolated from the per-step time (a full 300-step run at 512² takes tens of minutes on a small CPU).
@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", help="comma-separated (default: cpu, and cuda when present)")
     parser.add_argument("--batch-size", type=int, default=1, help="images optimised together (default: 1)")
     parser.add_argument("--loss-network", default="random", help="imagenet|random|PATH (default: random)")
+    parser.add_argument("--threads", type=int, help="torch intra-op CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(
