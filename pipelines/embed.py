@@ -12,7 +12,7 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from models.embedding_net import load_embedding_model
 from models.errors import UsageError
@@ -77,8 +77,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     build(pipeline, opts)
     started = time.perf_counter()
     result = pipeline.run()
-    if result is None:  # DataflowRunner --dry_run builds and validates the graph, then returns nothing
-        return None
+    if options.view_as(TestOptions).dry_run:  # DataflowRunner built and validated the job without submitting it
+        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
+        return result
     result.wait_until_finish()
     if result.state == "DONE":
         summary = update_summary(opts.output, elapsed_s=round(time.perf_counter() - started, 3))

@@ -1,0 +1,103 @@
+"""pipelines.embed: corpus → embeddings Parquet that pandas reads; re-runs give identical embeddings on CPU."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.embedding_trainer import images_to_tensor
+from pipelines import embed
+from tests.models.corpus_fixture import corpus_rows, save_untrained_checkpoint, write_corpus
+from transforms.embed import decode_and_prepare
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embed")
+    rows = corpus_rows(30, seed=1, size=40)
+    rows[3] = rows[3] | {"image": b"not an image at all"}
+    rows[7] = rows[7] | {"image": b""}
+    write_corpus(root / "clean", rows, files=2)
+    model, _ = save_untrained_checkpoint(root / "model" / "model.safetensors", rows)
+    return root, rows, model
+
+
+def embeddings(output) -> pd.DataFrame:
+    return pd.read_parquet(output, engine="pyarrow").sort_values("id").reset_index(drop=True)
+
+
+def test_embeds_every_good_image_and_rejects_the_rest(corpus):
+    root, rows, model = corpus
+    out = root / "out"
+    embed.run([f"--input={root / 'clean'}", f"--output={out}", f"--model={root / 'model'}", "--batch-size=4"])
+
+    table = pd.read_parquet(sorted(out.glob("embeddings-*.parquet")))
+    good = [r for i, r in enumerate(rows) if i not in (3, 7)]
+    assert sorted(table["id"]) == sorted(r["id"] for r in good)
+    assert {len(e) for e in table["embedding"]} == {model.config.out_dim}
+    rejected = pd.read_parquet(sorted(out.glob("rejected-*.parquet")))
+    assert dict(zip(rejected["source_id"], rejected["error"].str.split(":").str[0], strict=True)) == {
+        rows[3]["id"]: "not_an_image",
+        rows[7]["id"]: "empty_file",
+    }
+    summary = (out / "summary.json").read_text()
+    assert '"embeddings": 28' in summary and '"rejected": 2' in summary
+
+    by_id = {r["id"]: r for r in good}
+    ids = list(table["id"])
+    images = images_to_tensor([decode_and_prepare(by_id[i]["image"], 32) for i in ids], 32)
+    with torch.no_grad():
+        expected = model.embed(images).numpy()
+    np.testing.assert_allclose(np.stack(table["embedding"]), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_rerun_in_other_processes_and_batches_gives_identical_embeddings(corpus):
+    root, _, _ = corpus
+    common = [f"--input={root / 'clean'}", f"--model={root / 'model' / 'model.safetensors'}"]
+    embed.run([*common, f"--output={root / 'a'}", "--batch-size=4"])
+    embed.run(
+        [
+            *common,
+            f"--output={root / 'b'}",
+            "--batch-size=4",
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ]
+    )
+    a = embeddings(sorted((root / "a").glob("embeddings-*.parquet")))
+    b = embeddings(sorted((root / "b").glob("embeddings-*.parquet")))
+    assert list(a["id"]) == list(b["id"]) and len(a) == 28
+    assert np.array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
+
+
+def test_dataflow_dry_run_builds_the_job(corpus):
+    root, _, _ = corpus
+    result = embed.run(
+        [
+            f"--input={root / 'clean'}",
+            "--output=gs://stylebeam-test/embeddings",
+            f"--model={root / 'model'}",
+            "--runner=DataflowRunner",
+            "--dry_run=True",
+            "--project=stylebeam-demo",
+            "--region=us-central1",
+            "--temp_location=gs://stylebeam-test/tmp",
+            "--no_auth",
+            f"--setup_file={REPO / 'setup.py'}",
+        ]
+    )
+    transforms = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
+    for step in ["ReadImages", "EmbedImages", "WriteEmbeddings", "WriteRejected", "WriteSummary"]:
+        assert step in transforms
+
+
+def test_bad_model_is_a_one_line_error(corpus, capsys):
+    root, _, _ = corpus
+    from pipelines.cli import run_main
+
+    code = run_main(embed.run, [f"--input={root / 'clean'}", f"--output={root / 'x'}", f"--model={root / 'nothing'}"])
+    assert code == 2 and capsys.readouterr().err.startswith("error: embedding checkpoint not found")
