@@ -119,7 +119,7 @@ def save_untrained_checkpoint(path, rows: list[dict], kind: str = "word2vec", im
     return model.eval(), text
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
     """Run torch single-threaded in these tests: on the shared 2-core test machine a training step of the tiny
     ResNet took 39 ms with 1 intra-op thread and 523 ms with 2 (OpenMP threads spin against other processes)."""

@@ -1,0 +1,112 @@
+"""pipelines.train_embeddings and pipelines.evaluate_embeddings end to end, on a generated clean corpus."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import embed, evaluate_embeddings, train_embeddings
+from pipelines.cli import run_main
+from tests.models.corpus_fixture import corpus_rows, one_torch_thread, write_corpus  # noqa: F401
+from transforms.schemas import REJECTED, rejected_row
+
+TINY = ["--backbone=resnet-tiny", "--weights=random", "--image-size=32", "--min-count=2", "--text-dim=16"]
+TINY += ["--heldout-fraction=0.25", "--batch-size=32", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    rows = corpus_rows(160, seed=2, size=40)
+    rows[0] = rows[0] | {"image": b"not an image"}
+    rows[1] = rows[1] | {"text": "", "caption": "", "caption_hashtags": []}
+    write_corpus(root / "clean", rows)
+    # the clean job's dead letters sit beside its table; training must not read them as posts
+    pq.write_table(
+        pa.Table.from_pylist([rejected_row("x", "clean", "duplicate")], REJECTED),
+        root / "clean" / "rejected-00000-of-00001.parquet",
+    )
+    return root, rows
+
+
+@pytest.fixture(scope="module")
+def trained(corpus):
+    root, _ = corpus
+    train_embeddings.main([f"--input={root / 'clean'}", f"--output={root / 'run'}", "--epochs=2", *TINY])
+    return root / "run"
+
+
+def test_training_writes_checkpoint_curves_and_accounts_for_every_post(corpus, trained):
+    _, rows = corpus
+    for name in ["model.safetensors", "train_state.pt", "history.json", "loss_curve.png", "summary.json"]:
+        assert (trained / name).exists(), name
+    summary = json.loads((trained / "summary.json").read_text())
+    counts = summary["counts"]
+    assert sum(v for k, v in counts.items() if k.endswith(".rejected.not_an_image")) == 1
+    assert counts["train.no_text_target"] + counts["heldout.no_text_target"] == 1
+    assert counts["train.examples"] + counts["heldout.examples"] == len(rows) - 2
+    assert summary["loss"] == "cosine" and summary["text_model"]["kind"] == "word2vec"
+    assert [h["epoch"] for h in json.loads((trained / "history.json").read_text())] == [1, 2]
+
+
+def test_existing_run_needs_resume_and_resume_extends_it(corpus, trained, capsys):
+    root, _ = corpus
+    argv = [f"--input={root / 'clean'}", f"--output={trained}", *TINY]
+    assert run_main(train_embeddings.main, [*argv, "--epochs=3"]) == 2
+    assert "already holds a training run; pass --resume" in capsys.readouterr().err
+    train_embeddings.main([*argv, "--epochs=3", "--resume"])
+    assert [h["epoch"] for h in json.loads((trained / "history.json").read_text())] == [1, 2, 3]
+
+
+def test_evaluation_reports_model_and_random_and_agrees_with_embed_job_output(corpus, trained, capsys):
+    root, _ = corpus
+    direct = evaluate_embeddings.main(
+        [f"--input={root / 'clean'}", f"--model={trained}", "--queries=red,green,blue,yellow,circle", "--no-progress"]
+    )
+    printed = capsys.readouterr().out
+    assert "P@5" in printed and "median_rank" in printed and "random" in printed
+    saved = json.loads((trained / "retrieval.json").read_text())
+    assert saved["model"] == direct["model"] and set(saved["random"]) == set(direct["model"])
+    assert direct["word_queries"] == ["red", "green", "blue", "yellow", "circle"]
+    assert direct["counts"]["posts"] == direct["num_images"] > 20
+
+    embed.run([f"--input={root / 'clean'}", f"--output={root / 'emb'}", f"--model={trained}"])
+    stored = evaluate_embeddings.main(
+        [
+            f"--input={root / 'clean'}",
+            f"--model={trained}",
+            f"--embeddings={root / 'emb'}",
+            f"--output={root / 'stored.json'}",
+            "--queries=red,green,blue,yellow,circle",
+        ]
+    )
+    assert stored["num_images"] == direct["num_images"]
+    for name, value in direct["model"].items():
+        assert stored["model"][name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_lda_targets_with_the_contrastive_loss(corpus, tmp_path):
+    root, _ = corpus
+    out = tmp_path / "lda"
+    argv = [f"--input={root / 'clean'}", f"--output={out}", "--epochs=1", "--text-model=lda", "--loss=infonce"]
+    train_embeddings.main(argv + TINY)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["loss"] == "infonce" and summary["text_model"] == {"dim": 16, "kind": "lda", "vocabulary": 19}
+
+
+@pytest.mark.parametrize(
+    "module, flags",
+    [
+        (train_embeddings, ["--text-model", "--backbone", "--resume", "--heldout-fraction"]),
+        (evaluate_embeddings, ["--embeddings", "--queries", "--k"]),
+        (embed, ["--model", "--batch-size", "--runner"]),
+    ],
+)
+def test_help_lists_the_flags(module, flags, capsys):
+    entry = getattr(module, "main", None) or module.run
+    with pytest.raises(SystemExit) as exit_info:
+        entry(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in flags)
