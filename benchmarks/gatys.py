@@ -24,6 +24,7 @@ class GatysTiming:
     seconds_per_image: float  # for ``steps`` steps
     seconds_per_step: float  # per image
     evaluations_per_step: float
+    seconds_per_evaluation: float  # one loss-network forward + backward, per image: comparable across runs
 
 
 def measure_gatys(
@@ -54,6 +55,7 @@ def measure_gatys(
         seconds_per_image=seconds / batch_size,
         seconds_per_step=seconds / batch_size / max(steps, 1),
         evaluations_per_step=result.evaluations / max(steps, 1),
+        seconds_per_evaluation=seconds / batch_size / max(result.evaluations, 1),
     )
 
 
@@ -79,14 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, VGG19 L-BFGS fp32, batch {args.batch_size}"
     )
-    header = f"{'device':<8}{'size':>6}{'evals/step':>12}{'s/step':>10}{f's/image @{args.steps}':>16}"
+    header = f"{'device':<8}{'size':>6}{'s/eval':>9}{'evals/step':>12}{'s/step':>10}{f's/image @{args.steps}':>16}"
     header += f"{f's/image @{args.full_steps} (extrap.)':>28}"
     print(header)
     for device in devices:
         for size in (int(s) for s in args.sizes.split(",")):
             timing = measure_gatys(size, args.steps, device, batch_size=args.batch_size, loss_network=args.loss_network)
             print(
-                f"{device:<8}{size:>6}{timing.evaluations_per_step:>12.2f}{timing.seconds_per_step:>10.3f}"
+                f"{device:<8}{size:>6}{timing.seconds_per_evaluation:>9.3f}{timing.evaluations_per_step:>12.2f}{timing.seconds_per_step:>10.3f}"
                 f"{timing.seconds_per_image:>16.2f}{timing.seconds_per_step * args.full_steps:>28.1f}",
                 flush=True,
             )
