@@ -131,25 +131,19 @@ def stylize_with_gatys(args: argparse.Namespace) -> None:
 
     if not args.style:
         raise UsageError("gatys needs at least one --style image")
-    config = GatysConfig(
-        seed=args.seed,
-        **{
-            key: value
-            for key, value in {
-                "steps": args.steps,
-                "optimizer": args.optimizer,
-                "lr": args.lr,
-                "init": args.init,
-                "preserve_color": args.preserve_color,
-                "content_weight": args.content_weight,
-                "style_weight": args.style_weight,
-                "tv_weight": args.tv_weight,
-                "content_layers": _names(args.content_layers),
-                "style_layers": _names(args.style_layers),
-            }.items()
-            if value is not None
-        },
-    )
+    given = {
+        "steps": args.steps,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "init": args.init,
+        "preserve_color": args.preserve_color,
+        "content_weight": args.content_weight,
+        "style_weight": args.style_weight,
+        "tv_weight": args.tv_weight,
+        "content_layers": _names(args.content_layers),
+        "style_layers": _names(args.style_layers),
+    }
+    config = GatysConfig(seed=args.seed, **{key: value for key, value in given.items() if value is not None})
     style_weights = _style_weights(args.style_weights, len(args.style))
     size = args.image_size or GATYS_IMAGE_SIZE
     style_label = "+".join(_stem(path) for path in args.style)
