@@ -177,7 +177,7 @@ class StylizerTrainer:
     def style_indices(self, batch_size: int) -> torch.Tensor:
         trainable = self.model.num_styles - self.first_trainable_style
         if self.config.style_order == "cycle":
-            indices = (self.step * batch_size + torch.arange(batch_size)) % trainable
+            indices = cycled_styles(self.step, batch_size, trainable)
         else:
             indices = torch.randint(trainable, (batch_size,), generator=self.style_generator)
         return indices + self.first_trainable_style
@@ -307,6 +307,11 @@ class StylizerTrainer:
                 yield
         else:
             yield
+
+
+def cycled_styles(step: int, batch_size: int, num_styles: int) -> torch.Tensor:
+    """Image ``i`` of step ``t`` trains style ``(t·B + i) mod N``: every style equally often, several per batch."""
+    return (step * batch_size + torch.arange(batch_size)) % num_styles
 
 
 def loss_curve(history: Sequence[Sequence[float]], width: int = 640, height: int = 360) -> Image.Image:

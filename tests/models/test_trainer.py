@@ -8,7 +8,14 @@ from PIL import Image
 
 from models.checkpoint import load_stylizer
 from models.stylizer import MultiStyleTransformer, StylizerConfig, one_hot
-from models.trainer import StylizerTrainer, TrainingConfig, artefact_paths, load_resume_state, loss_curve
+from models.trainer import (
+    StylizerTrainer,
+    TrainingConfig,
+    artefact_paths,
+    cycled_styles,
+    load_resume_state,
+    loss_curve,
+)
 from models.vgg import build_loss_network
 
 SIZE = 32
@@ -62,11 +69,9 @@ def test_training_a_two_style_network_lowers_the_loss(loss_network):
 
 
 def test_a_batch_trains_several_styles():
-    trainer = StylizerTrainer.__new__(StylizerTrainer)
-    trainer.model = MultiStyleTransformer(StylizerConfig(num_styles=3, width=0.25, num_residual=1))
-    trainer.first_trainable_style, trainer.step = 0, 1
-    trainer.config = TrainingConfig(style_order="cycle")
-    assert trainer.style_indices(4).tolist() == [1, 2, 0, 1]  # (step·B + i) mod N
+    assert cycled_styles(step=1, batch_size=4, num_styles=3).tolist() == [1, 2, 0, 1]
+    seen = torch.cat([cycled_styles(step, 2, 3) for step in range(3)])
+    assert torch.bincount(seen).tolist() == [2, 2, 2]
 
 
 def test_checkpoint_sample_grid_and_loss_curve_are_written(loss_network, tmp_path):
