@@ -85,6 +85,15 @@ def test_gatys_several_contents_and_blended_styles_into_a_directory(images, caps
     assert out.count("total") == 2
 
 
+def test_gatys_loss_network_flags(images, capsys):
+    argv = ["--content", images / "cat.png", "--style", images / "starry.png", "--output", images / "o.png"]
+    argv += ["--loss-arch", "vgg16", "--pooling", "avg", "--content-layers", "relu2_2", "--style-layers", "relu1_2"]
+    code, _, err = run([*argv, *GATYS_FAST], capsys)
+    assert code == 0, err
+    code, _, err = run([*argv, *GATYS_FAST, "--style-layers", "relu5_4"], capsys)
+    assert code == 2 and err.startswith("error: unknown vgg16 layer(s) relu5_4;") and err.count("\n") == 1
+
+
 def test_gatys_is_reproducible_by_seed(images, capsys):
     def stylise(seed, name):
         argv = ["--content", images / "cat.png", "--style", images / "starry.png", "--output", images / name]
