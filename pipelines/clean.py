@@ -1,0 +1,149 @@
+"""Raw corpus → clean corpus: captions normalised and filtered, images checked and re-encoded, duplicates removed.
+
+    python -m pipelines.clean --input RAW --output OUT [--min-words N] [--languages en,es,ca|all]
+        [--min-side PX] [--max-aspect R] [--max-pixels N] [--max-hamming BITS] [--format jpeg|png|webp]
+        [Beam options]
+
+RAW is pipelines.collect's output folder (its raw-*.parquet), a glob or files. Writes OUT/clean-*.parquet,
+OUT/rejected-*.parquet (stage caption, image or dedup, with the reason) and OUT/summary.json (counts per
+reason). Every standard Beam option works (``--runner=DataflowRunner`` ...).
+"""
+
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+from models.errors import UsageError
+from pipelines.cli import parse_beam_args, positive_float, positive_int, run_main
+from transforms.captions import CaptionFilter
+from transforms.corpus import CleanCorpus, CleanSettings
+from transforms.dedup import DEFAULT_MAX_DISTANCE
+from transforms.embed import table_paths
+from transforms.images import FORMATS, MAX_PIXELS
+from transforms.io import CountRejected, WriteSummary, WriteTable, update_summary
+from transforms.schemas import CLEAN_CORPUS, REJECTED
+
+
+class _JobOptions(PipelineOptions):
+    """Beam parses the flags of every direct PipelineOptions subclass in the process together, so two jobs
+    that both define --output could not be imported side by side. Job flags live one level down."""
+
+
+class CleanOptions(_JobOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", required=True, help="raw corpus: collect's output folder, a glob or files")
+        parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+        captions = parser.add_argument_group("captions")
+        captions.add_argument(
+            "--min-words", type=int, default=3, help="words left after cleaning, hashtag words included (default: 3)"
+        )
+        captions.add_argument(
+            "--languages", default="all",
+            help="keep captions whose prose is in these languages (py3langid codes, e.g. en,es,ca,fr); "
+            "short or uncertain prose is kept (default: all)",
+        )
+        captions.add_argument(
+            "--min-language-confidence", type=positive_float, default=0.5,
+            help="below this probability the language counts as undetermined (default: %(default)s)",
+        )
+        images = parser.add_argument_group("images")
+        images.add_argument("--min-side", type=positive_int, default=128, help="pixels (default: %(default)s)")
+        images.add_argument(
+            "--max-aspect", type=positive_float, default=3.0, help="long side / short side (default: %(default)s)"
+        )
+        images.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="(default: %(default)s)")
+        images.add_argument("--format", dest="image_format", default="jpeg", choices=sorted(FORMATS),
+                            help="re-encoding of every image (default: %(default)s)")
+        images.add_argument(
+            "--max-hamming", type=int, default=DEFAULT_MAX_DISTANCE,
+            help="near duplicates: phash bits that may differ, 0-63 (default: %(default)s, as imagededup)",
+        )
+        parser.add_argument(
+            "--num-shards", type=int, default=0, help="output files per table; 0 lets the runner choose"
+        )
+
+
+def settings_of(opts: CleanOptions) -> CleanSettings:
+    if not 0 <= opts.max_hamming < 64:
+        raise UsageError(f"--max-hamming must be in 0..63, got {opts.max_hamming}")
+    languages = None
+    if opts.languages.strip().lower() != "all":
+        languages = frozenset(code.strip() for code in opts.languages.split(",") if code.strip())
+    try:
+        captions = CaptionFilter(opts.min_words, languages, opts.min_language_confidence)
+    except ValueError as exc:
+        raise UsageError(f"--languages: {exc}") from None
+    return CleanSettings(
+        min_side=opts.min_side,
+        max_aspect=opts.max_aspect,
+        max_pixels=opts.max_pixels,
+        image_format=opts.image_format,
+        max_distance=opts.max_hamming,
+        captions=captions,
+    )
+
+
+def build(pipeline: beam.Pipeline, opts: CleanOptions) -> None:
+    """read raw → clean (captions, images, duplicates) → write (+ rejected, summary)."""
+    settings = settings_of(opts)
+    paths = table_paths(opts.input, "raw")
+
+    raw = pipeline | "RawFiles" >> beam.Create(paths) | "ReadRaw" >> beam.io.ReadAllFromParquet()
+    cleaned = raw | "CleanCorpus" >> CleanCorpus(settings)
+    cleaned["clean"] | "WriteClean" >> WriteTable(opts.output, "clean", CLEAN_CORPUS, opts.num_shards)
+    cleaned["rejected"] | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
+
+    counted = {
+        "rows_read": raw,
+        "rows_written": cleaned["clean"],
+        "rejected": cleaned["rejected"],
+        "*": (cleaned["rejected"] | "CountRejected" >> CountRejected(), cleaned["caption_removals"])
+        | "SummaryKeys" >> beam.Flatten(),
+    }
+    facts = {
+        "settings": {
+            "input": opts.input,
+            "min_words": opts.min_words,
+            "languages": sorted(settings.captions.languages) if settings.captions.languages else "all",
+            "min_language_confidence": opts.min_language_confidence,
+            "min_side": opts.min_side,
+            "max_aspect": opts.max_aspect,
+            "max_pixels": opts.max_pixels,
+            "format": opts.image_format,
+            "max_hamming": opts.max_hamming,
+        }
+    }
+    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=facts)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
+    _, options = parse_beam_args(
+        CleanOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.clean"
+    )
+    opts = options.view_as(CleanOptions)
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, opts)
+    started = time.perf_counter()
+    result = pipeline.run()
+    if options.view_as(TestOptions).dry_run:  # DataflowRunner built and validated the job without submitting it
+        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
+        return result
+    result.wait_until_finish()
+    if result.state == "DONE":
+        summary = update_summary(opts.output, elapsed_s=round(time.perf_counter() - started, 3))
+        counts = summary["counts"]
+        print(
+            f"kept {counts['rows_written']} of {counts['rows_read']} rows, rejected {counts['rejected']}; "
+            f"wrote {opts.output} in {summary['elapsed_s']:.1f}s",
+            file=sys.stderr,
+        )
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sys.exit(run_main(run))

@@ -1,0 +1,194 @@
+"""Hashtags (or instaloader download folders) → raw image–caption corpus, as Parquet.
+
+    python -m pipelines.collect --login USER [--session-file F]
+    python -m pipelines.collect --hashtags joanmiro,miro --output OUT --session-file F
+        [--max-posts N] [--since DATE] [--until DATE] [--state-dir STATE] [Beam options]
+    python -m pipelines.collect --from-dir DIR [--from-dir DIR ...] --output OUT [Beam options]
+
+Scraping is rate-limited per account, so it runs here, one request at a time, into a resumable spool
+(STATE, default OUT/_state): run the same command again after an interruption and it goes on where it
+stopped. Decoding, validating, hashing and writing run on Beam. Writes OUT/raw-*.parquet,
+OUT/rejected-*.parquet and OUT/summary.json.
+"""
+
+import datetime
+import logging
+import os
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+from models.errors import UsageError
+from pipelines.cli import parse_beam_args, positive_int, run_main
+from scraping.hashtags import HashtagScraper
+from scraping.session import default_session_file, load_session, login_interactively, new_instagram
+from scraping.spool import Spool
+from transforms.corpus import ReadInstaloaderDirs, ReadSpool, ToRawRows
+from transforms.io import CountRejected, WriteSummary, WriteTable, output_path, update_summary
+from transforms.schemas import RAW_CORPUS, REJECTED
+
+
+class _JobOptions(PipelineOptions):
+    """Beam parses the flags of every direct PipelineOptions subclass in the process together, so two jobs
+    that both define --output could not be imported side by side. Job flags live one level down."""
+
+
+class CollectOptions(_JobOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        source = parser.add_argument_group("source (one of)")
+        source.add_argument("--hashtags", help="comma-separated hashtags to scrape, e.g. joanmiro,miro")
+        source.add_argument(
+            "--from-dir", action="append", default=None, help="an instaloader download folder (repeatable)"
+        )
+        parser.add_argument("--output", help="output directory (local or gs://)")
+        session = parser.add_argument_group("Instagram session")
+        session.add_argument(
+            "--login", metavar="USER",
+            help="log in as USER (password asked on the terminal) and save the session; alone: only that",
+        )
+        session.add_argument(
+            "--session-file", help="instaloader session file (default with --login: ~/.config/instaloader/session-USER)"
+        )
+        scrape = parser.add_argument_group("scraping")
+        scrape.add_argument("--max-posts", type=positive_int, help="posts taken per hashtag (default: all)")
+        scrape.add_argument("--since", help="only posts from this UTC date on (YYYY-MM-DD or ISO time)")
+        scrape.add_argument("--until", help="only posts up to this UTC date, inclusive (YYYY-MM-DD or ISO time)")
+        scrape.add_argument("--state-dir", help="spool and resume state (default: OUT/_state)")
+        scrape.add_argument(
+            "--commit-every", type=positive_int, default=200, help="posts between resume points (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--num-shards", type=int, default=0, help="output files per table; 0 lets the runner choose"
+        )
+
+
+def parse_date(text: str | None, *, end_of_day: bool = False) -> datetime.datetime | None:
+    """``YYYY-MM-DD`` (midnight UTC; with ``end_of_day`` the next midnight, for an inclusive --until) or an ISO time."""
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"not a date: {text!r}; use YYYY-MM-DD or an ISO time") from None
+    if end_of_day and len(text) == 10:
+        moment += datetime.timedelta(days=1)
+    return moment.replace(tzinfo=datetime.timezone.utc) if moment.tzinfo is None else moment
+
+
+def check(opts: CollectOptions) -> None:
+    if opts.hashtags and opts.from_dir:
+        raise UsageError("give --hashtags or --from-dir, not both")
+    if not (opts.hashtags or opts.from_dir):
+        if opts.login:
+            return
+        raise UsageError("nothing to collect: give --hashtags TAGS or --from-dir DIR (or --login USER to log in)")
+    if not opts.output:
+        raise UsageError("--output is required")
+    if opts.from_dir:
+        for root in opts.from_dir:
+            if not os.path.isdir(root):
+                raise UsageError(f"--from-dir {root}: not a folder")
+        if opts.max_posts or opts.since or opts.until:
+            raise UsageError("--max-posts, --since and --until apply to --hashtags only")
+    if opts.hashtags and not (opts.session_file or opts.login):
+        raise UsageError(
+            "--hashtags needs a logged-in Instagram session: --session-file F "
+            "(create one with: python -m pipelines.collect --login USER --session-file F)"
+        )
+
+
+def scrape(opts: CollectOptions, instagram) -> Spool:
+    """Log in from the session file (or interactively with --login and no file yet), then scrape into the spool."""
+    session_file = opts.session_file or default_session_file(opts.login)
+    if opts.login and not os.path.isfile(session_file):
+        login_interactively(instagram, opts.login, session_file)
+    load_session(instagram, session_file)
+    since, until = parse_date(opts.since), parse_date(opts.until, end_of_day=True)
+    spool = Spool.open(opts.state_dir or output_path(opts.output, "_state"))
+    hashtags = [tag.strip() for tag in opts.hashtags.split(",") if tag.strip()]
+    scraper = HashtagScraper(
+        instagram, spool, max_posts=opts.max_posts, since=since, until=until, commit_every=opts.commit_every
+    )
+    return scraper.run(hashtags)
+
+
+def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) -> None:
+    """records (spool or folders) → raw rows → Parquet (+ rejected, summary)."""
+    if spool is not None:
+        records = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
+        read_rejected = pipeline | "NoReadErrors" >> beam.Create([])
+        scrape_facts = {
+            "scrape": {
+                "state_dir": spool.state_dir,
+                "counts": dict(sorted(spool.counts.items())),
+                "hashtags": {tag: {"taken": p.taken, "finished": p.finished} for tag, p in spool.hashtags.items()},
+            }
+        }
+    else:
+        read = pipeline | "ReadInstaloaderDirs" >> ReadInstaloaderDirs(opts.from_dir)
+        records, read_rejected, scrape_facts = read["records"], read["rejected"], {}
+
+    rows = records | "ToRawRows" >> ToRawRows()
+    rejected = (read_rejected, rows["rejected"]) | "AllRejected" >> beam.Flatten()
+    rows["raw"] | "WriteRaw" >> WriteTable(opts.output, "raw", RAW_CORPUS, opts.num_shards)
+    rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
+
+    posts = records | "Shortcodes" >> beam.Map(lambda record: record["shortcode"]) | "Posts" >> beam.Distinct()
+    counted = {
+        "posts_seen": posts,
+        "images_written": rows["raw"],
+        "videos_skipped": rows["videos"],
+        "rejected": rejected,
+        "*": rejected | "CountRejected" >> CountRejected(),
+    }
+    settings = {
+        "settings": {
+            "hashtags": opts.hashtags,
+            "from_dir": opts.from_dir,
+            "max_posts": opts.max_posts,
+            "since": opts.since,
+            "until": opts.until,
+        },
+        **scrape_facts,
+    }
+    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=settings)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None, instagram_factory=new_instagram):
+    """``instagram_factory`` makes the ``scraping.session.Instagram`` to scrape with (tests pass one without sleeps)."""
+    _, options = parse_beam_args(
+        CollectOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.collect"
+    )
+    opts = options.view_as(CollectOptions)
+    check(opts)
+    if not (opts.hashtags or opts.from_dir):
+        login_interactively(instagram_factory(), opts.login, opts.session_file or default_session_file(opts.login))
+        return None
+    started = time.perf_counter()
+    spool = scrape(opts, instagram_factory()) if opts.hashtags else None
+
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build(pipeline, opts, spool)
+    result = pipeline.run()
+    if options.view_as(TestOptions).dry_run:  # DataflowRunner built and validated the job without submitting it
+        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
+        return result
+    result.wait_until_finish()
+    if result.state == "DONE":
+        summary = update_summary(opts.output, elapsed_s=round(time.perf_counter() - started, 3))
+        counts = summary["counts"]
+        print(
+            f"{counts['posts_seen']} posts: wrote {counts['images_written']} images, skipped "
+            f"{counts['videos_skipped']} videos, rejected {counts['rejected']} to {opts.output} "
+            f"in {summary['elapsed_s']:.1f}s",
+            file=sys.stderr,
+        )
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sys.exit(run_main(run))

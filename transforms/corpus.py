@@ -1,0 +1,272 @@
+"""The Beam transforms of the corpus jobs.
+
+``pipelines.collect``: media records (``scraping.records``) from the scraper's spool (``ReadSpool``) or
+from instaloader download folders (``ReadInstaloaderDirs``) → ``ToRawRows`` → ``raw`` rows.
+
+``pipelines.clean``: ``raw`` rows → ``CleanCorpus`` → ``clean`` rows: caption normalised and filtered,
+image decoded once (``transforms.images.decode_image``), filtered by size and shape, re-encoded with
+the project's one encoder, then exact and near duplicates removed (``transforms.dedup``).
+
+Every dropped item becomes a ``rejected`` row (``source_id``, ``stage``, ``"reason: detail"``). Stages:
+``fetch`` (the scraper could not download it), ``read`` (a download folder entry without metadata),
+``decode`` (collect: not a usable image), ``caption``, ``image`` and ``dedup`` (clean).
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+from apache_beam.io.parquetio import ReadAllFromParquet
+from apache_beam.pvalue import AsDict, AsMultiMap, TaggedOutput
+
+from models.errors import ImageRejected
+from scraping.instaloader_dir import MetadataMissing, OfflineContext, find_posts, media_records, read_metadata
+from scraping.records import ERROR, SOURCE, VIDEO, record_id
+from transforms.captions import CaptionFilter, clean_caption, load_models
+from transforms.dedup import DEFAULT_MAX_DISTANCE, ExactDuplicates, NearDuplicates, phash
+from transforms.images import MAX_PIXELS, decode_image, encode_image
+from transforms.schemas import rejected_row
+
+# Magic numbers of the formats Instagram serves (and a few a download folder may hold).
+MAGIC = [(b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp")]
+
+
+def sniff_format(data: bytes) -> str:
+    """The encoded format of image bytes from their first bytes (no decoding)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((name for magic, name in MAGIC if data.startswith(magic)), "unknown")
+
+
+# collect ------------------------------------------------------------------------------------------------------
+class ReadSpool(beam.PTransform):
+    """The scraper's committed spool shards → media records, each with every hashtag its post was seen under."""
+
+    def __init__(self, spool_files: list[str], sighting_files: list[str]):
+        super().__init__()
+        self.spool_files = spool_files
+        self.sighting_files = sighting_files
+
+    def expand(self, pbegin):
+        sightings = (
+            pbegin
+            | "SightingFiles" >> beam.Create(self.sighting_files)
+            | "ReadSightings" >> ReadAllFromParquet()
+            | "ByShortcode" >> beam.Map(lambda row: (row["shortcode"], row["hashtag"]))
+        )
+        return (
+            pbegin
+            | "SpoolFiles" >> beam.Create(self.spool_files)
+            | "ReadSpoolShards" >> ReadAllFromParquet()
+            | "AllHashtags" >> beam.Map(_with_hashtags, AsMultiMap(sightings))
+        )
+
+
+def _with_hashtags(record: dict, sightings) -> dict:
+    tags = set(record["hashtags_queried"] or []) | set(sightings[record["shortcode"]])
+    return {**record, "hashtags_queried": sorted(tags)}
+
+
+class ReadInstaloaderDirs(beam.PTransform):
+    """instaloader download folders → ``{"records": media records, "rejected": rows}``.
+
+    Folders are listed on the launcher (file names only). Each post's metadata is read in parallel; a
+    post present in several folders (``#joanmiro/`` and ``#miro/``) is merged by shortcode (metadata
+    only goes through the GroupByKey), then its images are read once, from one copy.
+    """
+
+    def __init__(self, roots: list[str]):
+        super().__init__()
+        self.roots = roots
+
+    def expand(self, pbegin):
+        post_files = [post for root in self.roots for post in find_posts(root)]
+        read = (
+            pbegin
+            | "ListPosts" >> beam.Create(post_files)
+            | "Spread" >> beam.Reshuffle()
+            | "ReadMetadata" >> beam.ParDo(_ReadMetadata()).with_outputs("rejected", main="posts")
+        )
+        records = (
+            read.posts
+            | "GroupByShortcode" >> beam.GroupByKey()
+            | "OneCopyPerPost" >> beam.Map(_one_copy)
+            | "ReadMedia" >> beam.FlatMap(lambda post: media_records(*post))
+        )
+        return {"records": records, "rejected": read.rejected}
+
+
+class _ReadMetadata(beam.DoFn):
+    def setup(self):
+        self.context = OfflineContext()
+
+    def process(self, post_files):
+        try:
+            metadata = read_metadata(post_files, self.context)
+        except MetadataMissing as exc:
+            yield TaggedOutput("rejected", rejected_row(post_files.source, "read", "missing_metadata", str(exc)))
+            return
+        yield metadata.shortcode, (post_files, metadata)
+
+
+def _one_copy(group):
+    _, copies = group
+    copies = sorted(copies, key=lambda copy: (-len(copy[0].media), copy[0].source))
+    post_files, metadata = copies[0]
+    hashtags = sorted({files.hashtag for files, _ in copies if files.hashtag})
+    return post_files, metadata, hashtags
+
+
+class ToRawRows(beam.PTransform):
+    """Media records → ``{"raw": RAW_CORPUS rows, "rejected": rows, "videos": ids}``.
+
+    Images are decoded once to prove they are images and to measure them; the row keeps the bytes as
+    fetched (``image_format`` from their magic number, ``sha256`` of those bytes).
+    """
+
+    def expand(self, records):
+        out = records | "DecodeAndMeasure" >> beam.ParDo(_RawRow()).with_outputs("rejected", "videos", main="raw")
+        return {"raw": out.raw, "rejected": out.rejected, "videos": out.videos}
+
+
+class _RawRow(beam.DoFn):
+    def process(self, record):
+        source_id = record_id(record["shortcode"], record["index"])
+        if record["kind"] == VIDEO:
+            yield TaggedOutput("videos", source_id)
+            return
+        if record["kind"] == ERROR:
+            reason, _, detail = (record["error"] or "download_failed").partition(": ")
+            yield TaggedOutput("rejected", rejected_row(source_id, "fetch", reason, detail))
+            return
+        data = record["image"] or b""
+        try:
+            image = decode_image(data)
+        except ImageRejected as exc:
+            yield TaggedOutput("rejected", rejected_row(source_id, "decode", exc.reason, exc.detail))
+            return
+        yield {
+            "id": source_id,
+            "source": SOURCE,
+            "shortcode": record["shortcode"],
+            "index": record["index"],
+            "hashtags_queried": record["hashtags_queried"] or [],
+            "caption": record["caption"],
+            "caption_hashtags": record["caption_hashtags"] or [],
+            "posted_at": record["posted_at"],
+            "owner": record["owner"],
+            "image": data,
+            "image_format": sniff_format(data),
+            "width": image.width,
+            "height": image.height,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+
+
+# clean --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CleanSettings:
+    """The filters of ``pipelines.clean``. Instagram serves 320–1080 px wide, aspect 1.91:1 to 4:5."""
+
+    min_side: int = 128
+    max_aspect: float = 3.0
+    max_pixels: int = MAX_PIXELS
+    image_format: str = "jpeg"
+    max_distance: int = DEFAULT_MAX_DISTANCE
+    captions: CaptionFilter = field(default_factory=CaptionFilter)
+
+
+class CleanCorpus(beam.PTransform):
+    """Raw rows → ``{"clean": CLEAN_CORPUS rows, "rejected": rows, "caption_removals": keys}``.
+
+    ``caption_removals`` has one ``caption.removed.{url,mention,emoji}`` key per item stripped, for the summary.
+    """
+
+    def __init__(self, settings: CleanSettings):
+        super().__init__()
+        self.settings = settings
+
+    def expand(self, raw):
+        checked = raw | "CaptionAndImage" >> beam.ParDo(_CleanRow(self.settings)).with_outputs(
+            "rejected", "caption_removals", main="candidates"
+        )
+        deduped = checked.candidates | "DropDuplicates" >> DropDuplicates(self.settings.max_distance)
+        rejected = (checked.rejected, deduped["rejected"]) | "AllRejected" >> beam.Flatten()
+        return {"clean": deduped["clean"], "rejected": rejected, "caption_removals": checked.caption_removals}
+
+
+class _CleanRow(beam.DoFn):
+    """Caption first (cheap, and a junk caption spares the decode), then the image, decoded once."""
+
+    def __init__(self, settings: CleanSettings):
+        self.settings = settings
+
+    def setup(self):
+        load_models()
+
+    def process(self, row):
+        settings = self.settings
+        caption = clean_caption(row["caption"])
+        for kind, count in (("url", caption.urls), ("mention", caption.mentions), ("emoji", caption.emoji)):
+            for _ in range(count):
+                yield TaggedOutput("caption_removals", f"caption.removed.{kind}")
+        rejection = settings.captions.rejection(caption)
+        if rejection is not None:
+            yield TaggedOutput("rejected", rejected_row(row["id"], "caption", *rejection))
+            return
+        try:
+            image = decode_image(row["image"] or b"", min_side=settings.min_side, max_pixels=settings.max_pixels)
+        except ImageRejected as exc:
+            yield TaggedOutput("rejected", rejected_row(row["id"], "image", exc.reason, exc.detail))
+            return
+        aspect = max(image.size) / min(image.size)
+        if aspect > settings.max_aspect:
+            detail = f"{image.width}x{image.height} is {aspect:.2f}:1, above {settings.max_aspect}:1"
+            yield TaggedOutput("rejected", rejected_row(row["id"], "image", "bad_aspect", detail))
+            return
+        encoded = encode_image(image, settings.image_format)
+        yield {
+            **row,
+            "image": encoded,
+            "image_format": settings.image_format,
+            "width": image.width,
+            "height": image.height,
+            "sha256": hashlib.sha256(encoded).hexdigest(),
+            "text": caption.text,
+            "phash": phash(image),
+        }
+
+
+class DropDuplicates(beam.PTransform):
+    """Clean candidates → ``{"clean": rows, "rejected": rows}``: exact duplicates (same ``sha256``) first, then
+    near duplicates among the rest (``phash`` within ``max_distance`` bits); the lowest id survives.
+
+    Only ``(id, sha256, phash)`` keys are shuffled; the rows (with their images) meet the decisions through
+    a side input of the dropped ids, so image bytes never go through a GroupByKey.
+    """
+
+    def __init__(self, max_distance: int = DEFAULT_MAX_DISTANCE):
+        super().__init__()
+        self.max_distance = max_distance
+
+    def expand(self, candidates):
+        keys = candidates | "DedupKeys" >> beam.Map(lambda row: (row["id"], row["sha256"], row["phash"]))
+        exact = keys | "Exact" >> ExactDuplicates()
+        near = exact.unique | "Near" >> NearDuplicates(self.max_distance)
+        dropped = (
+            exact.dropped | "ExactReason" >> beam.Map(lambda d: (d[0], ("exact_duplicate", f"kept {d[1]}"))),
+            near | "NearReason" >> beam.Map(lambda d: (d[0], ("near_duplicate", f"kept {d[1]} (hamming {d[2]})"))),
+        ) | "AllDropped" >> beam.Flatten()
+        out = candidates | "ApplyDrops" >> beam.ParDo(_ApplyDrops(), AsDict(dropped)).with_outputs(
+            "rejected", main="clean"
+        )
+        return {"clean": out.clean, "rejected": out.rejected}
+
+
+class _ApplyDrops(beam.DoFn):
+    def process(self, row, dropped):
+        decision = dropped.get(row["id"])
+        if decision is None:
+            yield row
+        else:
+            yield TaggedOutput("rejected", rejected_row(row["id"], "dedup", *decision))
