@@ -40,6 +40,12 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
         parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
         parser.add_argument(
+            "--cpu-threads",
+            type=int,
+            default=1,
+            help="torch threads per worker process on CPU; runners start one process per core (default: 1; 0: torch's)",
+        )
+        parser.add_argument(
             "--num-shards", type=int, default=0, help="output files per table; 0 lets the runner choose"
         )
 
@@ -53,7 +59,9 @@ def build(pipeline: beam.Pipeline, opts: EmbedOptions) -> None:
     source = input_pattern(opts.input)
 
     read = pipeline | "ReadImages" >> ReadImages(source)
-    embedded = read["records"] | "EmbedImages" >> EmbedImages(opts.model, image_size, opts.batch_size, opts.device)
+    embedded = read["records"] | "EmbedImages" >> EmbedImages(
+        opts.model, image_size, opts.batch_size, opts.device, opts.cpu_threads
+    )
     rejected = (read["rejected"], embedded["rejected"]) | "AllRejected" >> beam.Flatten()
 
     embedded["embeddings"] | "WriteEmbeddings" >> WriteTable(opts.output, "embeddings", EMBEDDINGS, opts.num_shards)

@@ -195,17 +195,22 @@ class EmbedBatches(beam.DoFn):
     (re-runs give bit-identical embeddings; checked in tests/pipelines/test_embed.py).
     """
 
-    def __init__(self, model_path: str, image_size: int, batch_size: int, device: str = "auto"):
+    def __init__(self, model_path: str, image_size: int, batch_size: int, device: str = "auto", cpu_threads: int = 1):
         self.model_path = model_path
         self.image_size = image_size
         self.batch_size = batch_size
         self.device_name = device
+        self.cpu_threads = cpu_threads
 
     def setup(self):
         from models.device import resolve_device
         from models.embedding_net import load_embedding_model
 
         self.device = resolve_device(self.device_name)
+        if self.device.type == "cpu" and self.cpu_threads:
+            # Runners start about one worker process per core; torch's own per-process thread pool on top of that
+            # oversubscribes the CPU (a tiny-ResNet step: 39 ms with 1 thread, 523 ms with 2, on a busy 2-core box).
+            torch.set_num_threads(self.cpu_threads)
         self.model, _, info = load_embedding_model(self.model_path, self.device)
         logging.info("embedding model %s (%s) loaded on %s", self.model_path, info.digest, self.device)
 
@@ -225,12 +230,15 @@ class EmbedBatches(beam.DoFn):
 class EmbedImages(beam.PTransform):
     """``SourceRecord``s (``transforms.read.ReadImages``) → ``{"embeddings": EMBEDDINGS rows, "rejected": rows}``."""
 
-    def __init__(self, model_path: str, image_size: int, batch_size: int = 32, device: str = "auto"):
+    def __init__(
+        self, model_path: str, image_size: int, batch_size: int = 32, device: str = "auto", cpu_threads: int = 1
+    ):
         super().__init__()
         self.model_path = model_path
         self.image_size = image_size
         self.batch_size = batch_size
         self.device = device
+        self.cpu_threads = cpu_threads
 
     def expand(self, rows):
         decoded = rows | "Decode" >> beam.ParDo(DecodeForEmbedding(self.image_size)).with_outputs(
@@ -239,6 +247,9 @@ class EmbedImages(beam.PTransform):
         embeddings = (
             decoded.images
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-            | "Embed" >> beam.ParDo(EmbedBatches(self.model_path, self.image_size, self.batch_size, self.device))
+            | "Embed"
+            >> beam.ParDo(
+                EmbedBatches(self.model_path, self.image_size, self.batch_size, self.device, self.cpu_threads)
+            )
         )
         return {"embeddings": embeddings, "rejected": decoded[DecodeForEmbedding.REJECTED]}
