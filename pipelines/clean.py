@@ -42,12 +42,15 @@ class CleanOptions(_JobOptions):
             "--min-words", type=int, default=3, help="words left after cleaning, hashtag words included (default: 3)"
         )
         captions.add_argument(
-            "--languages", default="all",
+            "--languages",
+            default="all",
             help="keep captions whose prose is in these languages (py3langid codes, e.g. en,es,ca,fr); "
             "short or uncertain prose is kept (default: all)",
         )
         captions.add_argument(
-            "--min-language-confidence", type=positive_float, default=0.5,
+            "--min-language-confidence",
+            type=positive_float,
+            default=0.5,
             help="below this probability the language counts as undetermined (default: %(default)s)",
         )
         images = parser.add_argument_group("images")
@@ -56,10 +59,17 @@ class CleanOptions(_JobOptions):
             "--max-aspect", type=positive_float, default=3.0, help="long side / short side (default: %(default)s)"
         )
         images.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="(default: %(default)s)")
-        images.add_argument("--format", dest="image_format", default="jpeg", choices=sorted(FORMATS),
-                            help="re-encoding of every image (default: %(default)s)")
         images.add_argument(
-            "--max-hamming", type=int, default=DEFAULT_MAX_DISTANCE,
+            "--format",
+            dest="image_format",
+            default="jpeg",
+            choices=sorted(FORMATS),
+            help="re-encoding of every image (default: %(default)s)",
+        )
+        images.add_argument(
+            "--max-hamming",
+            type=int,
+            default=DEFAULT_MAX_DISTANCE,
             help="near duplicates: phash bits that may differ, 0-63 (default: %(default)s, as imagededup)",
         )
         parser.add_argument(

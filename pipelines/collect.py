@@ -46,7 +46,8 @@ class CollectOptions(_JobOptions):
         parser.add_argument("--output", help="output directory (local or gs://)")
         session = parser.add_argument_group("Instagram session")
         session.add_argument(
-            "--login", metavar="USER",
+            "--login",
+            metavar="USER",
             help="log in as USER (password asked on the terminal) and save the session; alone: only that",
         )
         session.add_argument(

@@ -78,8 +78,13 @@ class HashtagScraper:
     def scrape(self, tag: str) -> None:
         progress = self.spool.hashtag(tag)
         if progress.finished and not (progress.finished == "max_posts" and self._below_max(progress)):
-            log.info("#%s: done in an earlier run (%s, %d posts); delete %s to start over", tag, progress.finished,
-                     progress.taken, self.spool.state_dir)
+            log.info(
+                "#%s: done in an earlier run (%s, %d posts); delete %s to start over",
+                tag,
+                progress.finished,
+                progress.taken,
+                self.spool.state_dir,
+            )
             return
         progress.finished = None
         posts = None
@@ -178,8 +183,11 @@ class HashtagScraper:
                 records.append(media_record(fields, index, VIDEO))
                 continue
             data, error = self._download(url)
-            records.append(media_record(fields, index, IMAGE, image=data) if error is None
-                           else media_record(fields, index, ERROR, error=error))
+            records.append(
+                media_record(fields, index, IMAGE, image=data)
+                if error is None
+                else media_record(fields, index, ERROR, error=error)
+            )
         return records
 
     def _download(self, url: str) -> tuple[bytes | None, str | None]:
@@ -211,8 +219,13 @@ class HashtagScraper:
                 rate_limited = _is_rate_limit(exc)
                 wait = (RATE_LIMIT_BACKOFF_S if rate_limited else OTHER_BACKOFF_S) * 2**backoff
                 self.spool.counts["backoffs"] += 1
-                log.warning("%s: %s; %s, retrying in %.0f s", what, exc,
-                            "rate limited" if rate_limited else "request failed", wait)
+                log.warning(
+                    "%s: %s; %s, retrying in %.0f s",
+                    what,
+                    exc,
+                    "rate limited" if rate_limited else "request failed",
+                    wait,
+                )
                 self.instagram.rate_controller.sleep(wait)  # one place to wait, and one to stub in tests
         raise AssertionError("unreachable")
 
@@ -227,8 +240,13 @@ class HashtagScraper:
         log.info(
             "#%s: %d posts taken; all hashtags: %d new posts, %d images, %d videos skipped, %d fetch errors, "
             "%.2f posts/s",
-            tag, progress.taken, counts["posts_new"], counts["media_image"], counts["media_video"],
-            counts["media_error"], counts["posts_yielded"] / elapsed,
+            tag,
+            progress.taken,
+            counts["posts_new"],
+            counts["media_image"],
+            counts["media_video"],
+            counts["media_error"],
+            counts["posts_yielded"] / elapsed,
         )
 
     def _stop_reason(self, exc: BaseException, tag: str) -> BaseException:

@@ -99,8 +99,18 @@ def raw_corpus(tmp_path):
 
 def test_clean_counts_every_reason_exactly(raw_corpus, tmp_path):
     out = tmp_path / "clean"
-    clean.run(["--input", str(raw_corpus), "--output", str(out), "--languages", "en,es,ca",
-               "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    clean.run(
+        [
+            "--input",
+            str(raw_corpus),
+            "--output",
+            str(out),
+            "--languages",
+            "en,es,ca",
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ]
+    )
 
     rows = [r for path in sorted(glob.glob(f"{out}/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
     assert pq.read_schema(glob.glob(f"{out}/clean-*.parquet")[0]).equals(CLEAN_CORPUS, check_metadata=False)
@@ -135,7 +145,9 @@ def test_clean_counts_every_reason_exactly(raw_corpus, tmp_path):
         "rejected.reason.dedup/near_duplicate": 2,
     }
     assert (counts["caption.removed.url"], counts["caption.removed.mention"], counts["caption.removed.emoji"]) == (
-        2, 2, 2,
+        2,
+        2,
+        2,
     )
 
 

@@ -89,8 +89,9 @@ def test_from_instaloader_folders(fake, tmp_path):
     fi.download_with_instaloader(str(downloads))
     (downloads / "#miro" / "2020-01-01_00-00-00_UTC.jpg").write_bytes(fi.jpeg(9))  # saved with --no-metadata-json
     out = tmp_path / "out"
-    collect.run(["--from-dir", str(downloads / "#joanmiro"), "--from-dir", str(downloads / "#miro"),
-                 "--output", str(out)])
+    collect.run(
+        ["--from-dir", str(downloads / "#joanmiro"), "--from-dir", str(downloads / "#miro"), "--output", str(out)]
+    )
 
     raw = {row["id"]: row for row in table(out, "raw", RAW_CORPUS)}
     assert set(raw) == IMAGES

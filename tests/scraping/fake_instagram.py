@@ -281,8 +281,11 @@ def miro_scenario(fake: FakeInstagram) -> None:
     fake.add_hashtag(
         "joanmiro",
         [
-            [image_node("IMAGE001", t, "Blue II #joanmiro @someone https://miro.org"), carousel,
-             video_node("VIDEO001", t - 200, "A film about #miro")],
+            [
+                image_node("IMAGE001", t, "Blue II #joanmiro @someone https://miro.org"),
+                carousel,
+                video_node("VIDEO001", t - 200, "A film about #miro"),
+            ],
             [shared, image_node("GONE0001", t - 400, "lost #joanmiro")],
             [image_node("HTML0001", t - 500, "not an image #joanmiro")],
         ],

@@ -124,7 +124,9 @@ def test_a_rate_limit_that_persists_stops_with_progress_saved(fake, instagram, t
     assert instagram.rate_controller.sleeps.count(RATE_LIMIT_BACKOFF_S) == 1
     assert 2 * RATE_LIMIT_BACKOFF_S in instagram.rate_controller.sleeps
     assert {r["shortcode"] for r in spooled(Spool.open(str(tmp_path / "state")))} == {
-        "IMAGE001", "CAROUSEL1", "VIDEO001"
+        "IMAGE001",
+        "CAROUSEL1",
+        "VIDEO001",
     }
 
 

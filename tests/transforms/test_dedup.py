@@ -73,9 +73,7 @@ def test_banded_search_finds_exactly_the_brute_force_pairs():
         for key in band_keys(item[1], layout):
             buckets[key].append(item)
     banded = [pair for (band, _), group in buckets.items() for pair in near_pairs_in_bucket(band, group, layout, 10)]
-    brute = [
-        (a, (b, hamming(ha, hb))) for a, ha in items for b, hb in items if b < a and hamming(ha, hb) <= 10
-    ]
+    brute = [(a, (b, hamming(ha, hb))) for a, ha in items for b, hb in items if b < a and hamming(ha, hb) <= 10]
     assert len(banded) == len(set(banded))  # each pair once, from the first band it shares
     assert sorted(banded) == sorted(brute) and len(brute) >= 30
 
