@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import TestOptions
 
 from models.checkpoint import load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
-from pipelines.cli import parse_beam_args, run_main
+from pipelines.beam_options import JobOptions, parse_beam_args
+from pipelines.cli import run_main
 from transforms.decode import DecodeImages
 from transforms.images import FORMATS, MAX_PIXELS
 from transforms.io import CountRejected, WriteSummary, WriteTable, output_path, update_summary
@@ -34,7 +35,7 @@ DEMO_STYLIZER = ASSETS / "demo_stylizer.safetensors"
 LOGGER = logging.getLogger("pipelines.augment")
 
 
-class AugmentOptions(PipelineOptions):
+class AugmentOptions(JobOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument(

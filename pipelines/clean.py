@@ -14,10 +14,11 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import TestOptions
 
 from models.errors import UsageError
-from pipelines.cli import parse_beam_args, positive_float, positive_int, run_main
+from pipelines.beam_options import JobOptions, parse_beam_args
+from pipelines.cli import positive_float, positive_int, run_main
 from transforms.captions import CaptionFilter
 from transforms.corpus import CleanCorpus, CleanSettings
 from transforms.dedup import DEFAULT_MAX_DISTANCE
@@ -27,12 +28,7 @@ from transforms.io import CountRejected, WriteSummary, WriteTable, update_summar
 from transforms.schemas import CLEAN_CORPUS, REJECTED
 
 
-class _JobOptions(PipelineOptions):
-    """Beam parses the flags of every direct PipelineOptions subclass in the process together, so two jobs
-    that both define --output could not be imported side by side. Job flags live one level down."""
-
-
-class CleanOptions(_JobOptions):
+class CleanOptions(JobOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--input", required=True, help="raw corpus: collect's output folder, a glob or files")

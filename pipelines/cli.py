@@ -56,28 +56,3 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-
-
-BEAM_HELP_EPILOG = (
-    "Every standard Beam pipeline option is accepted too, e.g. --runner=DataflowRunner --project P "
-    "--region R --temp_location gs://B/tmp --setup_file ./setup.py. Without --runner the job runs "
-    "locally on FnApiRunner (add --direct_running_mode=multi_processing --direct_num_workers=N for N processes)."
-)
-
-
-def parse_beam_args(options_cls, argv: list[str] | None, *, description: str, prog: str):
-    """Parse ``argv`` into ``(known, beam_options)`` for a ``PipelineOptions`` subclass.
-
-    The subclass's own flags get a real argparse ``--help`` and validation (a bad flag exits with a
-    one-line usage error); everything else goes to Beam. No ``--runner`` means ``FnApiRunner``: Beam
-    2.77's DirectRunner first tries to download the Prism runner, which a machine offline cannot do.
-    """
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=BEAM_HELP_EPILOG)
-    options_cls._add_argparse_args(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    known, _ = parser.parse_known_args(argv)
-    if not any(arg == "--runner" or arg.startswith("--runner=") for arg in argv):
-        argv.append("--runner=FnApiRunner")
-    return known, PipelineOptions(argv)

@@ -18,10 +18,11 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import TestOptions
 
 from models.errors import UsageError
-from pipelines.cli import parse_beam_args, positive_int, run_main
+from pipelines.beam_options import JobOptions, parse_beam_args
+from pipelines.cli import positive_int, run_main
 from scraping.hashtags import HashtagScraper
 from scraping.session import default_session_file, load_session, login_interactively, new_instagram
 from scraping.spool import Spool
@@ -30,12 +31,7 @@ from transforms.io import CountRejected, WriteSummary, WriteTable, output_path, 
 from transforms.schemas import RAW_CORPUS, REJECTED
 
 
-class _JobOptions(PipelineOptions):
-    """Beam parses the flags of every direct PipelineOptions subclass in the process together, so two jobs
-    that both define --output could not be imported side by side. Job flags live one level down."""
-
-
-class CollectOptions(_JobOptions):
+class CollectOptions(JobOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         source = parser.add_argument_group("source (one of)")
