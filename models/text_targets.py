@@ -3,7 +3,8 @@
 Gómez et al.'s two main choices, fitted on the training captions with gensim:
 
 - ``word2vec``: the mean of the caption's word vectors, optionally TF-IDF weighted (Gómez et al. 2018,
-  "Learning to learn from web data through deep semantic embeddings", found the weighted mean best);
+  "Learning to learn from web data through deep semantic embeddings", found the weighted mean best), centred on
+  the training captions' mean (see ``TextTargetConfig.centre``);
 - ``lda``: the caption's LDA topic distribution (Gómez et al. 2017, "Self-supervised learning of visual
   features through embedding images into text topic spaces").
 
@@ -46,6 +47,10 @@ class TextTargetConfig:
     kind: str = "word2vec"
     dim: int = 64
     tfidf: bool = True
+    # Subtract the training captions' mean word2vec target. Word-vector means share one dominant direction (mean
+    # pairwise cosine 0.9992 between captions of our 2000-post test corpus; Mu & Viswanath 2018 "All-but-the-top"
+    # on word vectors at large), which leaves cosine regression almost nothing to learn; centred, it is 0.0009.
+    centre: bool = True
     # Words seen in fewer captions carry no reliable signal; words in more than ``max_doc_fraction`` of captions
     # (the queried hashtag itself) say nothing about one image (Gómez et al. 2017 filter the LDA vocabulary so).
     min_count: int = 2
@@ -81,9 +86,13 @@ class TextTargets:
         vocab = _filtered_vocab(token_lists, config.min_count, config.max_doc_fraction)
         if not vocab:
             raise ValueError("no word occurs often enough to fit a text model; need more captions")
-        if config.kind == "word2vec":
-            return cls(config, *_fit_word2vec(token_lists, vocab, config))
-        return cls(config, *_fit_lda(token_lists, vocab, config))
+        if config.kind == "lda":
+            return cls(config, *_fit_lda(token_lists, vocab, config))
+        targets = cls(config, *_fit_word2vec(token_lists, vocab, config))
+        if config.centre:
+            raw, known = targets.encode(token_lists)
+            targets.arrays["mean"] = raw[known].mean(axis=0).astype(np.float32)
+        return targets
 
     # encoding ------------------------------------------------------------------------------------------------
     def bag_of_words(self, tokens: list[str]) -> list[tuple[int, int]]:
@@ -110,7 +119,8 @@ class TextTargets:
             weights = weights * self.arrays["idf"][ids]
         if weights.sum() <= 0:
             return None
-        return (weights[:, None] * self.arrays["vectors"][ids]).sum(0) / weights.sum()
+        mean = (weights[:, None] * self.arrays["vectors"][ids]).sum(0) / weights.sum()
+        return mean - self.arrays["mean"] if "mean" in self.arrays else mean
 
     def _encode_lda(self, bow):
         # LdaModel.inference starts from a random gamma; reseeding per caption makes a caption's topics

@@ -246,7 +246,7 @@ class EmbedImages(beam.PTransform):
         )
         embeddings = (
             decoded.images
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
+            | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
             | "Embed"
             >> beam.ParDo(
                 EmbedBatches(self.model_path, self.image_size, self.batch_size, self.device, self.cpu_threads)

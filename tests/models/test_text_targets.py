@@ -50,8 +50,8 @@ def test_unknown_words_give_no_target(token_lists):
 
 
 def test_tfidf_weights_rare_words_more(token_lists):
-    plain = TextTargets.fit(token_lists, TextTargetConfig("word2vec", 8, tfidf=False))
-    weighted = TextTargets.fit(token_lists, TextTargetConfig("word2vec", 8, tfidf=True))
+    plain = TextTargets.fit(token_lists, TextTargetConfig("word2vec", 8, tfidf=False, centre=False))
+    weighted = TextTargets.fit(token_lists, TextTargetConfig("word2vec", 8, tfidf=True, centre=False))
     words = plain.vocab
     idf = weighted.arrays["idf"]
     common, rare = words[int(np.argmin(idf))], words[int(np.argmax(idf))]
@@ -64,3 +64,18 @@ def test_tfidf_weights_rare_words_more(token_lists):
     mean_weighted = weighted.encode([[common, rare]])[0][0]
     np.testing.assert_allclose(mean_plain, (vectors[common] + vectors[rare]) / 2, rtol=1e-5)
     assert cosine(mean_weighted, vectors[rare]) > cosine(mean_plain, vectors[rare])
+
+
+def test_word2vec_targets_are_centred_on_the_training_captions(token_lists):
+    raw = TextTargets.fit(token_lists, TextTargetConfig("word2vec", 8, centre=False))
+    centred = TextTargets.fit(token_lists, TextTargetConfig("word2vec", 8))
+    raw_targets, _ = raw.encode(token_lists)
+    targets, _ = centred.encode(token_lists)
+    np.testing.assert_allclose(targets.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(targets, raw_targets - raw_targets.mean(0), atol=1e-5)
+
+    def mean_pairwise_cosine(x):
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return (unit @ unit.T)[np.triu_indices(len(x), 1)].mean()
+
+    assert mean_pairwise_cosine(raw_targets) > 0.5 > 0.1 > mean_pairwise_cosine(targets)
