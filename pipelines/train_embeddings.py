@@ -54,6 +54,34 @@ def parse_args(argv):
     return args
 
 
+def new_run(args, paths):
+    """Fit the text model on the training split's captions; a fresh network projecting into its space."""
+    dim = args.text_dim or (40 if args.text_model == "lda" else 128)
+    config = TextTargetConfig(args.text_model, dim, not args.no_tfidf, args.min_count, seed=args.seed)
+    text = TextTargets.fit(list(iter_split_tokens(paths, args.heldout_fraction, heldout=False)), config)
+    loss_name = args.loss or default_loss(text.config.kind)
+    output = "sigmoid" if loss_name == "sigmoid-ce" else "linear"
+    model = EmbeddingNet(EmbeddingNetConfig(args.backbone, text.dim, output), args.weights)
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        image_size=args.image_size,
+        heldout_fraction=args.heldout_fraction,
+        seed=args.seed,
+    )
+    facts = {"loss": loss_name, "weights": args.weights, "input": args.input}
+    return model, text, loss_name, train_config, facts
+
+
+def resumed_run(args):
+    """The run's own network, text model and settings from its checkpoint; only ``--epochs`` may change."""
+    model, text, info = load_embedding_model(args.output)
+    train_config = TrainConfig(**{**info.training["train"], "epochs": args.epochs})
+    facts = {key: info.training[key] for key in ("loss", "weights", "input")}
+    return model, text, info.training["loss"], train_config, facts
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
@@ -64,25 +92,7 @@ def main(argv=None):
     if os.path.exists(state_file) and not args.resume:
         raise UsageError(f"{args.output} already holds a training run; pass --resume or choose another --output")
 
-    if args.resume:  # the run's own model, text model and settings; only --epochs may change
-        model, text, info = load_embedding_model(args.output)
-        loss_name = info.training["loss"]
-        train_config = TrainConfig(**{**info.training["train"], "epochs": args.epochs})
-    else:
-        dim = args.text_dim or (40 if args.text_model == "lda" else 128)
-        config = TextTargetConfig(args.text_model, dim, not args.no_tfidf, args.min_count, seed=args.seed)
-        text = TextTargets.fit(list(iter_split_tokens(paths, args.heldout_fraction, heldout=False)), config)
-        loss_name = args.loss or default_loss(text.config.kind)
-        output = "sigmoid" if loss_name == "sigmoid-ce" else "linear"
-        model = EmbeddingNet(EmbeddingNetConfig(args.backbone, text.dim, output), args.weights)
-        train_config = TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            image_size=args.image_size,
-            heldout_fraction=args.heldout_fraction,
-            seed=args.seed,
-        )
+    model, text, loss_name, train_config, facts = resumed_run(args) if args.resume else new_run(args, paths)
     trainer = EmbeddingTrainer(
         model,
         make_loss(loss_name),
@@ -91,7 +101,7 @@ def main(argv=None):
         args.output,
         device,
         progress=not args.no_progress,
-        extra_training_facts={"loss": loss_name, "weights": args.weights, "input": args.input},
+        extra_training_facts=facts,
     )
     if args.resume:
         trainer.resume()

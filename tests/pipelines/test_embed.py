@@ -55,6 +55,18 @@ def test_embeds_every_good_image_and_rejects_the_rest(corpus):
     np.testing.assert_allclose(np.stack(table["embedding"]), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_folder_of_images_is_embedded_under_relative_ids(corpus, tmp_path):
+    root, rows, _ = corpus
+    (tmp_path / "in" / "cats").mkdir(parents=True)
+    (tmp_path / "in" / "cats" / "a.png").write_bytes(rows[0]["image"])
+    (tmp_path / "in" / "b.png").write_bytes(rows[1]["image"])
+    (tmp_path / "in" / "c.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    embed.run([f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", f"--model={root / 'model'}"])
+    assert sorted(embeddings(sorted((tmp_path / "out").glob("embeddings-*.parquet")))["id"]) == ["b.png", "cats/a.png"]
+    rejected = pd.read_parquet(sorted((tmp_path / "out").glob("rejected-*.parquet")))
+    assert list(rejected["source_id"]) == ["c.jpg"]
+
+
 def test_rerun_in_other_processes_and_batches_gives_identical_embeddings(corpus):
     root, _, _ = corpus
     common = [f"--input={root / 'clean'}", f"--model={root / 'model' / 'model.safetensors'}"]

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import embed, evaluate_embeddings, train_embeddings
+from pipelines import deepdream, embed, evaluate_embeddings, train_embeddings
 from pipelines.cli import run_main
 from tests.models.corpus_fixture import corpus_rows, one_torch_thread, write_corpus  # noqa: F401
 from transforms.schemas import REJECTED, rejected_row
@@ -100,7 +100,8 @@ def test_lda_targets_with_the_contrastive_loss(corpus, tmp_path):
     [
         (train_embeddings, ["--text-model", "--backbone", "--resume", "--heldout-fraction"]),
         (evaluate_embeddings, ["--embeddings", "--queries", "--k"]),
-        (embed, ["--model", "--batch-size", "--runner"]),
+        (embed, ["--model", "--batch-size", "--cpu-threads", "--runner"]),
+        (deepdream, ["--layer", "--text", "--octaves", "--torchvision"]),
     ],
 )
 def test_help_lists_the_flags(module, flags, capsys):
