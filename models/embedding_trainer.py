@@ -15,9 +15,11 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from queue import Empty, Full, Queue
 from typing import NamedTuple
 
 import numpy as np
@@ -81,6 +83,54 @@ def batched(examples: Iterable[Example], batch_size: int) -> Iterator[list[Examp
             batch = []
     if batch:
         yield batch
+
+
+def prefetched(items: Iterable, depth: int = 256) -> Iterator:
+    """``items`` produced by a background thread, up to ``depth`` ahead: image decoding overlaps the training step.
+
+    An exception in the producer is raised in the consumer; a consumer that stops early stops the producer.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    finished = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(finished)
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put(_ProducerFailed(exc))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is finished:
+                return
+            if isinstance(item, _ProducerFailed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                queue.get(timeout=0.1)
+            except Empty:
+                pass
+
+
+class _ProducerFailed:
+    def __init__(self, error: BaseException):
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -190,7 +240,7 @@ class EmbeddingTrainer:
                 file=sys.stderr,
                 disable=not self.progress,
             )
-            for batch in batched(train_examples(epoch), self.config.batch_size):
+            for batch in batched(prefetched(train_examples(epoch)), self.config.batch_size):
                 if len(batch) < 2:  # BatchNorm cannot train on one image; it is seen again next epoch
                     continue
                 loss = self.train_step(batch, generator)

@@ -1,5 +1,7 @@
 """The text-supervised CNN learns what captions say about images (the issue's "done means")."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from PIL import Image
 
 from models.embedding_losses import default_loss, make_loss
 from models.embedding_net import EmbeddingNet, EmbeddingNetConfig
-from models.embedding_trainer import EmbeddingTrainer, TrainConfig, images_to_tensor, is_heldout
+from models.embedding_trainer import EmbeddingTrainer, TrainConfig, images_to_tensor, is_heldout, prefetched
 from models.retrieval import embed_posts, evaluate
 from models.text_targets import TextTargetConfig, TextTargets
 from tests.models.corpus_fixture import COLOURS, SHAPES, corpus_rows, one_torch_thread, write_corpus  # noqa: F401
@@ -91,3 +93,28 @@ def test_heldout_split_is_a_stable_hash_of_the_id():
     assert 0.08 < np.mean(held) < 0.12
     assert held == [is_heldout(i, 0.1) for i in ids]
     assert all(is_heldout(i, 0.2) for i, h in zip(ids, held, strict=True) if h)  # a larger split contains a smaller
+
+
+def test_prefetching_keeps_order_raises_producer_errors_and_stops_with_the_consumer():
+    assert list(prefetched(iter(range(1000)), depth=8)) == list(range(1000))
+
+    def failing():
+        yield 1
+        raise ValueError("bad row")
+
+    with pytest.raises(ValueError, match="bad row"):
+        list(prefetched(failing()))
+
+    produced = []
+
+    def endless():
+        for i in range(10**9):
+            produced.append(i)
+            yield i
+
+    consumer = prefetched(endless(), depth=4)
+    assert [next(consumer) for _ in range(3)] == [0, 1, 2]
+    consumer.close()
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count < 20
