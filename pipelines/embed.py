@@ -12,11 +12,12 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import TestOptions
 
 from models.embedding_net import load_embedding_model
 from models.errors import UsageError
-from pipelines.cli import parse_beam_args, run_main
+from pipelines.beam_options import JobOptions, parse_beam_args
+from pipelines.cli import run_main
 from transforms.embed import EmbedImages
 from transforms.io import CountRejected, WriteSummary, WriteTable, update_summary
 from transforms.read import ReadImages
@@ -24,7 +25,7 @@ from transforms.schemas import EMBEDDINGS, REJECTED
 from transforms.sources import input_pattern
 
 
-class EmbedOptions(PipelineOptions):
+class EmbedOptions(JobOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument(
