@@ -8,20 +8,18 @@ Run with no flags, it stylises the sample images with the demo stylizer shipped 
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import TestOptions
 
 from models.checkpoint import load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
-from pipelines.beam_options import JobOptions, parse_beam_args
+from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
 from pipelines.cli import run_main
 from transforms.decode import DecodeImages
 from transforms.images import FORMATS, MAX_PIXELS
-from transforms.io import CountRejected, WriteSummary, WriteTable, output_path, update_summary
+from transforms.io import CountRejected, WriteSummary, WriteTable, output_path
 from transforms.preview import WritePreview
 from transforms.read import ReadImages
 from transforms.schemas import AUGMENTED, REJECTED
@@ -148,22 +146,12 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions) -> None:
         (decoded["images"], stylised["rows"]) | "WritePreview" >> WritePreview(output_path(opts.output, "preview.png"))
 
 
-def report(result, opts: AugmentOptions, elapsed: float) -> None:
-    """Print the Beam counters and add wall time to summary.json."""
-    counters = {}
-    for counter in result.metrics().query().get("counters", []):
-        value = counter.committed if counter.committed is not None else counter.attempted
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + value
-    for name in sorted(counters):
-        print(f"{name:>28}: {counters[name]}", file=sys.stderr)
-    rows = counters.get("rows_encoded", 0)
-    summary = update_summary(
-        opts.output, elapsed_s=round(elapsed, 3), outputs_per_s=round(rows / max(elapsed, 1e-9), 2)
-    )
-    print(
-        f"wrote {summary['counts'].get('rows_written', 0)} stylised images and "
-        f"{summary['counts'].get('rejected', 0)} rejected rows to {opts.output} in {elapsed:.1f}s",
-        file=sys.stderr,
+def describe(summary: dict) -> str:
+    counts = summary["counts"]
+    rate = counts.get("rows_written", 0) / max(summary["elapsed_s"], 1e-9)
+    return (
+        f"wrote {counts.get('rows_written', 0)} stylised images ({rate:.1f}/s) and {counts.get('rejected', 0)} "
+        f"rejected rows to {summary['output']} in {summary['elapsed_s']:.1f}s"
     )
 
 
@@ -174,15 +162,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     opts = options.view_as(AugmentOptions)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, opts)
-    started = time.perf_counter()
-    result = pipeline.run()
-    if options.view_as(TestOptions).dry_run:  # DataflowRunner built and validated the job without submitting it
-        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
-        return result
-    result.wait_until_finish()
-    if result.state == "DONE":
-        report(result, opts, time.perf_counter() - started)
-    return result
+    return run_pipeline(pipeline, options, opts.output, describe)
 
 
 if __name__ == "__main__":

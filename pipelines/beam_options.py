@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import time
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -35,3 +36,42 @@ def parse_beam_args(options_cls: type[JobOptions], argv: list[str] | None, *, de
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in argv):
         argv.append("--runner=FnApiRunner")
     return known, PipelineOptions(argv)
+
+
+def run_pipeline(pipeline, options: PipelineOptions, output_dir: str, describe, *, started: float | None = None):
+    """Run a built job to the end and report it; return the ``PipelineResult``.
+
+    A Dataflow ``--dry_run`` only builds and validates the job, and says so. A finished job gets its wall
+    time (from ``started``, default now) added to ``summary.json``, its Beam counters printed, and the
+    one-line ``describe(summary)`` printed, all on stderr.
+    """
+    from apache_beam.options.pipeline_options import TestOptions
+    from apache_beam.runners.runner import PipelineState
+
+    from transforms.io import update_summary
+
+    started = time.perf_counter() if started is None else started
+    result = pipeline.run()
+    if options.view_as(TestOptions).dry_run:
+        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
+        return result
+    result.wait_until_finish()
+    if result.state == PipelineState.DONE:
+        print_counters(result)
+        summary = update_summary(output_dir, elapsed_s=round(time.perf_counter() - started, 3))
+        print(describe(summary), file=sys.stderr)
+    return result
+
+
+def print_counters(result) -> None:
+    """The job's Beam counters (committed values where the runner has them), one per line."""
+    counters = {}
+    try:
+        queried = result.metrics().query().get("counters", [])
+    except NotImplementedError:
+        return
+    for counter in queried:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + value
+    for name in sorted(counters):
+        print(f"{name:>28}: {counters[name]}", file=sys.stderr)

@@ -11,20 +11,18 @@ reason). Every standard Beam option works (``--runner=DataflowRunner`` ...).
 
 import logging
 import sys
-import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import TestOptions
 
 from models.errors import UsageError
-from pipelines.beam_options import JobOptions, parse_beam_args
+from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
 from pipelines.cli import positive_float, positive_int, run_main
 from transforms.captions import CaptionFilter
 from transforms.corpus import CleanCorpus, CleanSettings
 from transforms.dedup import DEFAULT_MAX_DISTANCE
 from transforms.embed import table_paths
 from transforms.images import FORMATS, MAX_PIXELS
-from transforms.io import CountRejected, WriteSummary, WriteTable, update_summary
+from transforms.io import CountRejected, WriteSummary, WriteTable
 from transforms.schemas import CLEAN_CORPUS, REJECTED
 
 
@@ -133,21 +131,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     opts = options.view_as(CleanOptions)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, opts)
-    started = time.perf_counter()
-    result = pipeline.run()
-    if options.view_as(TestOptions).dry_run:  # DataflowRunner built and validated the job without submitting it
-        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
-        return result
-    result.wait_until_finish()
-    if result.state == "DONE":
-        summary = update_summary(opts.output, elapsed_s=round(time.perf_counter() - started, 3))
-        counts = summary["counts"]
-        print(
-            f"kept {counts['rows_written']} of {counts['rows_read']} rows, rejected {counts['rejected']}; "
-            f"wrote {opts.output} in {summary['elapsed_s']:.1f}s",
-            file=sys.stderr,
-        )
-    return result
+    return run_pipeline(
+        pipeline,
+        options,
+        opts.output,
+        lambda summary: (
+            f"kept {summary['counts']['rows_written']} of {summary['counts']['rows_read']} rows, "
+            f"rejected {summary['counts']['rejected']}; wrote {opts.output} in {summary['elapsed_s']:.1f}s"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -18,16 +18,15 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import TestOptions
 
 from models.errors import UsageError
-from pipelines.beam_options import JobOptions, parse_beam_args
+from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
 from pipelines.cli import positive_int, run_main
 from scraping.hashtags import HashtagScraper
 from scraping.session import default_session_file, load_session, login_interactively, new_instagram
 from scraping.spool import Spool
 from transforms.corpus import ReadInstaloaderDirs, ReadSpool, ToRawRows
-from transforms.io import CountRejected, WriteSummary, WriteTable, output_path, update_summary
+from transforms.io import CountRejected, WriteSummary, WriteTable, output_path
 from transforms.schemas import RAW_CORPUS, REJECTED
 
 
@@ -154,6 +153,15 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) ->
     pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=settings)
 
 
+def describe_collect(summary: dict) -> str:
+    counts = summary["counts"]
+    return (
+        f"{counts['posts_seen']} posts: wrote {counts['images_written']} images, skipped "
+        f"{counts['videos_skipped']} videos, rejected {counts['rejected']} to {summary['output']} "
+        f"in {summary['elapsed_s']:.1f}s"
+    )
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None, instagram_factory=new_instagram):
     """``instagram_factory`` makes the ``scraping.session.Instagram`` to scrape with (tests pass one without sleeps)."""
     _, options = parse_beam_args(
@@ -169,21 +177,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, opts, spool)
-    result = pipeline.run()
-    if options.view_as(TestOptions).dry_run:  # DataflowRunner built and validated the job without submitting it
-        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
-        return result
-    result.wait_until_finish()
-    if result.state == "DONE":
-        summary = update_summary(opts.output, elapsed_s=round(time.perf_counter() - started, 3))
-        counts = summary["counts"]
-        print(
-            f"{counts['posts_seen']} posts: wrote {counts['images_written']} images, skipped "
-            f"{counts['videos_skipped']} videos, rejected {counts['rejected']} to {opts.output} "
-            f"in {summary['elapsed_s']:.1f}s",
-            file=sys.stderr,
-        )
-    return result
+    return run_pipeline(pipeline, options, opts.output, describe_collect, started=started)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,15 @@ OUT/summary.json. Every standard Beam option works (``--runner=DataflowRunner`` 
 
 import logging
 import sys
-import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import TestOptions
 
 from models.embedding_net import load_embedding_model
 from models.errors import UsageError
-from pipelines.beam_options import JobOptions, parse_beam_args
+from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
 from pipelines.cli import run_main
 from transforms.embed import EmbedImages
-from transforms.io import CountRejected, WriteSummary, WriteTable, update_summary
+from transforms.io import CountRejected, WriteSummary, WriteTable
 from transforms.read import ReadImages
 from transforms.schemas import EMBEDDINGS, REJECTED
 from transforms.sources import input_pattern
@@ -84,21 +82,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     opts = options.view_as(EmbedOptions)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, opts)
-    started = time.perf_counter()
-    result = pipeline.run()
-    if options.view_as(TestOptions).dry_run:  # DataflowRunner built and validated the job without submitting it
-        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
-        return result
-    result.wait_until_finish()
-    if result.state == "DONE":
-        summary = update_summary(opts.output, elapsed_s=round(time.perf_counter() - started, 3))
-        counts = summary["counts"]
-        print(
-            f"wrote {counts['embeddings']} embeddings and {counts['rejected']} rejected rows to {opts.output} "
-            f"in {summary['elapsed_s']:.1f}s",
-            file=sys.stderr,
-        )
-    return result
+    return run_pipeline(
+        pipeline,
+        options,
+        opts.output,
+        lambda summary: (
+            f"wrote {summary['counts']['embeddings']} embeddings and {summary['counts']['rejected']} "
+            f"rejected rows to {opts.output} in {summary['elapsed_s']:.1f}s"
+        ),
+    )
 
 
 if __name__ == "__main__":

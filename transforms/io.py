@@ -80,10 +80,11 @@ class WriteSummary(beam.PTransform):
             named.append(self.counted["*"])
         zero_keys = [name for name in self.counted if name != "*"]
         extra = self.extra
-        path = output_path(self.output_dir, "summary.json")
+        output_dir = self.output_dir
+        path = output_path(output_dir, "summary.json")
 
         def write(counts):
-            summary = {"counts": {key: 0 for key in zero_keys}}
+            summary = {"output": output_dir, "counts": {key: 0 for key in zero_keys}}
             summary["counts"].update(dict(sorted(counts)))
             summary.update(extra)
             with FileSystems.create(path, mime_type="application/json") as handle:
