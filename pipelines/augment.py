@@ -15,7 +15,7 @@ import apache_beam as beam
 from models.checkpoint import load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
-from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
+from pipelines.beam_options import JobOptions, cpu_threads_per_process, parse_beam_args, run_pipeline
 from pipelines.cli import run_main
 from transforms.decode import DecodeImages
 from transforms.images import FORMATS, MAX_PIXELS
@@ -74,6 +74,13 @@ class AugmentOptions(JobOptions):
             choices=PRECISIONS,
             help="auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU (default: %(default)s)",
         )
+        parser.add_argument(
+            "--cpu-threads",
+            type=int,
+            default=0,
+            help="torch threads per worker process on CPU; 0: 1 when the runner starts a process per core "
+            "(Dataflow, multi_processing), else every core (default: 0)",
+        )
         parser.add_argument("--format", default="jpeg", choices=sorted(FORMATS), help="output image encoding")
         parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a contact sheet")
         parser.add_argument("--min-side", type=int, default=32, help="reject images with a smaller side (px)")
@@ -90,7 +97,7 @@ def check_options(opts: AugmentOptions) -> None:
         raise UsageError(f"--image-size {opts.image_size} is below --min-side {opts.min_side}")
 
 
-def build(pipeline: beam.Pipeline, opts: AugmentOptions) -> None:
+def build(pipeline: beam.Pipeline, opts: AugmentOptions, cpu_threads: int = 0) -> None:
     """Wire the job onto ``pipeline``: read → decode → stylise → write (+ rejected, summary, preview)."""
     check_options(opts)
     policy, alpha_range = parse_styles(opts.styles), parse_alpha(opts.alpha)
@@ -115,6 +122,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions) -> None:
         device=opts.device,
         precision=opts.precision,
         image_format=opts.format,
+        cpu_threads=cpu_threads,
     )
     rejected = (read["rejected"], decoded["rejected"], stylised["rejected"]) | "AllRejected" >> beam.Flatten()
 
@@ -138,6 +146,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions) -> None:
             "format": opts.format,
             "precision": opts.precision,
             "device": opts.device,
+            "cpu_threads": cpu_threads,
             "batch_size": opts.batch_size,
         },
     }
@@ -161,7 +170,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     )
     opts = options.view_as(AugmentOptions)
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, opts)
+    build(pipeline, opts, cpu_threads_per_process(options, opts.cpu_threads))
     return run_pipeline(pipeline, options, opts.output, describe)
 
 

@@ -75,3 +75,20 @@ def print_counters(result) -> None:
         counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + value
     for name in sorted(counters):
         print(f"{name:>28}: {counters[name]}", file=sys.stderr)
+
+
+def cpu_threads_per_process(options: PipelineOptions, requested: int) -> int:
+    """Torch threads for each worker process on CPU; 0 means torch's default (every core).
+
+    ``requested`` > 0 wins. Otherwise: one thread when the runner starts several worker processes per
+    machine (Dataflow starts one per vCPU; local ``multi_processing``), every core for one local process.
+    Measured on a busy 2-core machine: a tiny-ResNet step took 39 ms with 1 thread, 523 ms with 2.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    if requested > 0:
+        return requested
+    runner = options.view_as(StandardOptions).runner or ""
+    direct = options.view_as(DirectOptions)
+    many_local = direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 0) != 1
+    return 1 if runner.endswith("DataflowRunner") or many_local else 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
+import torch
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
@@ -77,8 +78,9 @@ class _LoadedStylizer:
 class StylizeBatchesFn(beam.DoFn):
     """``StyleTask`` → ``StylisedImage`` (or ``StylizeFailure``), in batches of one image shape."""
 
-    def __init__(self, checkpoint: str, batch_size: int, device: str, precision: str):
+    def __init__(self, checkpoint: str, batch_size: int, device: str, precision: str, cpu_threads: int = 0):
         self.checkpoint = checkpoint
+        self.cpu_threads = cpu_threads
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
@@ -89,6 +91,8 @@ class StylizeBatchesFn(beam.DoFn):
 
     def _load(self) -> _LoadedStylizer:
         device = resolve_device(self.device)
+        if device.type == "cpu" and self.cpu_threads:
+            torch.set_num_threads(self.cpu_threads)
         model, info = load_stylizer(self.checkpoint, device="cpu")
         dtype = resolve_precision(self.precision, device)
         LOGGER.info("loaded stylizer %s (%d styles) on %s as %s", info.digest, model.num_styles, device, dtype)
@@ -193,10 +197,11 @@ class Stylize(beam.PTransform):
         device: str = "auto",
         precision: str = "auto",
         image_format: str = "jpeg",
+        cpu_threads: int = 0,
     ):
         super().__init__()
         self.plan = PlanStylesFn(policy, alpha_range, style_names, seed)
-        self.stylize = StylizeBatchesFn(checkpoint, batch_size, device, precision)
+        self.stylize = StylizeBatchesFn(checkpoint, batch_size, device, precision, cpu_threads)
         self.encode = EncodeRowFn(image_format, stylizer_digest)
 
     def expand(self, images):
