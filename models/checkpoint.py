@@ -8,6 +8,7 @@ Paths may be local or any fsspec URL (``gs://…``).
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 
 import fsspec
@@ -29,18 +30,28 @@ def digest_of(data: bytes) -> str:
 def save_tensors(path: str, tensors: dict[str, torch.Tensor], document: dict) -> str:
     """Write ``tensors`` and the JSON ``document`` to ``path``; return the file's digest.
 
-    Same tensors and document → same bytes (safetensors orders keys; the JSON is sorted).
+    Same tensors and document → same bytes (safetensors orders keys; the JSON is sorted). Local files are
+    written beside and renamed into place, so a crash never leaves a truncated checkpoint under the real name
+    (object stores such as GCS make each upload atomic already).
     """
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     metadata = {"stylebeam": json.dumps({"format_version": FORMAT_VERSION, **document}, sort_keys=True)}
     data = save_safetensors_bytes(cpu, metadata=metadata)
-    with fsspec.open(path, "wb") as handle:
-        handle.write(data)
+    if "://" in path and not path.startswith("file://"):
+        with fsspec.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        local = path.removeprefix("file://")
+        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+        with open(f"{local}.partial", "wb") as handle:
+            handle.write(data)
+        os.replace(f"{local}.partial", local)
     return digest_of(data)
 
 
-def load_tensors(path: str) -> tuple[dict[str, torch.Tensor], dict, str]:
-    """Read a checkpoint: ``(tensors, document, digest)``. Raises ``CheckpointError`` with the path."""
+def load_tensors(path: str, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, str]:
+    """Read a checkpoint: ``(tensors, document, digest)``. Raises ``CheckpointError`` with the path, also when
+    ``kind`` is given and the checkpoint is of another kind."""
     try:
         with fsspec.open(path, "rb") as handle:
             data = handle.read()
@@ -51,6 +62,8 @@ def load_tensors(path: str) -> tuple[dict[str, torch.Tensor], dict, str]:
         document = json.loads(read_safetensors_metadata(data)["stylebeam"])
     except Exception as exc:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"not a stylebeam checkpoint: {path} ({type(exc).__name__}: {exc})") from None
+    if kind is not None and document.get("kind") != kind:
+        raise CheckpointError(f"{path} is a {document.get('kind')!r} checkpoint, not a {kind!r} one")
     return tensors, document, digest_of(data)
 
 
@@ -92,9 +105,7 @@ def save_stylizer(path: str, model: MultiStyleTransformer, style_names: list[str
 
 def load_stylizer(path: str, device: str | torch.device = "cpu") -> tuple[MultiStyleTransformer, StylizerInfo]:
     """Load a stylizer in eval mode on ``device``."""
-    tensors, document, digest = load_tensors(path)
-    if document.get("kind") != STYLIZER_KIND:
-        raise CheckpointError(f"{path} is a {document.get('kind')!r} checkpoint, not a stylizer")
+    tensors, document, digest = load_tensors(path, STYLIZER_KIND)
     config = StylizerConfig(**document["config"])
     model = MultiStyleTransformer(config)
     try:

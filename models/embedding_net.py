@@ -9,8 +9,6 @@ Checkpoints are one safetensors file: model tensors under ``model.``, the text m
 executes no code.
 """
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 
@@ -20,7 +18,8 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from models.errors import CheckpointError, UsageError, WeightsUnavailableError
+from models.checkpoint import load_tensors, save_tensors
+from models.errors import UsageError, WeightsUnavailableError
 from models.text_targets import TextTargets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -153,29 +152,12 @@ class CheckpointInfo:
 
 
 def save_embedding_model(path: str, model: EmbeddingNet, text: TextTargets, training: dict | None = None) -> str:
-    """Write model + text model to one safetensors file; return its content digest (sha256, 16 hex)."""
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    """Write model + text model to one checkpoint (``models.checkpoint``); return its digest."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     text_arrays, text_description = text.to_arrays()
     tensors.update({f"text.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in text_arrays.items()})
-    metadata = {
-        "format": FORMAT,
-        "config": json.dumps(asdict(model.config), sort_keys=True),
-        "text": json.dumps(text_description, sort_keys=True),
-        "training": json.dumps(training or {}, sort_keys=True),
-    }
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    partial = f"{path}.partial"
-    save_file(tensors, partial, metadata=metadata)
-    os.replace(partial, path)  # a crash mid-write never leaves a truncated checkpoint under the real name
-    return file_digest(path)
-
-
-def file_digest(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()[:16]
+    document = {"kind": FORMAT, "config": asdict(model.config), "text": text_description, "training": training or {}}
+    return save_tensors(path, tensors, document)
 
 
 def load_embedding_model(
@@ -186,33 +168,13 @@ def load_embedding_model(
     ``path``: the ``.safetensors`` file or the training output folder holding ``model.safetensors``; local or
     any fsspec URL (``gs://``), so Beam workers can load it.
     """
-    from safetensors.torch import load as load_tensors
-
     if not path.endswith(".safetensors"):
         path = path.rstrip("/") + "/model.safetensors"
-    data = _read_file(path)
-    try:
-        tensors = load_tensors(data)
-        header_size = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + header_size]).get("__metadata__") or {}
-    except Exception as exc:
-        raise CheckpointError(f"not a stylebeam checkpoint: {path} ({exc})") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"not a stylebeam embedding checkpoint: {path} (format {metadata.get('format')!r})")
-    config = EmbeddingNetConfig(**json.loads(metadata["config"]))
+    tensors, document, digest = load_tensors(path, FORMAT)
+    config = EmbeddingNetConfig(**document["config"])
     model = EmbeddingNet(config, weights="random")
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     text_arrays = {k[len("text.") :]: v.numpy() for k, v in tensors.items() if k.startswith("text.")}
-    text = TextTargets.from_arrays(text_arrays, json.loads(metadata["text"]))
-    info = CheckpointInfo(config, json.loads(metadata.get("training", "{}")), hashlib.sha256(data).hexdigest()[:16])
+    text = TextTargets.from_arrays(text_arrays, document["text"])
+    info = CheckpointInfo(config, document.get("training", {}), digest)
     return model.to(device).eval(), text, info
-
-
-def _read_file(path: str) -> bytes:
-    import fsspec
-
-    try:
-        with fsspec.open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"embedding checkpoint not found: {path}") from None

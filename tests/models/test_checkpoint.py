@@ -45,3 +45,14 @@ def test_errors_name_the_problem(tmp_path):
         load_stylizer(str(junk))
     with pytest.raises(ValueError, match="style names"):
         save_stylizer(str(tmp_path / "x.safetensors"), make_net(), ["only-one"])
+
+
+def test_kind_is_checked_and_local_writes_leave_no_partial(tmp_path):
+    from models.checkpoint import load_tensors, save_tensors
+
+    path = tmp_path / "deep" / "dir" / "x.safetensors"
+    save_tensors(str(path), {"w": torch.ones(2)}, {"kind": "stylebeam.other"})
+    assert path.exists() and not (tmp_path / "deep" / "dir" / "x.safetensors.partial").exists()
+    assert load_tensors(str(path), "stylebeam.other")[1]["kind"] == "stylebeam.other"
+    with pytest.raises(CheckpointError, match="not a 'stylebeam.stylizer'"):
+        load_stylizer(str(path))

@@ -112,4 +112,4 @@ def test_bad_model_is_a_one_line_error(corpus, capsys):
     from pipelines.cli import run_main
 
     code = run_main(embed.run, [f"--input={root / 'clean'}", f"--output={root / 'x'}", f"--model={root / 'nothing'}"])
-    assert code == 2 and capsys.readouterr().err.startswith("error: embedding checkpoint not found")
+    assert code == 2 and capsys.readouterr().err.startswith("error: checkpoint not found")
