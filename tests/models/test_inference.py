@@ -29,13 +29,15 @@ def batch(count, size=40, seed=0):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_an_image_gets_the_same_bytes_whatever_its_batch_mates(model, dtype):
-    runner = StylizerRunner(model, CPU, dtype, batch_size=4)
+    runner = StylizerRunner(model, CPU, dtype, batch_size=4, forward_batch=4)  # padded forward passes of 4
     pixels, weights, alpha = batch(6)
     full = runner(pixels, weights, alpha)  # 4 + 2 (padded)
     alone = runner(pixels[3:4], weights[3:4], alpha[3:4])
     other = runner(np.concatenate([pixels[5:6], pixels[3:4]]), weights[[5, 3]], alpha[[5, 3]])
     assert full.shape == pixels.shape and full.dtype == np.uint8
     assert np.array_equal(full[3], alone[0]) and np.array_equal(full[3], other[1])
+    one_at_a_time = StylizerRunner(model, CPU, dtype, batch_size=4)
+    assert one_at_a_time.batch_size == 1 and one_at_a_time(pixels, weights, alpha).shape == pixels.shape
 
 
 def test_matches_the_float_model_and_alpha_blends(model):
