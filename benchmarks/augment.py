@@ -64,6 +64,7 @@ def naive_loop(files: list[Path], model: MultiStyleTransformer, seconds: float) 
 
 
 def model_only(model: MultiStyleTransformer, size: int, batch: int, precision: str, seconds: float) -> float:
+    """The job's ``StylizerRunner`` on in-memory uint8 batches (on CPU it runs one image per forward pass)."""
     runner = StylizerRunner(model, torch.device("cpu"), resolve_precision(precision, torch.device("cpu")), batch)
     pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     weights = np.eye(model.num_styles, dtype=np.float32)[np.arange(batch) % model.num_styles]
@@ -127,7 +128,7 @@ def main() -> None:
         naive = naive_loop(files, model, args.seconds)
         rows.append(("naive loop (fp32, 1 image)", naive, None))
         fast = model_only(model, args.size, args.batch_size, args.precision, args.seconds)
-        rows.append((f"model only ({args.precision}, batch {args.batch_size})", fast, None))
+        rows.append((f"model only ({args.precision}, as in the job)", fast, None))
         job = run_job(tmp / "data", tmp / "out", stylizer, args.size, args.batch_size, args.precision)
         rows.append(("augment job, in-job time", job["rows"] / job["job_s"], job["rss_mb"]))
         rows.append(("augment job, incl. start-up", job["rows"] / job["wall_s"], None))
