@@ -7,7 +7,7 @@ busy machine):
     .venv/bin/python -m pipelines.assets.make_demo_assets --only images
 
 - ``samples/``: photographs from scikit-image's ``data`` folder (public domain / CC0, credits in
-  ``CREDITS.md``), short side 256 px, JPEG.
+  ``CREDITS.md`` beside ``samples/``), short side 256 px, JPEG.
 - ``styles/``: Miró-like compositions drawn procedurally with PIL (bold primaries, black strokes, circles,
   stars on a cream or blue ground). Miró's paintings cannot be downloaded here and are not free to ship; these
   stand in for them, one distinct palette and vocabulary of shapes each.
@@ -77,7 +77,8 @@ def make_samples(out_dir: Path) -> None:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
         image.save(out_dir / f"{name}.jpg", "JPEG", quality=SAMPLE_QUALITY, optimize=True)
         lines.append(f"- `{name}.jpg`: {credit}.")
-    (out_dir / "CREDITS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Beside samples/, not in it: every file in an input folder is an input (a .md would be a rejected row).
+    (out_dir.parent / "CREDITS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _paper(size: int, colour, rng: np.random.Generator, grain: float = 10.0) -> Image.Image:
