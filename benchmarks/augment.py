@@ -1,6 +1,7 @@
 """End-to-end speed and memory of ``pipelines.augment`` against a naive per-image PyTorch loop.
 
-    python benchmarks/augment.py [--images 500] [--size 256] [--stylizer CKPT] [--rss 1000,5000]
+    python benchmarks/augment.py [--images 500] [--size 256] [--stylizer CKPT | --width W] [--compile]
+        [--rss 1000,5000]
 
 Prints one table:
 - naive loop: PIL decode → fp32 forward of one image → PIL JPEG encode, one image at a time (the baseline);
@@ -77,7 +78,7 @@ def model_only(model: MultiStyleTransformer, size: int, batch: int, precision: s
     return done / (time.perf_counter() - started)
 
 
-def run_job(input_dir: Path, output: Path, stylizer: str, size: int, batch: int, precision: str) -> dict:
+def run_job(input_dir: Path, output: Path, stylizer: str, size: int, batch: int, precision: str, *extra) -> dict:
     """The job in a fresh process: wall seconds, in-job seconds and that process's peak RSS."""
     command = [
         sys.executable,
@@ -91,6 +92,7 @@ def run_job(input_dir: Path, output: Path, stylizer: str, size: int, batch: int,
         f"--image-size={size}",
         f"--batch-size={batch}",
         f"--precision={precision}",
+        *extra,
     ]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0, help="width of a random net when no --stylizer")
     parser.add_argument("--rss", default="1000,5000", help="dataset sizes for the peak-RSS runs ('' to skip)")
     parser.add_argument("--rss-size", type=int, default=128)
+    parser.add_argument("--compile", action="store_true", help="also time the job with --compile")
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget of the naive/model-only loops")
     args = parser.parse_args()
 
@@ -132,6 +135,12 @@ def main() -> None:
         job = run_job(tmp / "data", tmp / "out", stylizer, args.size, args.batch_size, args.precision)
         rows.append(("augment job, in-job time", job["rows"] / job["job_s"], job["rss_mb"]))
         rows.append(("augment job, incl. start-up", job["rows"] / job["wall_s"], None))
+        if args.compile:
+            job = run_job(
+                tmp / "data", tmp / "out-c", stylizer, args.size, args.batch_size, args.precision, "--compile"
+            )
+            rows.append(("augment job --compile, in-job time", job["rows"] / job["job_s"], job["rss_mb"]))
+            rows.append(("augment job --compile, incl. start-up", job["rows"] / job["wall_s"], None))
 
         print(
             f"\nstylizer {info.digest} width {info.config.width}, {args.images} images at {args.size}², "

@@ -81,6 +81,12 @@ class AugmentOptions(JobOptions):
             help="torch threads per worker process on CPU; 0: 1 when the runner starts a process per core "
             "(Dataflow, multi_processing), else every core (default: 0)",
         )
+        parser.add_argument(
+            "--compile",
+            action="store_true",
+            help="torch.compile the stylizer: ~2x faster on CPU after 10-30 s of compiling per worker process "
+            "(worth it from a few thousand images; needs a C++ compiler on the workers, else runs eagerly)",
+        )
         parser.add_argument("--format", default="jpeg", choices=sorted(FORMATS), help="output image encoding")
         parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a contact sheet")
         parser.add_argument("--min-side", type=int, default=32, help="reject images with a smaller side (px)")
@@ -123,6 +129,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, cpu_threads: int = 0) -
         precision=opts.precision,
         image_format=opts.format,
         cpu_threads=cpu_threads,
+        compile=opts.compile,
     )
     rejected = (read["rejected"], decoded["rejected"], stylised["rejected"]) | "AllRejected" >> beam.Flatten()
 
@@ -147,6 +154,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, cpu_threads: int = 0) -
             "precision": opts.precision,
             "device": opts.device,
             "cpu_threads": cpu_threads,
+            "compile": opts.compile,
             "batch_size": opts.batch_size,
         },
     }

@@ -78,8 +78,11 @@ class _LoadedStylizer:
 class StylizeBatchesFn(beam.DoFn):
     """``StyleTask`` → ``StylisedImage`` (or ``StylizeFailure``), in batches of one image shape."""
 
-    def __init__(self, checkpoint: str, batch_size: int, device: str, precision: str, cpu_threads: int = 0):
+    def __init__(
+        self, checkpoint: str, batch_size: int, device: str, precision: str, cpu_threads: int = 0, compile: bool = False
+    ):
         self.checkpoint = checkpoint
+        self.compile = compile
         self.cpu_threads = cpu_threads
         self.batch_size = batch_size
         self.device = device
@@ -96,10 +99,10 @@ class StylizeBatchesFn(beam.DoFn):
         model, info = load_stylizer(self.checkpoint, device="cpu")
         dtype = resolve_precision(self.precision, device)
         LOGGER.info("loaded stylizer %s (%d styles) on %s as %s", info.digest, model.num_styles, device, dtype)
-        return _LoadedStylizer(StylizerRunner(model, device, dtype, self.batch_size))
+        return _LoadedStylizer(StylizerRunner(model, device, dtype, self.batch_size, compile=self.compile))
 
     def setup(self):
-        key = f"{self.checkpoint}|{self.device}|{self.precision}|{self.batch_size}"
+        key = f"{self.checkpoint}|{self.device}|{self.precision}|{self.batch_size}|{self.compile}"
         self._runner = self._shared.acquire(self._load, tag=key).runner
 
     def start_bundle(self):
@@ -198,10 +201,11 @@ class Stylize(beam.PTransform):
         precision: str = "auto",
         image_format: str = "jpeg",
         cpu_threads: int = 0,
+        compile: bool = False,
     ):
         super().__init__()
         self.plan = PlanStylesFn(policy, alpha_range, style_names, seed)
-        self.stylize = StylizeBatchesFn(checkpoint, batch_size, device, precision, cpu_threads)
+        self.stylize = StylizeBatchesFn(checkpoint, batch_size, device, precision, cpu_threads, compile)
         self.encode = EncodeRowFn(image_format, stylizer_digest)
 
     def expand(self, images):
