@@ -13,7 +13,6 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import torch
 from PIL import Image, ImageDraw
 
@@ -117,13 +116,3 @@ def save_untrained_checkpoint(path, rows: list[dict], kind: str = "word2vec", im
     training = {"train": {"image_size": image_size, "heldout_fraction": 0.25}, "loss": "cosine"}
     save_embedding_model(str(path), model.eval(), text, training)
     return model.eval(), text
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run torch single-threaded in these tests: on the shared 2-core test machine a training step of the tiny
-    ResNet took 39 ms with 1 intra-op thread and 523 ms with 2 (OpenMP threads spin against other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

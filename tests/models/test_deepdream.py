@@ -14,7 +14,6 @@ from models.deepdream import (
 )
 from models.embedding_net import EmbeddingNet, EmbeddingNetConfig
 from models.errors import UsageError
-from tests.models.corpus_fixture import one_torch_thread  # noqa: F401
 
 CONFIG = DreamConfig(octaves=3, octave_scale=1.4, iterations=6, step=0.02, jitter=4, seed=0)
 

@@ -11,7 +11,6 @@ from models.embedding_net import (
 )
 from models.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.text_targets import TextTargetConfig, TextTargets
-from tests.models.corpus_fixture import one_torch_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from models.embedding_net import EmbeddingNet, EmbeddingNetConfig
 from models.embedding_trainer import EmbeddingTrainer, TrainConfig, images_to_tensor, is_heldout, prefetched
 from models.retrieval import embed_posts, evaluate
 from models.text_targets import TextTargetConfig, TextTargets
-from tests.models.corpus_fixture import COLOURS, SHAPES, corpus_rows, one_torch_thread, write_corpus  # noqa: F401
+from tests.models.corpus_fixture import COLOURS, SHAPES, corpus_rows, write_corpus
 from transforms.embed import corpus_examples, heldout_posts, iter_split_tokens
 
 IMAGE_SIZE = 32

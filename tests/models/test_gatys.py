@@ -8,16 +8,6 @@ from tests.conftest import make_image
 from transforms.images import pil_to_tensor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny images gain nothing from intra-op threads, and on a shared 2-core machine OpenMP threads that wait on
-    each other made these tests 10x slower (measured: 0.9 s vs 0.07 s per VGG19 pass at 32 px under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def network():
     return build_loss_network("vgg19", "random", layers=CONTENT_LAYERS + STYLE_LAYERS, seed=0)

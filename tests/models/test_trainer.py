@@ -22,15 +22,6 @@ SIZE = 32
 LAYERS = dict(content_layers=("relu2_2",), style_layers=("relu1_2", "relu2_2", "relu3_3"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors on a shared 2-core machine: a second thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def loss_network():
     return build_loss_network("vgg16", "random", layers=("relu1_2", "relu2_2", "relu3_3"), seed=0)

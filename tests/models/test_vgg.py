@@ -7,15 +7,6 @@ from models.errors import CheckpointError, InputNotFoundError, UsageError, Weigh
 from models.vgg import IMAGENET_FILES, IMAGENET_MEAN, IMAGENET_STD, build_loss_network, layer_names
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a shared CPU, waiting OpenMP threads cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def images(batch=2, size=32, seed=0):
     return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 

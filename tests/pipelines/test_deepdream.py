@@ -10,7 +10,7 @@ from PIL import Image
 from pipelines import deepdream
 from pipelines.cli import run_main
 from tests.conftest import encode, make_image
-from tests.models.corpus_fixture import corpus_rows, one_torch_thread, save_untrained_checkpoint  # noqa: F401
+from tests.models.corpus_fixture import corpus_rows, save_untrained_checkpoint
 
 FAST = ["--image-size=64", "--octaves=2", "--iterations=4", "--jitter=4", "--no-progress"]
 

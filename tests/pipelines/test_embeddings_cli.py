@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import deepdream, embed, evaluate_embeddings, train_embeddings
 from pipelines.cli import run_main
-from tests.models.corpus_fixture import corpus_rows, one_torch_thread, write_corpus  # noqa: F401
+from tests.models.corpus_fixture import corpus_rows, write_corpus
 from transforms.schemas import REJECTED, rejected_row
 
 TINY = ["--backbone=resnet-tiny", "--weights=random", "--image-size=32", "--min-count=2", "--text-dim=16"]

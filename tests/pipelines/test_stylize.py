@@ -16,16 +16,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GATYS_FAST = ["--loss-network", "random", "--steps", "3", "--image-size", "32"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny images gain nothing from intra-op threads, and on a shared 2-core machine OpenMP threads that wait on
-    each other made these tests 10x slower (measured: 0.9 s vs 0.07 s per VGG19 pass at 32 px under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def images(tmp_path):
     make_image(48, 36, seed=1).save(tmp_path / "cat.png")
