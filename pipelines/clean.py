@@ -20,10 +20,10 @@ from pipelines.cli import positive_float, positive_int, run_main
 from transforms.captions import CaptionFilter
 from transforms.corpus import CleanCorpus, CleanSettings
 from transforms.dedup import DEFAULT_MAX_DISTANCE
-from transforms.embed import table_paths
 from transforms.images import FORMATS, MAX_PIXELS
 from transforms.io import CountRejected, WriteSummary, WriteTable
 from transforms.schemas import CLEAN_CORPUS, REJECTED
+from transforms.sources import table_paths
 
 
 class CleanOptions(JobOptions):

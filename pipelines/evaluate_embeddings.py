@@ -21,8 +21,8 @@ from models.embedding_trainer import is_heldout
 from models.errors import InputNotFoundError, UsageError
 from models.retrieval import embed_posts, evaluate, format_table
 from pipelines.cli import add_common_args, positive_int, run_main
-from transforms.embed import heldout_posts, iter_corpus_rows, post_tokens, table_paths
-from transforms.sources import iter_parquet_batches
+from transforms.embed import heldout_posts, iter_corpus_rows, post_tokens
+from transforms.sources import iter_parquet_batches, table_paths
 
 
 def parse_args(argv):

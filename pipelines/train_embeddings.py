@@ -21,7 +21,8 @@ from models.embedding_trainer import EmbeddingTrainer, TrainConfig
 from models.errors import UsageError
 from models.text_targets import KINDS, TextTargetConfig, TextTargets
 from pipelines.cli import add_common_args, positive_float, positive_int, run_main
-from transforms.embed import corpus_examples, iter_split_tokens, table_paths
+from transforms.embed import corpus_examples, iter_split_tokens
+from transforms.sources import table_paths
 
 
 def parse_args(argv):

@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 
 from models.embedding_trainer import Example, images_to_tensor, is_heldout, source_side
-from models.errors import ImageRejected, UsageError
+from models.errors import ImageRejected
 from models.text_targets import TextTargets, caption_tokens
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
 from transforms.schemas import rejected_row
-from transforms.sources import iter_parquet_batches, resolve_input
+from transforms.sources import iter_parquet_batches
 
 STAGE = "embed"
 CORPUS_COLUMNS = ["id", "image", "text", "caption", "caption_hashtags"]
@@ -44,15 +44,6 @@ def post_tokens(row: dict) -> list[str]:
     """A corpus row's caption tokens: the cleaned ``text`` (the raw ``caption`` when absent) and its hashtags."""
     text = row.get("text")
     return caption_tokens(text if text is not None else row.get("caption"), row.get("caption_hashtags"))
-
-
-def table_paths(spec: str, prefix: str) -> list[str]:
-    """Parquet files of ``--input``; in a job's output folder only its ``{prefix}-*`` table (not ``rejected-*``)."""
-    found = resolve_input(spec)
-    if found.kind != "parquet":
-        raise UsageError(f"{spec} holds image files; expected {prefix}-*.parquet files")
-    named = [path for path in found.paths if path.rsplit("/", 1)[-1].startswith(f"{prefix}-")]
-    return named or list(found.paths)
 
 
 # Streamed training data -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.schemas import rejected_row
-from transforms.sources import InputPattern, SourceRecord, is_image_path, label_of, relative_id
+from transforms.sources import InputPattern, SourceRecord, is_image_path, is_side_file, label_of, relative_id
 
 REJECTED = "rejected"
 STAGE = "read"
@@ -40,12 +40,17 @@ class ReadFileFn(beam.DoFn):
 
 
 class SplitRowGroupsFn(beam.DoFn):
-    """A Parquet file → ``(path, row_group, first_row)`` work items (footer read only)."""
+    """A Parquet file → ``(path, row_group, first_row)`` work items (footer read only). A job's side files
+    (``rejected-*``, ``_state/``) are not inputs and are skipped, counted as ``parquet_side_files_skipped``."""
 
     def __init__(self, root: str):
         self.root = root
+        self.side_files = Metrics.counter("stylebeam", "parquet_side_files_skipped")
 
     def process(self, metadata):
+        if is_side_file(metadata.path, self.root):
+            self.side_files.inc()
+            return
         try:
             with FileSystems.open(metadata.path, compression_type="uncompressed") as handle:
                 parquet = pq.ParquetFile(handle)
@@ -68,12 +73,18 @@ class ReadRowGroupFn(beam.DoFn):
     def process(self, item):
         path, group, first_row = item
         file_id = relative_id(path, self.root)
-        with FileSystems.open(path, compression_type="uncompressed") as handle:
-            parquet = pq.ParquetFile(handle)
-            columns = [c for c in ("id", "label", "image") if c in parquet.schema_arrow.names]
-            table = parquet.read_row_group(group, columns=columns).to_pydict()
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                parquet = pq.ParquetFile(handle)
+                columns = [c for c in ("id", "label", "image") if c in parquet.schema_arrow.names]
+                table = parquet.read_row_group(group, columns=columns).to_pydict()
+        except Exception as exc:  # a corrupt row group costs its rows (dead-lettered), not the job
+            rows = f"{file_id}:rows{first_row}+"
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(rows, STAGE, "unreadable_row_group", str(exc)))
+            return
         for i, data in enumerate(table["image"]):
-            source_id = str(table["id"][i]) if "id" in table else f"{file_id}:{first_row + i}"
+            has_id = "id" in table and table["id"][i] is not None
+            source_id = str(table["id"][i]) if has_id else f"{file_id}:{first_row + i}"
             label = table["label"][i] if "label" in table else None
             self.read_counter.inc()
             yield SourceRecord(source_id, None if label is None else str(label), data or b"")
@@ -92,11 +103,12 @@ class ReadImages(beam.PTransform):
             groups = matched | "SplitRowGroups" >> beam.ParDo(SplitRowGroupsFn(self.source.root)).with_outputs(
                 REJECTED, main="groups"
             )
-            records = (
+            read = (
                 groups.groups
                 | "SpreadGroups" >> beam.Reshuffle()
-                | "ReadRowGroups" >> beam.ParDo(ReadRowGroupFn(self.source.root))
+                | "ReadRowGroups" >> beam.ParDo(ReadRowGroupFn(self.source.root)).with_outputs(REJECTED, main="records")
             )
-            return {"records": records, "rejected": groups[REJECTED]}
+            rejected = (groups[REJECTED], read[REJECTED]) | "ParquetRejected" >> beam.Flatten()
+            return {"records": read.records, "rejected": rejected}
         read = matched | "ReadFiles" >> beam.ParDo(ReadFileFn(self.source.root)).with_outputs(REJECTED, main="records")
         return {"records": read.records, "rejected": read[REJECTED]}

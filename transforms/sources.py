@@ -94,12 +94,32 @@ def input_pattern(spec: str) -> InputPattern:
     return InputPattern("files", root, pattern)
 
 
+def is_side_file(path: str, root: str) -> bool:
+    """Parquet a job writes beside its tables, never an input: ``rejected-*.parquet`` and anything in a folder
+    named ``_…`` or ``.…`` (collect's ``_state/`` spool). Pointing ``--input`` at a job's output folder reads
+    its table only."""
+    parts = relative_id(path, root).split("/")
+    return parts[-1].startswith("rejected-") or any(part.startswith(("_", ".")) for part in parts[:-1])
+
+
 def resolve_input(spec: str) -> InputSpec:
-    """List every file of ``spec`` (images only, or Parquet only). For tools that iterate on one machine."""
+    """List every file of ``spec`` (images only, or Parquet tables only). For tools that iterate on one machine."""
     found = input_pattern(spec)
     paths = _match(found.pattern)
-    keep = (lambda p: p.endswith(".parquet")) if found.kind == "parquet" else is_image_path
-    return InputSpec(found.kind, found.root, tuple(p for p in paths if keep(p)))
+    if found.kind == "parquet":
+        kept = [p for p in paths if p.endswith(".parquet") and not is_side_file(p, found.root)]
+    else:
+        kept = [p for p in paths if is_image_path(p)]
+    return InputSpec(found.kind, found.root, tuple(kept))
+
+
+def table_paths(spec: str, prefix: str) -> list[str]:
+    """Parquet files of ``--input``; in a job's output folder only its ``{prefix}-*`` table."""
+    found = resolve_input(spec)
+    if found.kind != "parquet":
+        raise UsageError(f"{spec} holds image files; expected {prefix}-*.parquet files")
+    named = [path for path in found.paths if path.rsplit("/", 1)[-1].startswith(f"{prefix}-")]
+    return named or list(found.paths)
 
 
 def relative_id(path: str, root: str) -> str:
@@ -144,7 +164,8 @@ def parquet_records(spec: InputSpec, batch_rows: int = 64) -> Iterator[SourceRec
                 raise UsageError(f"Parquet input {path} has no 'image' column")
             columns = batch.to_pydict()
             for i, data in enumerate(columns["image"]):
-                source_id = columns["id"][i] if "id" in columns else f"{file_id}:{row_number}"
+                has_id = "id" in columns and columns["id"][i] is not None
+                source_id = columns["id"][i] if has_id else f"{file_id}:{row_number}"
                 label = columns["label"][i] if "label" in columns else None
                 row_number += 1
                 yield SourceRecord(str(source_id), label, data or b"")

@@ -218,3 +218,38 @@ def test_module_entry_point_prints_one_line_and_exits_2(tmp_path):
         timeout=120,
     )
     assert done.returncode == 2 and done.stderr.strip() == f"error: input not found or empty: {tmp_path}/missing"
+
+
+def test_job_output_folders_null_ids_and_corrupt_row_groups(tmp_path, stylizer):
+    """A folder another job wrote: its table is read, its side files are not; null ids fall back to row ids;
+    a corrupt row group is dead-lettered and the rest of the file still read."""
+    folder = tmp_path / "in"
+    (folder / "_state").mkdir(parents=True)
+    images = [encode(make_image(40, 40, seed=s)) for s in range(4)]
+    pq.write_table(pa.table({"id": [None, None], "image": images[:2]}), folder / "table-00000-of-00002.parquet")
+    pq.write_table(
+        pa.table({"image": images[2:]}),
+        folder / "table-00001-of-00002.parquet",
+        row_group_size=1,
+        compression="none",
+        use_dictionary=False,
+    )
+    broken = folder / "table-00001-of-00002.parquet"
+    data = bytearray(broken.read_bytes())
+    first = pq.ParquetFile(broken).metadata.row_group(0).column(0).data_page_offset
+    data[first : first + 12] = b"\xff" * 12  # the first row group's page header
+    broken.write_bytes(bytes(data))
+    pq.write_table(
+        pa.table({"source_id": ["x"], "stage": ["decode"], "error": ["e"]}), folder / "rejected-00000-of-00001.parquet"
+    )
+    pq.write_table(pa.table({"image": [images[0]]}), folder / "_state" / "spool-0.parquet")
+
+    augmented, rejected = run_job(folder, tmp_path / "out", stylizer, "--styles=random:1")
+    assert sorted(augmented.column("source_id").to_pylist()) == [
+        "table-00000-of-00002.parquet:0",
+        "table-00000-of-00002.parquet:1",
+        "table-00001-of-00002.parquet:1",
+    ]
+    assert [(r["source_id"], r["stage"], r["error"].split(":")[0]) for r in rejected.to_pylist()] == [
+        ("table-00001-of-00002.parquet:rows0+", "read", "unreadable_row_group")
+    ]

@@ -9,8 +9,9 @@ import pytest
 from models.errors import UsageError
 from models.text_targets import TextTargetConfig, TextTargets
 from tests.models.corpus_fixture import corpus_rows, write_corpus
-from transforms.embed import corpus_examples, post_tokens, shuffled, table_paths
+from transforms.embed import corpus_examples, post_tokens, shuffled
 from transforms.schemas import REJECTED
+from transforms.sources import table_paths
 
 
 def test_streaming_shuffle_is_a_seeded_permutation():

@@ -73,3 +73,12 @@ def test_parquet_directory_pattern_skips_other_files(tmp_path):
     (tmp_path / "_SUCCESS").write_text("")
     spec = resolve_input(str(tmp_path))
     assert spec.kind == "parquet" and [p.rsplit("/", 1)[1] for p in spec.paths] == ["p.parquet"]
+
+
+def test_side_files_are_not_inputs_and_null_ids_fall_back(tmp_path):
+    (tmp_path / "_state").mkdir()
+    pq.write_table(pa.table({"id": [None, "b"], "image": [b"1", b"2"]}), tmp_path / "clean-00000-of-00001.parquet")
+    pq.write_table(pa.table({"source_id": ["x"], "stage": ["s"], "error": ["e"]}), tmp_path / "rejected-0.parquet")
+    pq.write_table(pa.table({"image": [b"3"]}), tmp_path / "_state" / "spool-0.parquet")
+    records = list(iter_records(str(tmp_path)))
+    assert [r.source_id for r in records] == ["clean-00000-of-00001.parquet:0", "b"]
