@@ -249,7 +249,11 @@ class DropDuplicates(beam.PTransform):
         super().__init__()
         self.max_distance = max_distance
 
-    def expand(self, candidates):
+    def expand(self, rows):
+        # Decisions are keyed by id: a corpus holding one id twice (two collect runs read together) first
+        # keeps one row per id, or the exact-duplicate step would drop both copies.
+        unique_ids = rows | "OneRowPerId" >> DropRepeatedIds()
+        candidates = unique_ids["rows"]
         keys = candidates | "DedupKeys" >> beam.Map(lambda row: (row["id"], row["sha256"], row["phash"]))
         exact = keys | "Exact" >> ExactDuplicates()
         near = exact.unique | "Near" >> NearDuplicates(self.max_distance)
@@ -260,7 +264,50 @@ class DropDuplicates(beam.PTransform):
         out = candidates | "ApplyDrops" >> beam.ParDo(_ApplyDrops(), AsDict(dropped)).with_outputs(
             "rejected", main="clean"
         )
-        return {"clean": out.clean, "rejected": out.rejected}
+        rejected = (unique_ids["rejected"], out.rejected) | "DedupRejected" >> beam.Flatten()
+        return {"clean": out.clean, "rejected": rejected}
+
+
+class DropRepeatedIds(beam.PTransform):
+    """Rows → ``{"rows": one row per id, "rejected": the other copies}``.
+
+    Only ids are counted through a shuffle; rows whose id is unique pass straight on, and only the rows of
+    repeated ids (normally none) meet in a GroupByKey. Which copy stays is decided by content (lowest
+    ``sha256``, then caption and time), so it is the same on every run.
+    """
+
+    def expand(self, rows):
+        repeated = (
+            rows
+            | "Ids" >> beam.Map(lambda row: (row["id"], 1))
+            | "CountIds" >> beam.CombinePerKey(sum)
+            | "Repeated" >> beam.Filter(lambda item: item[1] > 1)
+        )
+        split = rows | "SplitRepeated" >> beam.ParDo(_SplitRepeated(), AsDict(repeated)).with_outputs(
+            "repeated", main="unique"
+        )
+
+        def keep_one(group):
+            row_id, copies = group
+            kept, *others = sorted(copies, key=lambda row: (row["sha256"], row["caption"] or "", str(row["posted_at"])))
+            yield kept
+            for _ in others:
+                yield TaggedOutput(
+                    "rejected", rejected_row(row_id, "dedup", "duplicate_id", "another row with this id was kept")
+                )
+
+        resolved = (
+            split.repeated
+            | "ById" >> beam.Map(lambda row: (row["id"], row))
+            | "GroupById" >> beam.GroupByKey()
+            | "KeepOne" >> beam.FlatMap(keep_one).with_outputs("rejected", main="kept")
+        )
+        return {"rows": (split.unique, resolved.kept) | "OnePerId" >> beam.Flatten(), "rejected": resolved.rejected}
+
+
+class _SplitRepeated(beam.DoFn):
+    def process(self, row, repeated):
+        yield TaggedOutput("repeated", row) if row["id"] in repeated else row
 
 
 class _ApplyDrops(beam.DoFn):

@@ -99,3 +99,21 @@ def test_beam_exact_then_near(beam_options):
         near = exact.unique | NearDuplicates(10)
         assert_that(exact.dropped, equal_to([("instagram:Z:0", "instagram:A:0")]), label="exact")
         assert_that(near, equal_to([("instagram:B:0", "instagram:A:0", 3)]), label="near")
+
+
+def test_a_repeated_id_keeps_one_copy_rather_than_none(beam_options):
+    """Two collect runs read together repeat ids; exact dedup keyed by id must not drop every copy."""
+    from transforms.corpus import DropDuplicates
+
+    def row(row_id, sha, value, caption):
+        return {"id": row_id, "sha256": sha, "phash": value, "caption": caption, "posted_at": None}
+
+    rows = [row("a", "s1", 0, "x"), row("a", "s1", 0, "x"), row("a", "s0", 0, "y"), row("b", "s2", -1, "z")]
+    with TestPipeline(options=beam_options) as pipeline:
+        out = pipeline | beam.Create(rows) | DropDuplicates()
+        assert_that(out["clean"] | beam.Map(lambda r: (r["id"], r["sha256"])), equal_to([("a", "s0"), ("b", "s2")]))
+        assert_that(
+            out["rejected"] | beam.Map(lambda r: (r["source_id"], r["error"].split(":")[0])),
+            equal_to([("a", "duplicate_id"), ("a", "duplicate_id")]),
+            label="rejected",
+        )
