@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
 from models.checkpoint import load_tensors, save_tensors
-from models.errors import UsageError, WeightsUnavailableError
+from models.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.text_targets import TextTargets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -173,7 +173,10 @@ def load_embedding_model(
     tensors, document, digest = load_tensors(path, FORMAT)
     config = EmbeddingNetConfig(**document["config"])
     model = EmbeddingNet(config, weights="random")
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored architecture ({exc})") from None
     text_arrays = {k[len("text.") :]: v.numpy() for k, v in tensors.items() if k.startswith("text.")}
     text = TextTargets.from_arrays(text_arrays, document["text"])
     info = CheckpointInfo(config, document.get("training", {}), digest)

@@ -15,7 +15,13 @@ import apache_beam as beam
 from models.checkpoint import load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
-from pipelines.beam_options import JobOptions, cpu_threads_per_process, parse_beam_args, run_pipeline
+from pipelines.beam_options import (
+    JobOptions,
+    check_worker_paths,
+    cpu_threads_per_process,
+    parse_beam_args,
+    run_pipeline,
+)
 from pipelines.cli import run_main
 from transforms.decode import DecodeImages
 from transforms.images import FORMATS, MAX_PIXELS
@@ -177,6 +183,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         AugmentOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.augment"
     )
     opts = options.view_as(AugmentOptions)
+    check_worker_paths(options, input=opts.input, output=opts.output, stylizer=opts.stylizer)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, opts, cpu_threads_per_process(options, opts.cpu_threads))
     return run_pipeline(pipeline, options, opts.output, describe)

@@ -92,3 +92,25 @@ def cpu_threads_per_process(options: PipelineOptions, requested: int) -> int:
     direct = options.view_as(DirectOptions)
     many_local = direct.direct_running_mode == "multi_processing" and (direct.direct_num_workers or 0) != 1
     return 1 if runner.endswith("DataflowRunner") or many_local else 0
+
+
+# Runners whose workers share this machine's filesystem.
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner")
+
+
+def check_worker_paths(options: PipelineOptions, **paths: str | None) -> None:
+    """On a remote runner every path the workers open must be remote storage: a local ``--stylizer`` passes
+    the launcher's checks and then fails on every worker. ``paths``: flag name → value."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from models.errors import UsageError
+
+    runner = (options.view_as(StandardOptions).runner or "FnApiRunner").rsplit(".", 1)[-1]
+    if runner in LOCAL_RUNNERS:
+        return
+    local = [f"--{name.replace('_', '-')} {path}" for name, path in paths.items() if path and "://" not in path]
+    if local:
+        raise UsageError(
+            f"{runner} workers cannot read this machine's files: {', '.join(local)}; "
+            "copy them to gs:// (gcloud storage cp) and pass those paths"
+        )

@@ -15,7 +15,7 @@ import sys
 import apache_beam as beam
 
 from models.errors import UsageError
-from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
+from pipelines.beam_options import JobOptions, check_worker_paths, parse_beam_args, run_pipeline
 from pipelines.cli import positive_float, positive_int, run_main
 from transforms.captions import CaptionFilter
 from transforms.corpus import CleanCorpus, CleanSettings
@@ -129,6 +129,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         CleanOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.clean"
     )
     opts = options.view_as(CleanOptions)
+    check_worker_paths(options, input=opts.input, output=opts.output)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, opts)
     return run_pipeline(

@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from models.embedding_net import load_embedding_model
 from models.errors import UsageError
-from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
+from pipelines.beam_options import JobOptions, check_worker_paths, parse_beam_args, run_pipeline
 from pipelines.cli import run_main
 from transforms.embed import EmbedImages
 from transforms.io import CountRejected, WriteSummary, WriteTable
@@ -80,6 +80,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         EmbedOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.embed"
     )
     opts = options.view_as(EmbedOptions)
+    check_worker_paths(options, input=opts.input, output=opts.output, model=opts.model)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, opts)
     return run_pipeline(

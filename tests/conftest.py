@@ -1,10 +1,15 @@
 """Shared fixtures: generated images, Beam options that never reach for the Prism runner."""
 
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# gcsfs's experimental bucket-type probe speaks gRPC, which the GCS emulator does not: each first access to a
+# bucket would wait out a 60 s timeout. Read at gcsfs import, so set before any test imports it.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -77,8 +82,26 @@ def gcs_bucket(monkeypatch):
     from google.auth.credentials import AnonymousCredentials
 
     monkeypatch.setattr(google.auth, "default", lambda *args, **kwargs: (AnonymousCredentials(), "stylebeam-test"))
+    # gcsfs (checkpoints are read through fsspec) looks for credentials its own way: anonymous, at once.
+    import fsspec.config
+
+    monkeypatch.setitem(fsspec.config.conf, "gcs", {"token": "anon"})
     FileSystems.set_options(PipelineOptions(["--no_auth"]))
     try:
         yield "gs://stylebeam-test"
     finally:
         server.stop()
+
+
+def upload(local, remote: str) -> None:
+    """Copy a local file, or every file below a local folder, to ``remote`` (any Beam filesystem)."""
+    from pathlib import Path
+
+    from apache_beam.io.filesystems import FileSystems
+
+    local = Path(local)
+    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    for path in files:
+        target = remote if local.is_file() else f"{remote}/{path.relative_to(local).as_posix()}"
+        with FileSystems.create(target) as handle:
+            handle.write(path.read_bytes())

@@ -12,7 +12,8 @@ from apache_beam.io.filesystems import FileSystems
 from models.checkpoint import save_stylizer
 from models.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines import augment
-from tests.conftest import encode, make_image
+from pipelines.cli import run_main
+from tests.conftest import encode, make_image, upload
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,22 +61,29 @@ def test_reads_and_writes_gcs(gcs_bucket, stylizer):
     assert summary["counts"]["rows_written"] == 6 and summary["counts"]["rejected"] == 1
 
 
-def test_dataflow_job_builds_offline(tmp_path, stylizer):
+def test_dataflow_job_builds_offline(gcs_bucket, stylizer, capsys):
     """--dry_run builds and validates the whole Dataflow job (GPU workers, custom container) without a network."""
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "a.png").write_bytes(encode(make_image(40, 40)))
+    write(f"{gcs_bucket}/in/a.png", encode(make_image(40, 40)))
+    upload(stylizer, f"{gcs_bucket}/two.safetensors")
+    dataflow = [
+        "--runner=DataflowRunner",
+        "--dry_run=True",
+        "--project=stylebeam-demo",
+        "--region=us-central1",
+        f"--temp_location={gcs_bucket}/tmp",
+        "--no_auth",
+    ]
+    # a local checkpoint cannot reach Dataflow workers: refused up front, in one line
+    argv = [f"--input={gcs_bucket}/in", f"--output={gcs_bucket}/out", f"--stylizer={stylizer}", *dataflow]
+    assert run_main(augment.run, argv) == 2
+    assert "workers cannot read this machine's files: --stylizer" in capsys.readouterr().err
     result = augment.run(
         [
-            f"--input={tmp_path}/in",
-            "--output=gs://stylebeam-test/out",
-            f"--stylizer={stylizer}",
+            f"--input={gcs_bucket}/in",
+            f"--output={gcs_bucket}/out",
+            f"--stylizer={gcs_bucket}/two.safetensors",
             "--device=cuda",
-            "--runner=DataflowRunner",
-            "--dry_run=True",
-            "--project=stylebeam-demo",
-            "--region=us-central1",
-            "--temp_location=gs://stylebeam-test/tmp",
-            "--no_auth",
+            *dataflow,
             f"--setup_file={REPO / 'setup.py'}",
             "--sdk_container_image=us-docker.pkg.dev/stylebeam-demo/images/stylebeam-gpu:2.77.0",
             "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",

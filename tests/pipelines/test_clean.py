@@ -14,6 +14,7 @@ from PIL import Image
 
 from pipelines import clean
 from pipelines.cli import run_main
+from tests.conftest import upload
 from transforms.dedup import hamming, phash
 from transforms.images import decode_image
 from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS, REJECTED
@@ -171,12 +172,13 @@ def test_bad_flags_are_one_line_errors(raw_corpus, tmp_path, capsys, argv, messa
     assert message in capsys.readouterr().err
 
 
-def test_dataflow_job_builds_offline(raw_corpus):
-    """--dry_run builds and validates the whole Dataflow job graph without a network."""
+def test_dataflow_job_builds_offline(raw_corpus, gcs_bucket):
+    """--dry_run builds and validates the whole Dataflow job graph without a network (GCS is the local emulator)."""
+    upload(raw_corpus, f"{gcs_bucket}/raw")
     result = clean.run(
         [
-            f"--input={raw_corpus}",
-            "--output=gs://stylebeam-test/clean",
+            f"--input={gcs_bucket}/raw",
+            f"--output={gcs_bucket}/clean",
             "--runner=DataflowRunner",
             "--dry_run=True",
             "--project=stylebeam-demo",

@@ -9,6 +9,7 @@ import torch
 
 from models.embedding_trainer import images_to_tensor
 from pipelines import embed
+from tests.conftest import upload
 from tests.models.corpus_fixture import corpus_rows, save_untrained_checkpoint, write_corpus
 from transforms.embed import decode_and_prepare
 
@@ -86,13 +87,15 @@ def test_rerun_in_other_processes_and_batches_gives_identical_embeddings(corpus)
     assert np.array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
 
 
-def test_dataflow_dry_run_builds_the_job(corpus):
+def test_dataflow_dry_run_builds_the_job(corpus, gcs_bucket):
     root, _, _ = corpus
+    upload(root / "clean", f"{gcs_bucket}/clean")
+    upload(root / "model", f"{gcs_bucket}/model")
     result = embed.run(
         [
-            f"--input={root / 'clean'}",
-            "--output=gs://stylebeam-test/embeddings",
-            f"--model={root / 'model'}",
+            f"--input={gcs_bucket}/clean",
+            f"--output={gcs_bucket}/embeddings",
+            f"--model={gcs_bucket}/model",
             "--runner=DataflowRunner",
             "--dry_run=True",
             "--project=stylebeam-demo",
