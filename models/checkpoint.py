@@ -37,16 +37,21 @@ def save_tensors(path: str, tensors: dict[str, torch.Tensor], document: dict) ->
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     metadata = {"stylebeam": json.dumps({"format_version": FORMAT_VERSION, **document}, sort_keys=True)}
     data = save_safetensors_bytes(cpu, metadata=metadata)
+    write_atomically(path, data)
+    return digest_of(data)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to a local path (beside, then renamed into place) or any fsspec URL (uploads are atomic)."""
     if "://" in path and not path.startswith("file://"):
         with fsspec.open(path, "wb") as handle:
             handle.write(data)
-    else:
-        local = path.removeprefix("file://")
-        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
-        with open(f"{local}.partial", "wb") as handle:
-            handle.write(data)
-        os.replace(f"{local}.partial", local)
-    return digest_of(data)
+        return
+    local = path.removeprefix("file://")
+    os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+    with open(f"{local}.partial", "wb") as handle:
+        handle.write(data)
+    os.replace(f"{local}.partial", local)
 
 
 def load_tensors(path: str, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, str]:

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from models.checkpoint import save_stylizer
+from models.checkpoint import save_stylizer, write_atomically
 from models.errors import CheckpointError, UsageError
 from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from models.stylizer import MultiStyleTransformer, one_hot
@@ -270,8 +270,7 @@ class StylizerTrainer:
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        with fsspec.open(paths["resume"], "wb") as handle:
-            handle.write(buffer.getvalue())
+        write_atomically(paths["resume"], buffer.getvalue())
         return digest
 
     @torch.no_grad()
