@@ -64,7 +64,7 @@ class WritePreview(beam.PTransform):
 
         def stylised(row, keep):
             if row["source_id"] in keep:
-                caption = f"{row['style']} a={row['alpha']:.2f}"
+                caption = f"{row['style']}, alpha {row['alpha']:.2f}"
                 thumb = thumbnail(decode_image(row["image"], min_side=1))
                 yield row["source_id"], (f"{row['id'].rsplit('#', 1)[1]:>03}", caption, thumb)
 
