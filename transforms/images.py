@@ -5,6 +5,7 @@ files for the same reasons. Tensor convention at every module boundary: float32 
 or ``(B, 3, H, W)``, values in [0, 1].
 """
 
+import contextlib
 import io
 import warnings
 
@@ -63,10 +64,9 @@ def decode_image(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("corrupt_image", str(exc) or type(exc).__name__) from None
 
-    try:
+    # A broken EXIF block must not cost the pixels: keep the stored orientation.
+    with contextlib.suppress(Exception):
         image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block must not cost the pixels; keep the stored orientation
-        pass
     rgb = to_rgb(image)
     if min(rgb.size) < min_side:
         raise ImageRejected("too_small", f"{rgb.width}x{rgb.height} has a side below {min_side} px")
