@@ -125,7 +125,10 @@ class StylizerRunner:
             style_weights = np.concatenate([style_weights, np.repeat(style_weights[:1], pad, 0)])
             alpha = np.concatenate([alpha, np.zeros(pad, alpha.dtype)])
         cuda = self.device.type == "cuda"
-        batch = torch.from_numpy(np.ascontiguousarray(pixels))
+        pixels = np.ascontiguousarray(pixels)
+        if not pixels.flags.writeable:  # e.g. np.asarray of a PIL image; torch.from_numpy wants to own writes
+            pixels = pixels.copy()
+        batch = torch.from_numpy(pixels)
         if cuda:
             batch = batch.pin_memory()
         batch = batch.to(self.device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255.0)
