@@ -116,3 +116,11 @@ def test_from_checkpoint_and_bad_settings(stylizer, tmp_path):
         StyleAugment(stylizer, probability=1.5)
     with pytest.raises(ValueError, match="keys"):
         augment(batch, [1, 2])
+
+
+def test_a_samples_pixels_do_not_depend_on_its_batch_on_cpu(stylizer):
+    augment = StyleAugment(stylizer, "mix", alpha=(0.5, 1.0), probability=1.0, seed=9)
+    batch, keys = images(6), torch.arange(6)
+    together = augment(batch, keys, epoch=1)
+    for i in range(6):
+        assert torch.equal(augment(batch[i : i + 1], keys[i : i + 1], epoch=1), together[i : i + 1])
