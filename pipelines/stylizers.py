@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from models import builtin
-from models.checkpoint import load_stylizer
+from models.checkpoint import load_stylizer, load_tensors
 from models.errors import InputNotFoundError
 from models.inference import StylizerRunner
 from pipelines.cli import run_main
@@ -30,13 +30,18 @@ STYLES_PER_ROW = 7
 
 def list_builtins() -> None:
     for name, entry in builtin.BUILTINS.items():
-        _, info = load_stylizer(name)
-        source = info.source
+        _, document, digest = load_tensors(name, entry.kind)
+        source = document["source"]
         print(f"{name}: {entry.description}")
-        print(f"  styles: {len(info.style_names)} ({info.style_names[0]} … {info.style_names[-1]})")
-        print(f"  source: {source['package']}=={source['version']} {source['file']} (sha256 {source['file_sha256']})")
+        if "style_names" in document:
+            names = document["style_names"]
+            print(f"  styles: {len(names)} ({names[0]} … {names[-1]})")
+        else:
+            print("  styles: any painting (its embedding, from the style predictor in the checkpoint)")
+        for file in source.get("files", [source]):
+            print(f"  source: {source['package']}=={source['version']} {file['file']} (sha256 {file['file_sha256']})")
         print(f"  licence: {source['licence']}")
-        print(f"  cached: {builtin.checkpoint_path(name)} ({info.digest})")
+        print(f"  cached: {builtin.checkpoint_path(name)} ({digest})")
 
 
 def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
