@@ -142,9 +142,7 @@ def run(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.stylizer", description=__doc__.split("\n\n")[0])
     model = parser.add_mutually_exclusive_group()
-    model.add_argument(
-        "--checkpoint", default="magenta26", help="a checkpoint or built-in name (default: %(default)s)"
-    )
+    model.add_argument("--checkpoint", default="magenta26", help="a checkpoint or built-in name (default: %(default)s)")
     model.add_argument("--width", type=float, help="time random weights of this width instead (Johnson's net: 1.0)")
     parser.add_argument("--sizes", default="256,512", help="square image sizes (default: %(default)s)")
     parser.add_argument("--batch-sizes", default="1,8,32", help="(default: %(default)s)")
