@@ -20,7 +20,10 @@ AUGMENTED = pa.schema(
         ("source_id", pa.string()),
         ("label", pa.string()),
         ("style", pa.string()),
-        ("style_weights", pa.list_(pa.float32())),
+        ("style_weights", pa.list_(pa.float32())),  # checkpoint styles: the mixture; null for paintings
+        ("style_ids", pa.list_(pa.string())),  # paintings: the one (or those mixed) behind the row; else null
+        ("style_mix", pa.list_(pa.float32())),  # their weights
+        ("style_embedding", pa.list_(pa.float32())),  # paintings: the embedding the network was given
         ("alpha", pa.float32()),
         ("seed", pa.int64()),
         ("image", pa.binary()),
