@@ -7,9 +7,11 @@ from instaloader download folders (``ReadInstaloaderDirs``) → ``ToRawRows`` �
 image decoded once (``transforms.images.decode_image``), filtered by size and shape, re-encoded with
 the project's one encoder, then exact and near duplicates removed (``transforms.dedup``).
 
-Every dropped item becomes a ``rejected`` row (``source_id``, ``stage``, ``"reason: detail"``). Stages:
-``fetch`` (the scraper could not download it), ``read`` (a download folder entry without metadata),
-``decode`` (collect: not a usable image), ``caption``, ``image`` and ``dedup`` (clean).
+Every dropped item becomes a ``rejected`` row (``source_id``, ``stage``, ``"reason: detail"``); the README's
+"What happens to bad input" lists every reason. Stages: ``read`` (collect: a download-folder post that cannot
+be read, one row per media file; clean: a table or row group that cannot be read, one row per row),
+``fetch`` (the image could not be had: a failed download, a missing or unreadable file), ``decode`` (collect:
+not a usable image), ``caption``, ``image`` and ``dedup`` (clean).
 """
 
 import hashlib
@@ -20,8 +22,15 @@ from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.pvalue import AsDict, AsMultiMap, TaggedOutput
 
 from models.errors import ImageRejected
-from scraping.instaloader_dir import MetadataMissing, OfflineContext, find_posts, media_records, read_metadata
-from scraping.records import ERROR, SOURCE, VIDEO, record_id
+from scraping.instaloader_dir import (
+    FolderListing,
+    OfflineContext,
+    PostFiles,
+    UnreadablePost,
+    media_records,
+    read_metadata,
+)
+from scraping.records import ERROR, MEDIA_FIELDS, SOURCE, VIDEO, record_id
 from transforms.captions import CaptionFilter, clean_caption, load_models
 from transforms.dedup import DEFAULT_MAX_DISTANCE, ExactDuplicates, NearDuplicates, phash
 from transforms.images import MAX_PIXELS, decode_image, encode_image
@@ -68,45 +77,55 @@ def _with_hashtags(record: dict, sightings) -> dict:
 
 
 class ReadInstaloaderDirs(beam.PTransform):
-    """instaloader download folders → ``{"records": media records, "rejected": rows}``.
+    """instaloader download folders (as ``scraping.instaloader_dir.list_posts`` listed them on the launcher) →
+    ``{"records": media records, "rejected": rows, "notes": summary keys}``.
 
-    Folders are listed on the launcher (file names only). Each post's metadata is read in parallel; a
-    post present in several folders (``#joanmiro/`` and ``#miro/``) is merged by shortcode (metadata
-    only goes through the GroupByKey), then its images are read once, from one copy.
+    Each post's metadata is read in parallel; a post present in several folders (``#joanmiro/`` and ``#miro/``)
+    is merged by shortcode (metadata only goes through the GroupByKey), then its images are read once, from one
+    copy. A post that cannot be read is one ``read`` rejection per media file (the file's path as its id); a
+    folder that could not be listed is one ``read`` rejection (``unreadable_folder``). ``notes`` holds a
+    ``caption_file.decoded_as.ENCODING`` key per post whose ``.txt`` caption was not UTF-8.
     """
 
-    def __init__(self, roots: list[str]):
+    def __init__(self, listing: FolderListing):
         super().__init__()
-        self.roots = roots
+        self.listing = listing
 
     def expand(self, pbegin):
-        post_files = [post for root in self.roots for post in find_posts(root)]
         read = (
             pbegin
-            | "ListPosts" >> beam.Create(post_files)
+            | "ListPosts" >> beam.Create(self.listing.posts)
             | "Spread" >> beam.Reshuffle()
             | "ReadMetadata" >> beam.ParDo(_ReadMetadata()).with_outputs("rejected", main="posts")
         )
-        records = (
+        media = (
             read.posts
             | "GroupByShortcode" >> beam.GroupByKey()
             | "OneCopyPerPost" >> beam.Map(_one_copy)
-            | "ReadMedia" >> beam.FlatMap(lambda post: media_records(*post))
+            | "ReadMedia" >> beam.ParDo(_ReadMedia()).with_outputs("notes", main="records")
         )
-        return {"records": records, "rejected": read.rejected}
+        unlisted = [
+            rejected_row(folder, "read", "unreadable_folder", error) for folder, error in self.listing.unreadable
+        ]
+        folders = pbegin | "UnreadableFolders" >> beam.Create(unlisted)
+        rejected = (read.rejected, folders) | "ReadRejected" >> beam.Flatten()
+        return {"records": media.records, "rejected": rejected, "notes": media.notes}
 
 
 class _ReadMetadata(beam.DoFn):
     def setup(self):
         self.context = OfflineContext()
 
-    def process(self, post_files):
+    def process(self, post_files: PostFiles):
         try:
             metadata = read_metadata(post_files, self.context)
-        except MetadataMissing as exc:
-            yield TaggedOutput("rejected", rejected_row(post_files.source, "read", "missing_metadata", str(exc)))
-            return
-        yield metadata.shortcode, (post_files, metadata)
+        except UnreadablePost as exc:
+            # instaloader's metadata of the hashtag or profile itself is no post and no input
+            if exc.reason != "not_a_post" or post_files.media:
+                for path in [path for _, path in post_files.item_paths()] or [post_files.metadata]:
+                    yield TaggedOutput("rejected", rejected_row(path, "read", exc.reason, exc.detail))
+        else:
+            yield metadata.shortcode, (post_files, metadata)
 
 
 def _one_copy(group):
@@ -115,6 +134,14 @@ def _one_copy(group):
     post_files, metadata = copies[0]
     hashtags = sorted({files.hashtag for files, _ in copies if files.hashtag})
     return post_files, metadata, hashtags
+
+
+class _ReadMedia(beam.DoFn):
+    def process(self, post):
+        post_files, metadata, hashtags = post
+        if metadata.caption_decoded_as:
+            yield TaggedOutput("notes", f"caption_file.decoded_as.{metadata.caption_decoded_as}")
+        yield from media_records(post_files, metadata, hashtags)
 
 
 class ToRawRows(beam.PTransform):
@@ -148,13 +175,9 @@ class _RawRow(beam.DoFn):
         yield {
             "id": source_id,
             "source": SOURCE,
-            "shortcode": record["shortcode"],
-            "index": record["index"],
+            **{field.name: record[field.name] for field in MEDIA_FIELDS},
             "hashtags_queried": record["hashtags_queried"] or [],
-            "caption": record["caption"],
             "caption_hashtags": record["caption_hashtags"] or [],
-            "posted_at": record["posted_at"],
-            "owner": record["owner"],
             "image": data,
             "image_format": sniff_format(data),
             "width": image.width,
