@@ -117,8 +117,8 @@ def scrape(opts: CollectOptions, instagram) -> Spool:
 def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) -> None:
     """records (spool or folders) → raw rows → Parquet (+ rejected, summary)."""
     if spool is not None:
-        records = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
-        read_rejected = pipeline | "NoReadErrors" >> beam.Create([])
+        read = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
+        records, read_rejected = read["records"], read["rejected"]
         notes = pipeline | "NoNotes" >> beam.Create([])
         source_facts = {
             "scrape": {

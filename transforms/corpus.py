@@ -18,6 +18,9 @@ import hashlib
 from dataclasses import dataclass, field
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.pvalue import AsDict, AsMultiMap, TaggedOutput
 
@@ -30,11 +33,12 @@ from scraping.instaloader_dir import (
     media_records,
     read_metadata,
 )
-from scraping.records import ERROR, MEDIA_FIELDS, SOURCE, VIDEO, record_id
+from scraping.records import ERROR, MEDIA_FIELDS, MEDIA_RECORD, SOURCE, VIDEO, record_id
 from transforms.captions import CaptionFilter, clean_caption, load_models
 from transforms.dedup import DEFAULT_MAX_DISTANCE, ExactDuplicates, NearDuplicates, phash
 from transforms.images import MAX_PIXELS, decode_image, encode_image
 from transforms.schemas import rejected_row
+from transforms.sources import relative_id
 
 # Magic numbers of the formats Instagram serves (and a few a download folder may hold).
 MAGIC = [(b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp")]
@@ -47,9 +51,125 @@ def sniff_format(data: bytes) -> str:
     return next((name for magic, name in MAGIC if data.startswith(magic)), "unknown")
 
 
+# reading the corpus tables -------------------------------------------------------------------------------------
+# What pyarrow and Beam's filesystems raise on a file that is cut, corrupt, or not Parquet.
+PARQUET_ERRORS = (OSError, ValueError, EOFError, pa.ArrowException)
+
+
+class ReadCorpusTables(beam.PTransform):
+    """Parquet files of one corpus table → ``{"rows": dicts with ``schema``'s columns, "rejected": rows}``.
+
+    Footers are read one file at a time, then each row group on its own, cast to ``schema``: a file or row group
+    that cannot be read costs its own rows, never the job. Every input row comes out once, as a row or as a
+    ``read`` rejection (ids are the ``key`` column where it can be read, else ``{file}:{row}``, the file relative
+    to ``root``): ``missing_columns`` (a table of another kind), ``unreadable_row_group``, ``mistyped_columns``
+    (a column that cannot be cast to ``schema``), ``missing_{key}`` (a null key). A file whose footer cannot be
+    read is one ``unreadable_parquet`` row: how many rows it held cannot be known.
+    """
+
+    def __init__(self, paths: list[str], schema: pa.Schema, root: str = "", key: str = "id"):
+        super().__init__()
+        self.paths = paths
+        self.schema = schema
+        self.root = root
+        self.key = key
+
+    def expand(self, pbegin):
+        groups = (
+            pbegin
+            | "TableFiles" >> beam.Create(self.paths)
+            | "RowGroups"
+            >> beam.ParDo(_RowGroups(self.schema, self.root, self.key)).with_outputs("rejected", main="groups")
+        )
+        rows = (
+            groups.groups
+            | "SpreadGroups" >> beam.Reshuffle()
+            | "ReadRowGroups"
+            >> beam.ParDo(_ReadRowGroup(self.schema, self.root, self.key)).with_outputs("rejected", main="rows")
+        )
+        rejected = (groups.rejected, rows.rejected) | "TableRejected" >> beam.Flatten()
+        return {"rows": rows.rows, "rejected": rejected}
+
+
+class _RowGroups(beam.DoFn):
+    """A Parquet file → ``(path, row group, first row, rows)`` work items (its footer only)."""
+
+    def __init__(self, schema: pa.Schema, root: str, key: str):
+        self.schema, self.root, self.key = schema, root, key
+
+    def process(self, path: str):
+        file_id = relative_id(path, self.root)
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                parquet = pq.ParquetFile(handle)
+                names, metadata = parquet.schema_arrow.names, parquet.metadata
+                missing = [name for name in self.schema.names if name not in names]
+                keys = _keys(parquet, self.key) if missing else []
+        except PARQUET_ERRORS as exc:
+            yield TaggedOutput("rejected", rejected_row(file_id, "read", "unreadable_parquet", _describe(exc)))
+            return
+        if missing:
+            detail = f"{file_id}: no column {', '.join(missing)}"
+            for row in range(metadata.num_rows):
+                source_id = keys[row] if row < len(keys) and keys[row] is not None else f"{file_id}:{row}"
+                yield TaggedOutput("rejected", rejected_row(source_id, "read", "missing_columns", detail))
+            return
+        first_row = 0
+        for group in range(metadata.num_row_groups):
+            rows = metadata.row_group(group).num_rows
+            yield path, group, first_row, rows
+            first_row += rows
+
+
+def _keys(parquet: pq.ParquetFile, key: str) -> list:
+    """The ``key`` column as strings, or [] where there is none to read."""
+    if key not in parquet.schema_arrow.names:
+        return []
+    try:
+        column = parquet.read(columns=[key]).column(key)
+        return [None if value is None else str(value) for value in column.to_pylist()]
+    except PARQUET_ERRORS:
+        return []
+
+
+class _ReadRowGroup(beam.DoFn):
+    def __init__(self, schema: pa.Schema, root: str, key: str):
+        self.schema, self.root, self.key = schema, root, key
+
+    def process(self, item):
+        path, group, first_row, rows = item
+        file_id = relative_id(path, self.root)
+        row_ids = [f"{file_id}:{first_row + row}" for row in range(rows)]
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                table = pq.ParquetFile(handle).read_row_group(group, columns=self.schema.names)
+        except PARQUET_ERRORS as exc:  # a corrupt row group costs its rows, not the job
+            for row_id in row_ids:
+                yield TaggedOutput("rejected", rejected_row(row_id, "read", "unreadable_row_group", _describe(exc)))
+            return
+        try:
+            table = table.select(self.schema.names).cast(self.schema)
+        except PARQUET_ERRORS as exc:
+            keys = table.column(self.key).to_pylist() if pa.types.is_string(table.schema.field(self.key).type) else []
+            for row, row_id in enumerate(row_ids):
+                source_id = keys[row] if row < len(keys) and keys[row] is not None else row_id
+                yield TaggedOutput("rejected", rejected_row(source_id, "read", "mistyped_columns", _describe(exc)))
+            return
+        for row_id, row in zip(row_ids, table.to_pylist(), strict=True):
+            if row[self.key] is None:
+                yield TaggedOutput("rejected", rejected_row(row_id, "read", f"missing_{self.key}", "a null key"))
+            else:
+                yield row
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 # collect ------------------------------------------------------------------------------------------------------
 class ReadSpool(beam.PTransform):
-    """The scraper's committed spool shards → media records, each with every hashtag its post was seen under."""
+    """The scraper's committed spool shards → ``{"records": media records, each with every hashtag its post was
+    seen under, "rejected": rows of a damaged shard}``."""
 
     def __init__(self, spool_files: list[str], sighting_files: list[str]):
         super().__init__()
@@ -63,12 +183,10 @@ class ReadSpool(beam.PTransform):
             | "ReadSightings" >> ReadAllFromParquet()
             | "ByShortcode" >> beam.Map(lambda row: (row["shortcode"], row["hashtag"]))
         )
-        return (
-            pbegin
-            | "SpoolFiles" >> beam.Create(self.spool_files)
-            | "ReadSpoolShards" >> ReadAllFromParquet()
-            | "AllHashtags" >> beam.Map(_with_hashtags, AsMultiMap(sightings))
-        )
+        root = self.spool_files[0].rsplit("/", 1)[0] if self.spool_files else ""
+        shards = pbegin | "ReadSpoolShards" >> ReadCorpusTables(self.spool_files, MEDIA_RECORD, root, key="shortcode")
+        records = shards["rows"] | "AllHashtags" >> beam.Map(_with_hashtags, AsMultiMap(sightings))
+        return {"records": records, "rejected": shards["rejected"]}
 
 
 def _with_hashtags(record: dict, sightings) -> dict:
@@ -202,7 +320,7 @@ class CleanSettings:
 class CleanCorpus(beam.PTransform):
     """Raw rows → ``{"clean": CLEAN_CORPUS rows, "rejected": rows, "caption_removals": keys}``.
 
-    ``caption_removals`` has one ``caption.removed.{url,mention,emoji}`` key per item stripped, for the summary.
+    ``caption_removals`` has one ``caption.removed.{url,mention,emoji,ansi}`` key per item stripped, for the summary.
     """
 
     def __init__(self, settings: CleanSettings):
@@ -229,8 +347,13 @@ class _CleanRow(beam.DoFn):
 
     def process(self, row):
         settings = self.settings
+        rejection = settings.captions.length_rejection(row["caption"])
+        if rejection is not None:
+            yield TaggedOutput("rejected", rejected_row(row["id"], "caption", *rejection))
+            return
         caption = clean_caption(row["caption"])
-        for kind, count in (("url", caption.urls), ("mention", caption.mentions), ("emoji", caption.emoji)):
+        removed = {"url": caption.urls, "mention": caption.mentions, "emoji": caption.emoji, "ansi": caption.ansi}
+        for kind, count in removed.items():
             for _ in range(count):
                 yield TaggedOutput("caption_removals", f"caption.removed.{kind}")
         rejection = settings.captions.rejection(caption)
