@@ -24,6 +24,7 @@ from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
 from pipelines.cli import positive_int, run_main
 from scraping.hashtags import HashtagScraper
 from scraping.instaloader_dir import FolderListing, list_posts
+from scraping.records import printable
 from scraping.session import default_session_file, load_session, login_interactively, new_instagram
 from scraping.spool import Spool
 from transforms.corpus import ReadInstaloaderDirs, ReadSpool, ToRawRows
@@ -132,7 +133,10 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) ->
         read = pipeline | "ReadInstaloaderDirs" >> ReadInstaloaderDirs(listing)
         records, read_rejected, notes = read["records"], read["rejected"], read["notes"]
         source_facts = {
-            "folders": {"links_followed": listing.links_followed, "links_already_read": listing.links_already_read}
+            "folders": {
+                "links_followed": [printable(link) for link in listing.links_followed],
+                "links_already_read": [printable(link) for link in listing.links_already_read],
+            }
         }
 
     rows = records | "ToRawRows" >> ToRawRows()

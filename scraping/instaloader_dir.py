@@ -29,7 +29,7 @@ from instaloader import Post
 from instaloader.exceptions import InstaloaderException
 from instaloader.structures import load_structure
 
-from scraping.records import ERROR, IMAGE, VIDEO, media_record, utc
+from scraping.records import ERROR, IMAGE, VIDEO, media_record, printable, utc
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 VIDEO_SUFFIXES = (".mp4",)
@@ -71,6 +71,7 @@ class UnreadablePost(Exception):
     an input only when media files share its name) or ``bad_caption_file``."""
 
     def __init__(self, reason: str, detail: str):
+        detail = printable(detail)  # it names files, whose names may not be UTF-8
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -212,10 +213,10 @@ def _posts_in_folder(folder: str, names: list[str]) -> list[PostFiles]:
 
 
 def folder_hashtag(folder: str) -> str | None:
-    """The hashtag of the nearest enclosing folder named ``#tag``, lowercased."""
+    """The hashtag of the nearest enclosing folder named ``#tag``, lowercased (``printable``)."""
     for part in reversed(os.path.normpath(folder).split(os.sep)):
         if part.startswith("#") and len(part) > 1:
-            return part[1:].lower()
+            return printable(part[1:].lower())
     return None
 
 

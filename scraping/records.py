@@ -32,20 +32,27 @@ MEDIA_RECORD = pa.schema(
     [*MEDIA_FIELDS, pa.field("kind", pa.string()), pa.field("image", pa.binary()), pa.field("error", pa.string())]
 )
 
-# Half of a UTF-16 surrogate pair: Instagram's JSON can carry one ("\ud83d", an emoji cut in two), and
-# UTF-8 (Parquet's encoding) cannot hold it.
+# Half of a UTF-16 surrogate pair: Instagram's JSON can carry one ("\ud83d", an emoji cut in two), and so does a
+# file name that is not UTF-8 (os.fsdecode escapes each undecodable byte as one); UTF-8, Parquet's encoding,
+# cannot hold either.
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` as Parquet can store it: each lone surrogate (half an emoji, a file name's undecodable byte)
+    becomes U+FFFD."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def media_record(
     post_fields: dict, index: int, kind: str, image: bytes | None = None, error: str | None = None
 ) -> dict:
     """``post_fields``: shortcode, hashtags_queried, caption, caption_hashtags, posted_at, owner (the same for
-    every item of a post); this adds the item's position, kind and payload. A lone surrogate in the caption
-    becomes U+FFFD."""
+    every item of a post); this adds the item's position, kind and payload. Caption and error are made
+    ``printable``."""
     caption = post_fields.get("caption")
-    if caption is not None:
-        caption = LONE_SURROGATE.sub("\ufffd", caption)
+    caption = None if caption is None else printable(caption)
+    error = None if error is None else printable(error)
     return {**post_fields, "caption": caption, "index": index, "kind": kind, "image": image, "error": error}
 
 

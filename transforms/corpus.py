@@ -33,7 +33,7 @@ from scraping.instaloader_dir import (
     media_records,
     read_metadata,
 )
-from scraping.records import ERROR, MEDIA_FIELDS, MEDIA_RECORD, SOURCE, VIDEO, record_id
+from scraping.records import ERROR, MEDIA_FIELDS, MEDIA_RECORD, SOURCE, VIDEO, printable, record_id
 from transforms.captions import CaptionFilter, clean_caption, load_models
 from transforms.dedup import DEFAULT_MAX_DISTANCE, ExactDuplicates, NearDuplicates, phash
 from transforms.images import MAX_PIXELS, decode_image, encode_image
@@ -223,7 +223,8 @@ class ReadInstaloaderDirs(beam.PTransform):
             | "ReadMedia" >> beam.ParDo(_ReadMedia()).with_outputs("notes", main="records")
         )
         unlisted = [
-            rejected_row(folder, "read", "unreadable_folder", error) for folder, error in self.listing.unreadable
+            rejected_row(printable(folder), "read", "unreadable_folder", printable(error))
+            for folder, error in self.listing.unreadable
         ]
         folders = pbegin | "UnreadableFolders" >> beam.Create(unlisted)
         rejected = (read.rejected, folders) | "ReadRejected" >> beam.Flatten()
@@ -241,7 +242,7 @@ class _ReadMetadata(beam.DoFn):
             # instaloader's metadata of the hashtag or profile itself is no post and no input
             if exc.reason != "not_a_post" or post_files.media:
                 for path in [path for _, path in post_files.item_paths()] or [post_files.metadata]:
-                    yield TaggedOutput("rejected", rejected_row(path, "read", exc.reason, exc.detail))
+                    yield TaggedOutput("rejected", rejected_row(printable(path), "read", exc.reason, exc.detail))
         else:
             yield metadata.shortcode, (post_files, metadata)
 
@@ -370,7 +371,11 @@ class _CleanRow(beam.DoFn):
             detail = f"{image.width}x{image.height} is {aspect:.2f}:1, above {settings.max_aspect}:1"
             yield TaggedOutput("rejected", rejected_row(row["id"], "image", "bad_aspect", detail))
             return
-        encoded = encode_image(image, settings.image_format)
+        try:
+            encoded = encode_image(image, settings.image_format)
+        except (OSError, ValueError) as exc:  # WebP stops at 16383 px a side, JPEG at 65535
+            yield TaggedOutput("rejected", rejected_row(row["id"], "image", "unencodable", str(exc)))
+            return
         yield {
             **row,
             "image": encoded,

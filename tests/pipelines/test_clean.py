@@ -285,3 +285,19 @@ def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
         counts = json.load(handle)["counts"]
     assert counts["rows_written"] + counts["rejected"] == inputs
     assert counts["caption.removed.ansi"] == 4
+
+
+def test_an_image_the_output_format_cannot_hold_is_a_reason(tmp_path):
+    """WebP stops at 16383 px a side: with --format webp a 17000 px panorama is rejected, not a ValueError."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    rows = [raw_row("WIDE", jpeg(painting(1, 17000, 128)), GOOD), raw_row("OK", jpeg(painting(2)), GOOD)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=RAW_CORPUS), folder / "raw-00000-of-00001.parquet")
+    out = tmp_path / "clean"
+    clean.run(["--input", str(folder), "--output", str(out), "--format", "webp", "--max-aspect", "200"])
+    kept = [r["id"] for path in glob.glob(f"{out}/clean-*.parquet") for r in pq.read_table(path).to_pylist()]
+    rejected = [r for path in glob.glob(f"{out}/rejected-*.parquet") for r in pq.read_table(path).to_pylist()]
+    assert kept == ["instagram:OK:0"]
+    assert [(r["source_id"], r["stage"], r["error"].split(":")[0]) for r in rejected] == [
+        ("instagram:WIDE:0", "image", "unencodable")
+    ]

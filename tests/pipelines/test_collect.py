@@ -180,6 +180,10 @@ def test_a_hostile_download_tree_loses_nothing_and_prints_no_traceback(fake, tmp
     (mine / "photo.jpg").write_bytes(fi.jpeg(29))  # no metadata at all
     post(mine, stems[11], lzma.compress(b"[" * 100_000), fi.jpeg(30))
     post(elsewhere, stems[12], post_json("ELSEWHR1", "kept on another disk #miro"), fi.jpeg(31))
+    latin = downloads / os.fsdecode(b"#mir\xf3")  # a folder named in Latin-1: not UTF-8, as Parquet needs
+    latin.mkdir()
+    post(latin, stems[13], post_json("LATINDIR", "a folder named in latin-1"), fi.jpeg(32))
+    (latin / os.fsdecode(b"caf\xe9.jpg")).write_bytes(fi.jpeg(33))
     os.symlink(elsewhere, downloads / "#kept-elsewhere")
     os.symlink(downloads, mine / "loop")
     out = tmp_path / "out"
@@ -193,18 +197,20 @@ def test_a_hostile_download_tree_loses_nothing_and_prints_no_traceback(fake, tmp
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
     raw = {row["id"]: row for row in table(out, "raw", RAW_CORPUS)}
-    mine_ids = ["LATIN001", "HUGE0001", "ANSI0001", "HALF0001", "CAROUSL2", "ELSEWHR1"]
+    mine_ids = ["LATIN001", "HUGE0001", "ANSI0001", "HALF0001", "CAROUSL2", "ELSEWHR1", "LATINDIR"]
     assert set(raw) == IMAGES | {f"instagram:{code}:0" for code in mine_ids}
     assert raw["instagram:LATIN001:0"]["caption"] == "Miró à Paris"
     assert raw["instagram:HALF0001:0"]["caption"] == "half an emoji \ufffd"
     assert raw["instagram:SHARED01:0"]["hashtags_queried"] == ["joanmiro", "mine", "miro"]
     assert raw["instagram:ELSEWHR1:0"]["hashtags_queried"] == ["kept-elsewhere"]
+    assert raw["instagram:LATINDIR:0"]["hashtags_queried"] == ["mir\ufffd"]
     rejected = {(r["source_id"], r["stage"], r["error"].split(":")[0]) for r in table(out, "rejected", REJECTED)}
     assert rejected == {
         (corrupt_xz[0], "read", "corrupt_metadata"),
         (corrupt_xz[1], "read", "corrupt_metadata"),
         (str(mine / f"{stems[11]}.jpg"), "read", "corrupt_metadata"),
         (str(mine / "photo.jpg"), "read", "missing_metadata"),
+        (str(downloads / "#mir\ufffd" / "caf\ufffd.jpg"), "read", "missing_metadata"),
         ("instagram:TRUNC001:0", "decode", "corrupt_image"),
         ("instagram:HTMLJPG1:0", "decode", "not_an_image"),
         ("instagram:NOFILE01:0", "fetch", "no_media_file"),
