@@ -1,11 +1,11 @@
 """Raw corpus → clean corpus: captions normalised and filtered, images checked and re-encoded, duplicates removed.
 
-    python -m pipelines.clean --input RAW --output OUT [--min-words N] [--languages en,es,ca|all]
-        [--min-side PX] [--max-aspect R] [--max-pixels N] [--max-hamming BITS] [--format jpeg|png|webp]
-        [Beam options]
+    python -m pipelines.clean --input RAW --output OUT [--min-words N] [--max-caption-chars N]
+        [--languages en,es,ca|all] [--min-side PX] [--max-aspect R] [--max-pixels N] [--max-hamming BITS]
+        [--format jpeg|png|webp] [Beam options]
 
 RAW is pipelines.collect's output folder (its raw-*.parquet), a glob or files. Writes OUT/clean-*.parquet,
-OUT/rejected-*.parquet (stage caption, image or dedup, with the reason) and OUT/summary.json (counts per
+OUT/rejected-*.parquet (stage read, caption, image or dedup, with the reason) and OUT/summary.json (counts per
 reason). Every standard Beam option works (``--runner=DataflowRunner`` ...).
 """
 
