@@ -133,6 +133,16 @@ def build(pipeline: beam.Pipeline, opts: CleanOptions) -> None:
     pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=facts)
 
 
+def describe_clean(summary: dict) -> str:
+    counts = summary["counts"]
+    # rows_read counts the rows that could be read; those that could not are rejected at stage read
+    rows = counts["rows_read"] + counts.get("rejected.stage.read", 0)
+    return (
+        f"kept {counts['rows_written']} of {rows} rows, rejected {counts['rejected']}; "
+        f"wrote {summary['output']} in {summary['elapsed_s']:.1f}s"
+    )
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
     _, options = parse_beam_args(
         CleanOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.clean"
@@ -145,10 +155,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         pipeline,
         options,
         opts.output,
-        lambda summary: (
-            f"kept {summary['counts']['rows_written']} of {summary['counts']['rows_read']} rows, "
-            f"rejected {summary['counts']['rejected']}; wrote {opts.output} in {summary['elapsed_s']:.1f}s"
-        ),
+        describe_clean,
     )
 
 

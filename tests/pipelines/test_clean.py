@@ -285,6 +285,7 @@ def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
         counts = json.load(handle)["counts"]
     assert counts["rows_written"] + counts["rejected"] == inputs
     assert counts["caption.removed.ansi"] == 4
+    assert f"kept 3 of {inputs} rows, rejected {inputs - 3}" in done.stderr
 
 
 def test_an_image_the_output_format_cannot_hold_is_a_reason(tmp_path):
