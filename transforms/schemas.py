@@ -6,6 +6,8 @@ clear error at the point a bad row is built rather than deep inside the Parquet 
 
 import pyarrow as pa
 
+from scraping.records import MEDIA_FIELDS
+
 REJECTED = pa.schema(
     [
         ("source_id", pa.string()),
@@ -38,13 +40,7 @@ RAW_CORPUS = pa.schema(
     [
         ("id", pa.string()),
         ("source", pa.string()),
-        ("shortcode", pa.string()),
-        ("index", pa.int32()),
-        ("hashtags_queried", pa.list_(pa.string())),
-        ("caption", pa.string()),
-        ("caption_hashtags", pa.list_(pa.string())),
-        ("posted_at", pa.timestamp("us", tz="UTC")),
-        ("owner", pa.string()),
+        *MEDIA_FIELDS,
         ("image", pa.binary()),
         ("image_format", pa.string()),
         ("width", pa.int32()),
