@@ -1,11 +1,11 @@
 """Raw corpus → clean corpus: captions normalised and filtered, images checked and re-encoded, duplicates removed.
 
-    python -m pipelines.clean --input RAW --output OUT [--min-words N] [--languages en,es,ca|all]
-        [--min-side PX] [--max-aspect R] [--max-pixels N] [--max-hamming BITS] [--format jpeg|png|webp]
-        [Beam options]
+    python -m pipelines.clean --input RAW --output OUT [--min-words N] [--max-caption-chars N]
+        [--languages en,es,ca|all] [--min-side PX] [--max-aspect R] [--max-pixels N] [--max-hamming BITS]
+        [--format jpeg|png|webp] [Beam options]
 
 RAW is pipelines.collect's output folder (its raw-*.parquet), a glob or files. Writes OUT/clean-*.parquet,
-OUT/rejected-*.parquet (stage caption, image or dedup, with the reason) and OUT/summary.json (counts per
+OUT/rejected-*.parquet (stage read, caption, image or dedup, with the reason) and OUT/summary.json (counts per
 reason). Every standard Beam option works (``--runner=DataflowRunner`` ...).
 """
 
@@ -17,13 +17,13 @@ import apache_beam as beam
 from models.errors import UsageError
 from pipelines.beam_options import JobOptions, check_worker_paths, parse_beam_args, run_pipeline
 from pipelines.cli import positive_float, positive_int, run_main
-from transforms.captions import CaptionFilter
-from transforms.corpus import CleanCorpus, CleanSettings
+from transforms.captions import MAX_CAPTION_CHARS, CaptionFilter
+from transforms.corpus import CleanCorpus, CleanSettings, ReadCorpusTables
 from transforms.dedup import DEFAULT_MAX_DISTANCE
 from transforms.images import FORMATS, MAX_PIXELS
 from transforms.io import CountRejected, WriteSummary, WriteTable
-from transforms.schemas import CLEAN_CORPUS, REJECTED
-from transforms.sources import table_paths
+from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS, REJECTED
+from transforms.sources import input_pattern, table_paths
 
 
 class CleanOptions(JobOptions):
@@ -34,6 +34,12 @@ class CleanOptions(JobOptions):
         captions = parser.add_argument_group("captions")
         captions.add_argument(
             "--min-words", type=int, default=3, help="words left after cleaning, hashtag words included (default: 3)"
+        )
+        captions.add_argument(
+            "--max-caption-chars",
+            type=positive_int,
+            default=MAX_CAPTION_CHARS,
+            help="longer captions are rejected, not cut: Instagram allows 2,200 (default: %(default)s)",
         )
         captions.add_argument(
             "--languages",
@@ -78,7 +84,7 @@ def settings_of(opts: CleanOptions) -> CleanSettings:
     if opts.languages.strip().lower() != "all":
         languages = frozenset(code.strip() for code in opts.languages.split(",") if code.strip())
     try:
-        captions = CaptionFilter(opts.min_words, languages, opts.min_language_confidence)
+        captions = CaptionFilter(opts.min_words, languages, opts.min_language_confidence, opts.max_caption_chars)
     except ValueError as exc:
         raise UsageError(f"--languages: {exc}") from None
     return CleanSettings(
@@ -96,22 +102,25 @@ def build(pipeline: beam.Pipeline, opts: CleanOptions) -> None:
     settings = settings_of(opts)
     paths = table_paths(opts.input, "raw")
 
-    raw = pipeline | "RawFiles" >> beam.Create(paths) | "ReadRaw" >> beam.io.ReadAllFromParquet()
+    read = pipeline | "ReadRaw" >> ReadCorpusTables(paths, RAW_CORPUS, input_pattern(opts.input).root)
+    raw = read["rows"]
     cleaned = raw | "CleanCorpus" >> CleanCorpus(settings)
+    rejected = (read["rejected"], cleaned["rejected"]) | "AllRejected" >> beam.Flatten()
     cleaned["clean"] | "WriteClean" >> WriteTable(opts.output, "clean", CLEAN_CORPUS, opts.num_shards)
-    cleaned["rejected"] | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
+    rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
 
     counted = {
         "rows_read": raw,
         "rows_written": cleaned["clean"],
-        "rejected": cleaned["rejected"],
-        "*": (cleaned["rejected"] | "CountRejected" >> CountRejected(), cleaned["caption_removals"])
+        "rejected": rejected,
+        "*": (rejected | "CountRejected" >> CountRejected(), cleaned["caption_removals"])
         | "SummaryKeys" >> beam.Flatten(),
     }
     facts = {
         "settings": {
             "input": opts.input,
             "min_words": opts.min_words,
+            "max_caption_chars": opts.max_caption_chars,
             "languages": sorted(settings.captions.languages) if settings.captions.languages else "all",
             "min_language_confidence": opts.min_language_confidence,
             "min_side": opts.min_side,
@@ -122,6 +131,16 @@ def build(pipeline: beam.Pipeline, opts: CleanOptions) -> None:
         }
     }
     pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=facts)
+
+
+def describe_clean(summary: dict) -> str:
+    counts = summary["counts"]
+    # rows_read counts the rows that could be read; those that could not are rejected at stage read
+    rows = counts["rows_read"] + counts.get("rejected.stage.read", 0)
+    return (
+        f"kept {counts['rows_written']} of {rows} rows, rejected {counts['rejected']}; "
+        f"wrote {summary['output']} in {summary['elapsed_s']:.1f}s"
+    )
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
@@ -136,10 +155,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         pipeline,
         options,
         opts.output,
-        lambda summary: (
-            f"kept {summary['counts']['rows_written']} of {summary['counts']['rows_read']} rows, "
-            f"rejected {summary['counts']['rejected']}; wrote {opts.output} in {summary['elapsed_s']:.1f}s"
-        ),
+        describe_clean,
     )
 
 

@@ -23,11 +23,15 @@ from models.errors import UsageError
 from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
 from pipelines.cli import positive_int, run_main
 from scraping.hashtags import HashtagScraper
+from scraping.instaloader_dir import FolderListing, list_posts
+from scraping.records import printable
 from scraping.session import default_session_file, load_session, login_interactively, new_instagram
 from scraping.spool import Spool
 from transforms.corpus import ReadInstaloaderDirs, ReadSpool, ToRawRows
 from transforms.io import CountRejected, WriteSummary, WriteTable, output_path
 from transforms.schemas import RAW_CORPUS, REJECTED
+
+log = logging.getLogger(__name__)
 
 
 class CollectOptions(JobOptions):
@@ -114,9 +118,10 @@ def scrape(opts: CollectOptions, instagram) -> Spool:
 def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) -> None:
     """records (spool or folders) → raw rows → Parquet (+ rejected, summary)."""
     if spool is not None:
-        records = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
-        read_rejected = pipeline | "NoReadErrors" >> beam.Create([])
-        scrape_facts = {
+        read = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
+        records, read_rejected = read["records"], read["rejected"]
+        notes = pipeline | "NoNotes" >> beam.Create([])
+        source_facts = {
             "scrape": {
                 "state_dir": spool.state_dir,
                 "counts": dict(sorted(spool.counts.items())),
@@ -124,8 +129,15 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) ->
             }
         }
     else:
-        read = pipeline | "ReadInstaloaderDirs" >> ReadInstaloaderDirs(opts.from_dir)
-        records, read_rejected, scrape_facts = read["records"], read["rejected"], {}
+        listing = list_folders(opts.from_dir)
+        read = pipeline | "ReadInstaloaderDirs" >> ReadInstaloaderDirs(listing)
+        records, read_rejected, notes = read["records"], read["rejected"], read["notes"]
+        source_facts = {
+            "folders": {
+                "links_followed": [printable(link) for link in listing.links_followed],
+                "links_already_read": [printable(link) for link in listing.links_already_read],
+            }
+        }
 
     rows = records | "ToRawRows" >> ToRawRows()
     rejected = (read_rejected, rows["rejected"]) | "AllRejected" >> beam.Flatten()
@@ -138,7 +150,7 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) ->
         "images_written": rows["raw"],
         "videos_skipped": rows["videos"],
         "rejected": rejected,
-        "*": rejected | "CountRejected" >> CountRejected(),
+        "*": (rejected | "CountRejected" >> CountRejected(), notes) | "SummaryKeys" >> beam.Flatten(),
     }
     settings = {
         "settings": {
@@ -148,9 +160,21 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) ->
             "since": opts.since,
             "until": opts.until,
         },
-        **scrape_facts,
+        **source_facts,
     }
     pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=settings)
+
+
+def list_folders(roots: list[str]) -> FolderListing:
+    """List the download folders here, on the launcher, and say what a user should know about them."""
+    listing = list_posts(roots)
+    for link in listing.links_followed:
+        log.info("followed the symlinked folder %s", link)
+    for link in listing.links_already_read:
+        log.warning("not reading %s again: it links to a folder read already (a loop, or a second name)", link)
+    for folder, error in listing.unreadable:
+        log.warning("cannot list %s (%s): its posts are not read", folder, error)
+    return listing
 
 
 def describe_collect(summary: dict) -> str:

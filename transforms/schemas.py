@@ -6,6 +6,8 @@ clear error at the point a bad row is built rather than deep inside the Parquet 
 
 import pyarrow as pa
 
+from scraping.records import MEDIA_FIELDS
+
 REJECTED = pa.schema(
     [
         ("source_id", pa.string()),
@@ -20,7 +22,10 @@ AUGMENTED = pa.schema(
         ("source_id", pa.string()),
         ("label", pa.string()),
         ("style", pa.string()),
-        ("style_weights", pa.list_(pa.float32())),
+        ("style_weights", pa.list_(pa.float32())),  # checkpoint styles: the mixture; null for paintings
+        ("style_ids", pa.list_(pa.string())),  # paintings: the one (or those mixed) behind the row; else null
+        ("style_mix", pa.list_(pa.float32())),  # their weights
+        ("style_embedding", pa.list_(pa.float32())),  # paintings: the embedding the network was given
         ("alpha", pa.float32()),
         ("seed", pa.int64()),
         ("image", pa.binary()),
@@ -35,13 +40,7 @@ RAW_CORPUS = pa.schema(
     [
         ("id", pa.string()),
         ("source", pa.string()),
-        ("shortcode", pa.string()),
-        ("index", pa.int32()),
-        ("hashtags_queried", pa.list_(pa.string())),
-        ("caption", pa.string()),
-        ("caption_hashtags", pa.list_(pa.string())),
-        ("posted_at", pa.timestamp("us", tz="UTC")),
-        ("owner", pa.string()),
+        *MEDIA_FIELDS,
         ("image", pa.binary()),
         ("image_format", pa.string()),
         ("width", pa.int32()),

