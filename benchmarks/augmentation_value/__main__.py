@@ -25,8 +25,8 @@ from benchmarks.augmentation_value.experiment import (
     run_experiment,
 )
 from benchmarks.augmentation_value.report import markdown_table, write_reports
+from models.style_policy import parse_alpha
 from pipelines.cli import positive_float, positive_int, run_main
-from transforms.style_policy import parse_alpha
 
 REPO = Path(__file__).resolve().parents[2]
 # The defaults of --ratio and --alpha are the best point of the sweep measured in the README.

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from models.errors import StylebeamError
+from models.style_policy import record_seed
 from pipelines import augment
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
-from transforms.style_policy import record_seed
 
 
 class ExperimentError(StylebeamError):
@@ -118,6 +118,7 @@ def read_augmented(
     summary = json.loads((Path(output_dir) / "summary.json").read_text())
     digest = summary.get("stylizer", {}).get("digest")
     style_names = summary.get("stylizer", {}).get("styles") or []
+    paintings = _painting_ids(request.style_images) if request.style_images else set()
     low, high = (float(x) for x in (request.alpha.split(",") * 2)[:2])
     rows = table.drop_columns(["image"]).to_pylist()
     seen: dict[str, set[str]] = {}
@@ -136,7 +137,9 @@ def read_augmented(
             problem = f"alpha {row['alpha']} outside [{low}, {high}]"
         elif min(row["width"], row["height"]) != image_size:
             problem = f"size {row['width']}x{row['height']}, expected short side {image_size}"
-        elif row["style_weights"] is not None:
+        elif request.style_images:
+            problem = _check_painting(request.policy, row, paintings)
+        else:
             problem = _check_style(request.policy, row["style"], row["style_weights"], style_names)
         if problem:
             raise ExperimentError(f"{where}: row {row['id']}: {problem}")
@@ -160,8 +163,26 @@ def read_augmented(
     )
 
 
-def _check_style(policy: str, style: str, weights: list[float], style_names: list[str]) -> str | None:
-    """What is wrong with a row's style columns, or None."""
+def _check_painting(policy: str, row: dict, paintings: set[str]) -> str | None:
+    """What is wrong with a painting row's provenance columns (which painting, mixture or sample), or None."""
+    ids, embedding = row.get("style_ids") or [], row.get("style_embedding")
+    if row["style_weights"] is not None or not embedding:
+        return "a painting row needs a style_embedding and no style_weights"
+    if paintings and not set(ids) <= paintings:
+        return f"paintings {ids} are not in the collection"
+    if policy == "random" and (len(ids) != 1 or row["style"] != ids[0]):
+        return f"style {row['style']!r} with paintings {ids} is not one painting"
+    if policy == "mix" and (row["style"] != "mix" or len(ids) < 2 or abs(sum(row["style_mix"]) - 1) > 1e-4):
+        return f"style {row['style']!r} with paintings {ids} is not a mixture"
+    if policy == "randomize" and (row["style"] != "random" or ids):
+        return f"style {row['style']!r} with paintings {ids} is not a sampled embedding"
+    return None
+
+
+def _check_style(policy: str, style: str, weights: list[float] | None, style_names: list[str]) -> str | None:
+    """What is wrong with a checkpoint-style row's style columns, or None."""
+    if weights is None:
+        return "a checkpoint-style row needs style_weights"
     if style_names and len(weights) != len(style_names):
         return f"{len(weights)} style weights for {len(style_names)} styles"
     if abs(sum(weights) - 1) > 1e-4:
@@ -171,6 +192,12 @@ def _check_style(policy: str, style: str, weights: list[float], style_names: lis
     if policy == "mix" and style != "mix":
         return f"style {style!r} in a mix:K job"
     return None
+
+
+def _painting_ids(style_images: str) -> set[str]:
+    """The ids the job gives a local painting folder's files: their paths relative to it."""
+    root = Path(style_images)
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
 
 
 def _read_table(output_dir: str, prefix: str):

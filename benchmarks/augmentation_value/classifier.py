@@ -33,7 +33,7 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4

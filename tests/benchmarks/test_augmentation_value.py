@@ -15,14 +15,14 @@ from benchmarks.augmentation_value.augment_job import AugmentRequest, Experiment
 from benchmarks.augmentation_value.classifier import ClassicAugment, shape_bias
 from benchmarks.augmentation_value.cue_conflict import CueConflictSpec, make_cue_conflict, write_image_folder
 from models.checkpoint import load_tensors, save_stylizer
+from models.style_policy import record_seed
 from models.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines.cli import run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
-from transforms.style_policy import record_seed
 
 TINY = ["--classes=3", "--image-size=32", "--stylise-size=48", "--train-per-class=6", "--test-per-class=4"]
 TINY += ["--steps=3", "--batch-size=8"]
-STYLE_ARMS = ("style-random", "style-mix", "style-only", "classic+style")
+STYLE_ARMS = ("style-random", "style-mix", "style-only", "classic+style", "painting-random", "painting-randomize")
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +58,7 @@ def test_every_arm_trains_and_evaluates_on_the_jobs_parquet(tmp_path, stylizer, 
         tmp_path / "out", stylizer, "--ratio=2", "--alpha=0.5,1", capture=captured, monkeypatch=monkeypatch
     )
 
-    expected_arms = [
-        a for a in experiment.ARM_NAMES if not a.startswith("painting") or experiment.painting_mode_available()
-    ]
-    assert [arm["arm"] for arm in results["arms"].values()] == expected_arms
+    assert [arm["arm"] for arm in results["arms"].values()] == list(experiment.ARM_NAMES)
     originals = 3 * 6
     for label, arm in results["arms"].items():
         assert [run["seed"] for run in arm["runs"]] == [0, 1]
@@ -75,7 +72,7 @@ def test_every_arm_trains_and_evaluates_on_the_jobs_parquet(tmp_path, stylizer, 
         assert (arm["training_images"], arm["stylised_images"]) == (kept + stylised, stylised)
         assert len(captured[label]) == arm["training_images"]
 
-    digest = load_tensors(stylizer)[2]
+    digests = {False: load_tensors(stylizer)[2], True: load_tensors("magenta_arbitrary")[2]}
     train_ids = sorted(glob.glob(str(tmp_path / "out/work/data/train/*/*.png")))
     assert len(train_ids) == originals
     for label in [label for label, arm in results["arms"].items() if arm["arm"] in STYLE_ARMS]:
@@ -84,9 +81,11 @@ def test_every_arm_trains_and_evaluates_on_the_jobs_parquet(tmp_path, stylizer, 
         # ratio 2: two copies of every training image, each row traceable to its source, label, seed and stylizer
         assert len(table) == job["rows"] == 2 * originals
         assert sorted({row["source_id"] for row in table}) == sorted(p.split("/train/", 1)[1] for p in train_ids)
+        paintings = results["arms"][label]["arm"].startswith("painting")
         for row in table:
             assert row["label"] == row["source_id"].split("/")[0]
-            assert row["stylizer"] == digest
+            assert row["stylizer"] == digests[paintings]
+            assert (row["style_embedding"] is not None) == paintings
             assert row["seed"] == record_seed(0, row["source_id"])
             assert 0.5 <= row["alpha"] <= 1
         # the arm trained on exactly the job's pixels, after its originals
