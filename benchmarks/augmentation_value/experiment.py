@@ -62,7 +62,7 @@ ARMS = (
     Arm("classic", "crop, flip, colour jitter (per epoch)", classic=True),
     Arm("style-random", "augment --styles random:K (offline, Beam → Parquet)", offline="random"),
     Arm("style-mix", "augment --styles mix:K (offline)", offline="mix"),
-    Arm("style-only", "style-random's rows without the originals (Geirhos et al.'s SIN)", "random", originals=False),
+    Arm("style-only", "style-random's rows alone, ≥ 1 per image (Geirhos et al.'s SIN)", "random", originals=False),
     Arm("painting-random", "augment --style-images --styles random:K (offline)", offline="random", paintings=True),
     Arm(
         "painting-randomize",
@@ -92,6 +92,12 @@ class Variant:
     @property
     def styled(self) -> bool:
         return bool(self.arm.offline or self.arm.online)
+
+    @property
+    def copies_per_image(self) -> float:
+        """Stylised rows per original in the training set. Without the originals (SIN), every image is replaced
+        by at least one stylised copy: fewer would shrink the training set, not change its style."""
+        return self.ratio if self.arm.originals else max(1.0, self.ratio)
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,7 @@ def augment_requests(settings: Settings) -> dict[tuple, AugmentRequest]:
         if not variant.arm.offline:
             continue
         key = (variant.arm.offline, variant.alpha, variant.arm.paintings)
-        copies = max(1, math.ceil(variant.ratio))
+        copies = max(1, math.ceil(variant.copies_per_image))
         if key in requests:
             copies = max(copies, requests[key].copies)
         requests[key] = AugmentRequest(
@@ -178,7 +184,7 @@ def build_arm_data(
         labels.append(originals.labels)
     count = sum(len(p) for p in pixels)
     if stylised is not None:
-        chosen = select_rows(stylised, variant.ratio, seed)
+        chosen = select_rows(stylised, variant.copies_per_image, seed)
         index = {name: i for i, name in enumerate(class_names)}
         pixels.append(stylised.pixels[chosen])
         labels.append(np.array([index[stylised.labels[i]] for i in chosen], np.int64))

@@ -62,9 +62,32 @@ def markdown_table(results: dict) -> str:
         f"Mean ± std over {seeds} seeds; {settings['train']['steps']} steps of {settings['train']['batch_size']} "
         f"images at {settings['image_size']} px for every arm; stylizer `{settings['stylizer']}`.",
     ]
+    best = recommend(results)
+    if best:
+        lines.append(
+            f"Best setting (the highest mean of test sets, and of those within one std of it the smallest ratio): "
+            f"`--ratio {best['ratio']:g} --alpha {best['alpha']}` ({best['label']}, {best['score']:.3f})."
+        )
     if results.get("skipped"):
         lines.append(f"Not run: {', '.join(results['skipped'])} (see the progress log).")
     return "\n".join(lines) + "\n"
+
+
+def recommend(results: dict) -> dict | None:
+    """Of the styled arms, the best ``score`` (mean of test sets); of those within one std of it, the smallest ratio
+    (the cheapest job): the sweep's answer for the defaults of ``--ratio`` and ``--alpha``. None unless the arms
+    span at least two settings."""
+    styled = {label: arm for label, arm in results["arms"].items() if arm["ratio"] is not None}
+    if len({(arm["ratio"], arm["alpha"]) for arm in styled.values()}) < 2:
+        return None
+    top = max(styled.values(), key=lambda arm: arm["score"]["mean"])
+    close = [
+        (label, arm)
+        for label, arm in styled.items()
+        if arm["score"]["mean"] >= top["score"]["mean"] - top["score"]["std"]
+    ]
+    label, arm = min(close, key=lambda item: (item[1]["ratio"], -item[1]["score"]["mean"]))
+    return {"label": label, "ratio": arm["ratio"], "alpha": arm["alpha"], "score": arm["score"]["mean"]}
 
 
 def _font(size: int):

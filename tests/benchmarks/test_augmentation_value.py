@@ -226,7 +226,16 @@ def test_image_folders_and_one_line_errors(tmp_path, stylizer, capsys):
     write_image_folder(data.tests["unseen_textures"], tmp_path / "photos")
     (tmp_path / "train/circle/broken.png").write_bytes(b"not an image")
     folders = [f"--train={tmp_path / 'train'}", f"--test={tmp_path / 'photos'}"]
-    flags = ["--arms=none,style-random", "--seeds=1", "--jobs=1", "--image-size=32", "--stylise-size=32", "--steps=2"]
+    flags = [
+        "--arms=none,style-random",
+        "--ratio=1",
+        "--alpha=1",
+        "--seeds=1",
+        "--jobs=1",
+        "--image-size=32",
+        "--stylise-size=32",
+        "--steps=2",
+    ]
     results = cli.run([f"--output={tmp_path / 'out'}", f"--stylizer={stylizer}", *flags, *folders])
     arm = results["arms"]["style-random ratio 1 alpha 1"]
     assert list(arm["mean"]) == ["photos"] and arm["training_images"] == 16
