@@ -57,10 +57,14 @@ def markdown_table(results: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     settings = results["settings"]
     seeds = len(settings["seeds"])
+    styles = f"styles: `{settings['stylizer']}`"
+    if any(arm["arm"].startswith("painting") for arm in arms.values()):
+        styles += " (painting arms: `magenta_arbitrary` over the painting collection)"
     lines += [
         "",
         f"Mean ± std over {seeds} seeds; {settings['train']['steps']} steps of {settings['train']['batch_size']} "
-        f"images at {settings['image_size']} px for every arm; stylizer `{settings['stylizer']}`.",
+        f"images at {settings['image_size']} px for every arm, stylised at {settings.get('stylise_size', '?')} px; "
+        f"{styles}.",
     ]
     best = recommend(results)
     if best:
@@ -103,8 +107,8 @@ def bar_chart(results: dict, bar: int = 16, height: int = 420) -> Image.Image:
     arms = results["arms"]
     labels = list(arms)
     font, small, title_font = _font(14), _font(12), _font(16)
-    group = bar * len(names) + 36
-    left, right, top, bottom = 56, 64, 76, 64
+    group = max(bar * len(names) + 36, 116)  # room for a label like "painting-randomize"
+    left, right, top, bottom = 56, 64, 76, 70
     width = max(left + right + group * len(labels), 880)
     group = (width - left - right) // len(labels)
     image = Image.new("RGB", (width, height), "white")
@@ -142,7 +146,7 @@ def bar_chart(results: dict, bar: int = 16, height: int = 420) -> Image.Image:
     settings = results["settings"]
     title = (
         f"Style augmentation and a small CNN: mean ± std over {len(settings['seeds'])} seeds, "
-        f"{settings['train']['steps']} steps per arm, stylizer {settings['stylizer']}"
+        f"{settings['train']['steps']} steps per arm at {settings['image_size']} px"
     )
     draw.text((left, 10), title, fill="black", font=title_font)
     x, y = left, 44
@@ -158,10 +162,11 @@ def bar_chart(results: dict, bar: int = 16, height: int = 420) -> Image.Image:
 
 
 def _wrap(label: str, width: int) -> list[str]:
-    """The arm's name on one line, its ratio and alpha on the next; long names wrap at spaces."""
+    """The arm's name, then its ratio and its alpha, one per line; long names wrap at spaces."""
     name, _, setting = label.partition(" ratio ")
     if setting:
-        return [*_wrap(name, width), f"ratio {setting}"]
+        ratio, _, alpha = setting.partition(" alpha ")
+        return [*_wrap(name, width), f"ratio {ratio}", f"alpha {alpha}"]
     words, lines, line = label.split(" "), [], ""
     for word in words:
         candidate = f"{line} {word}".strip()
