@@ -15,13 +15,12 @@ from pathlib import Path
 
 from benchmarks.augmentation_value.augment_job import ExperimentError
 from benchmarks.augmentation_value.classifier import TrainSettings
-from benchmarks.augmentation_value.cue_conflict import CueConflictSpec
+from benchmarks.augmentation_value.cue_conflict import SHAPES, CueConflictSpec
 from benchmarks.augmentation_value.experiment import (
     ARM_NAMES,
     ARMS,
     Settings,
     Variant,
-    painting_mode_available,
     run_experiment,
 )
 from benchmarks.augmentation_value.report import markdown_table, recommend, write_reports
@@ -113,8 +112,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> Settings:
     for alpha in [args.alpha, *args.sweep_alphas]:
         parse_alpha(alpha)  # a bad value is a UsageError now, not a failed augment job later
-    if args.test_dirs and not args.train_dir:
-        raise ExperimentError("--test needs --train")
+    if bool(args.test_dirs) != bool(args.train_dir):
+        raise ExperimentError("--train and --test go together: --train DIR --test DIR [--test DIR ...]")
+    for folder in [args.train_dir, *args.test_dirs] if args.train_dir else []:
+        if not Path(folder).is_dir():
+            raise ExperimentError(f"not a directory: {folder}")
+    if not 2 <= args.classes <= len(SHAPES):
+        raise ExperimentError(f"--classes must be 2..{len(SHAPES)}, got {args.classes}")
     if not 0 <= args.texture_correlation <= 1:
         raise ExperimentError(f"--texture-correlation must be in [0, 1], got {args.texture_correlation}")
     by_name = {arm.name: arm for arm in ARMS}
@@ -130,7 +134,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             )
         variants = [Variant(by_name[name], args.ratio, args.alpha) for name in names]
     style_images = args.style_images
-    if style_images is None and any(v.arm.paintings for v in variants) and painting_mode_available():
+    if style_images is None and any(v.arm.paintings for v in variants):
         style_images = str(write_painting_collection(Path(args.output) / "work" / "paintings"))
     return Settings(
         output=args.output,

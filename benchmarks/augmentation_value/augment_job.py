@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from models.errors import StylebeamError
-from models.style_policy import record_seed
+from models.style_policy import parse_alpha, record_seed
 from pipelines import augment
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
 
@@ -119,7 +119,7 @@ def read_augmented(
     digest = summary.get("stylizer", {}).get("digest")
     style_names = summary.get("stylizer", {}).get("styles") or []
     paintings = _painting_ids(request.style_images) if request.style_images else set()
-    low, high = (float(x) for x in (request.alpha.split(",") * 2)[:2])
+    low, high = parse_alpha(request.alpha)
     rows = table.drop_columns(["image"]).to_pylist()
     seen: dict[str, set[str]] = {}
     for row in rows:

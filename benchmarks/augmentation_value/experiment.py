@@ -38,7 +38,9 @@ from benchmarks.augmentation_value.classifier import (
 from benchmarks.augmentation_value.cue_conflict import CueConflictSpec, LabelledImages, make_cue_conflict
 from benchmarks.augmentation_value.datasets import Dataset, cue_conflict_dataset, image_folder_dataset
 from benchmarks.augmentation_value.report import samples_sheet
+from models.checkpoint import load_stylizer
 from models.style_augment import StyleAugment
+from models.style_policy import parse_alpha
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ ARMS = (
     Arm("classic", "crop, flip, colour jitter (per epoch)", classic=True),
     Arm("style-random", "augment --styles random:K (offline, Beam → Parquet)", offline="random"),
     Arm("style-mix", "augment --styles mix:K (offline)", offline="mix"),
-    Arm("style-only", "style-random's rows alone, ≥ 1 per image (Geirhos et al.'s SIN)", "random", originals=False),
+    Arm("style-only", "style-random's rows alone, ≥ 1 per image (SIN)", offline="random", originals=False),
     Arm("painting-random", "augment --style-images --styles random:K (offline)", offline="random", paintings=True),
     Arm(
         "painting-randomize",
@@ -86,8 +88,7 @@ class Variant:
 
     @property
     def label(self) -> str:
-        styled = self.arm.offline or self.arm.online
-        return f"{self.arm.name} ratio {self.ratio:g} alpha {self.alpha}" if styled else self.arm.name
+        return f"{self.arm.name} ratio {self.ratio:g} alpha {self.alpha}" if self.styled else self.arm.name
 
     @property
     def styled(self) -> bool:
@@ -123,17 +124,6 @@ class ArmData:
     variant: Variant
     training: TrainingSet
     jobs: list[dict]  # the augment jobs its rows came from: output, rows, seconds
-
-
-def painting_mode_available() -> bool:
-    """True when this checkout's augment job takes ``--style-images`` (the arbitrary-style issue)."""
-    import argparse
-
-    from pipelines.augment import AugmentOptions
-
-    parser = argparse.ArgumentParser()
-    AugmentOptions._add_argparse_args(parser)
-    return "--style-images" in parser._option_string_actions
 
 
 def augment_requests(settings: Settings) -> dict[tuple, AugmentRequest]:
@@ -204,7 +194,7 @@ def build_arm_data(
 # ---- runs (in worker processes) ----------------------------------------------------------------------------
 
 _TESTS: dict[str, LabelledImages] = {}
-_STYLIZERS: dict[str, object] = {}
+_STYLIZERS: dict[str, torch.nn.Module] = {}
 
 
 def _init_worker(tests: dict[str, LabelledImages], threads: int) -> None:
@@ -216,11 +206,11 @@ def _init_worker(tests: dict[str, LabelledImages], threads: int) -> None:
 def _transform(variant: Variant, seed: int, stylizer: str, stylise_size: int):
     steps = []
     if variant.arm.online:
-        if stylizer not in _STYLIZERS:
-            _STYLIZERS[stylizer] = StyleAugment.from_checkpoint(stylizer).stylizer
-        low, high = (float(x) for x in (variant.alpha.split(",") * 2)[:2])
+        if stylizer not in _STYLIZERS:  # loaded once per worker process
+            _STYLIZERS[stylizer] = load_stylizer(stylizer)[0]
         probability = variant.ratio / (1 + variant.ratio)  # the offline arms' share of stylised images
-        online = StyleAugment(_STYLIZERS[stylizer], variant.arm.online, (low, high), probability, seed, stylise_size)
+        alpha = parse_alpha(variant.alpha)
+        online = StyleAugment(_STYLIZERS[stylizer], variant.arm.online, alpha, probability, seed, stylise_size)
         steps.append(online)
     if variant.arm.classic:
         steps.append(ClassicAugment(seed))
@@ -235,7 +225,7 @@ def _transform(variant: Variant, seed: int, stylizer: str, stylise_size: int):
     return transform
 
 
-def run_one(variant: Variant, seed: int, training: TrainingSet, num_classes: int, settings: "Settings") -> dict:
+def run_one(variant: Variant, seed: int, training: TrainingSet, num_classes: int, settings: Settings) -> dict:
     """Train one CNN and evaluate it on every test set."""
     transform = _transform(variant, seed, settings.stylizer, settings.stylise_size)
     model, timing = train_classifier(training, num_classes, settings.train, seed, transform)
@@ -256,11 +246,6 @@ def run_experiment(settings: Settings, log=print) -> dict:
     started, load_start = time.perf_counter(), os.getloadavg()
     work = Path(settings.output) / "work"
     dataset = load_dataset(settings, work)
-    skipped = []
-    if any(v.arm.paintings for v in settings.variants) and not painting_mode_available():
-        skipped = [v.label for v in settings.variants if v.arm.paintings]
-        log(f"skipping {', '.join(skipped)}: this checkout's augment job has no --style-images (painting mode)")
-        settings = replace(settings, variants=tuple(v for v in settings.variants if not v.arm.paintings))
     stylised = run_augment_jobs(settings, dataset, work / "jobs", log)
     write_samples(Path(settings.output) / "samples.png", dataset, stylised)
     arm_data = []
@@ -288,7 +273,6 @@ def run_experiment(settings: Settings, log=print) -> dict:
     return {
         "settings": settings_document(settings, dataset),
         "arms": arms,
-        "skipped": skipped,
         "timing": {
             "total_s": round(time.perf_counter() - started, 1),
             "data_and_augment_s": round(prepared_s, 1),
@@ -378,9 +362,6 @@ def load_dataset(settings: Settings, work: Path) -> Dataset:
         shutil.rmtree(folder)
     spec = replace(settings.cue_conflict, image_size=settings.stylise_size)
     return cue_conflict_dataset(make_cue_conflict(spec), folder, settings.image_size)
-
-
-METRICS = ("in_distribution", "cue_conflict", "unseen_textures")
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -72,8 +72,6 @@ def markdown_table(results: dict) -> str:
             f"Best setting (the highest mean of test sets, and of those within one std of it the smallest ratio): "
             f"`--ratio {best['ratio']:g} --alpha {best['alpha']}` ({best['label']}, {best['score']:.3f})."
         )
-    if results.get("skipped"):
-        lines.append(f"Not run: {', '.join(results['skipped'])} (see the progress log).")
     return "\n".join(lines) + "\n"
 
 
