@@ -3,7 +3,7 @@
 Both decode each image once through ``decode_image`` and prepare it the same way (short side to
 ``source_side(image_size)``, centre square), so training, evaluation and the embedding job see the same
 pixels. Batched inference is our own DoFn over ``BatchElements`` rather than ``RunInference``: Beam 2.77's
-``max_batch_weight`` is broken and its PyTorch handler under-reports image tensor sizes (DESIGN.md), and a DoFn
+``max_batch_weight`` is broken and its PyTorch handler under-reports image tensor sizes, and a DoFn
 lets bad images leave through the same ``rejected`` output as every other job, with the model loaded once per
 worker in ``setup``.
 """

@@ -140,11 +140,6 @@ def read_file(path: str) -> bytes:
         return handle.read()
 
 
-def parquet_columns(path: str) -> list[str]:
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        return pq.ParquetFile(handle).schema_arrow.names
-
-
 def iter_parquet_batches(paths, columns: list[str] | None = None, batch_rows: int = 64):
     """Stream ``pyarrow.RecordBatch``es of ``columns`` (those present) from Parquet files, a batch at a time."""
     for path in paths:

@@ -17,9 +17,6 @@ class StylePolicy:
     mode: str  # "all", "random" or "mix"
     count: int = 0  # K for random/mix
 
-    def outputs_per_image(self, num_styles: int) -> int:
-        return num_styles if self.mode == "all" else self.count
-
     def check(self, num_styles: int) -> None:
         if self.mode == "random" and self.count > num_styles:
             raise UsageError(
