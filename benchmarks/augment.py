@@ -30,8 +30,9 @@ sys.path.insert(0, str(REPO))
 
 from models.checkpoint import load_stylizer, save_stylizer  # noqa: E402
 from models.inference import StylizerRunner, resolve_precision  # noqa: E402
+from models.pixels import tensor_to_pil  # noqa: E402
 from models.stylizer import MultiStyleTransformer, StylizerConfig, one_hot  # noqa: E402
-from transforms.images import encode_image, pil_to_tensor, tensor_to_pil  # noqa: E402
+from transforms.images import encode_image, pil_to_tensor  # noqa: E402
 
 DEMO = REPO / "pipelines" / "assets" / "demo_stylizer.safetensors"
 

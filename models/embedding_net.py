@@ -20,10 +20,9 @@ from torchvision.models.resnet import BasicBlock, conv1x1
 
 from models.checkpoint import load_tensors, save_tensors
 from models.errors import CheckpointError, UsageError, WeightsUnavailableError
+from models.pixels import ImageNetNormalize
 from models.text_targets import TextTargets
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
 IMAGENET_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
@@ -131,12 +130,11 @@ class EmbeddingNet(nn.Module):
         self.config = config
         self.backbone, features = build_backbone(config.backbone, weights)
         self.head = nn.Linear(features, config.out_dim)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNetNormalize()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] → raw projection ``(B, out_dim)``."""
-        return self.head(self.backbone((images - self.mean) / self.std))
+        return self.head(self.backbone(self.normalize(images)))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The image's point in the text-target space, ``(B, out_dim)`` float32."""

@@ -28,6 +28,7 @@ from torch import nn
 
 from models.embedding_net import EmbeddingNet, save_embedding_model
 from models.errors import CheckpointError, UsageError
+from models.pixels import uint8_to_float
 from models.text_targets import TextTargets
 
 HELDOUT_SALT = "stylebeam-heldout"
@@ -56,8 +57,8 @@ def images_to_tensor(images: list[np.ndarray], size: int, generator: torch.Gener
     With a ``generator``: a random crop and a random horizontal flip per image (training augmentation);
     without: the centre crop (evaluation, embedding).
     """
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    _, _, height, width = batch.shape
+    batch = np.stack(images)
+    _, height, width, _ = batch.shape
     if height < size or width < size:
         raise ValueError(f"images of {width}x{height} are smaller than the crop {size}")
     crops = []
@@ -67,11 +68,11 @@ def images_to_tensor(images: list[np.ndarray], size: int, generator: torch.Gener
         else:
             top = int(torch.randint(height - size + 1, (1,), generator=generator))
             left = int(torch.randint(width - size + 1, (1,), generator=generator))
-        crop = image[:, top : top + size, left : left + size]
+        crop = image[top : top + size, left : left + size]
         if generator is not None and torch.rand(1, generator=generator).item() < 0.5:
-            crop = crop.flip(-1)
+            crop = crop[:, ::-1]
         crops.append(crop)
-    return torch.stack(crops).float().div_(255.0)
+    return uint8_to_float(np.stack(crops))
 
 
 def batched(examples: Iterable[Example], batch_size: int) -> Iterator[list[Example]]:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from models.checkpoint import save_stylizer, write_atomically
 from models.errors import CheckpointError, UsageError
 from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from models.pixels import tensor_to_pil
 from models.stylizer import MultiStyleTransformer, one_hot
 
 # Johnson et al. 2016, sec. 3.1 (VGG16): content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3.
@@ -292,7 +293,7 @@ class StylizerTrainer:
         for row, row_tiles in enumerate(tiles):
             for col, tile in enumerate(row_tiles):
                 if tile is not None:
-                    grid.paste(_to_pil(tile), (pad + col * (size + pad), 14 + pad + row * (size + pad)))
+                    grid.paste(tensor_to_pil(tile), (pad + col * (size + pad), 14 + pad + row * (size + pad)))
         return grid
 
     def _style_thumbnails(self) -> list[torch.Tensor | None]:
@@ -363,11 +364,6 @@ def _thumbnail(image: torch.Tensor | None, size: int) -> torch.Tensor | None:
     )[0]
     top, left = (resized.shape[-2] - size) // 2, (resized.shape[-1] - size) // 2
     return resized[:, top : top + size, left : left + size]
-
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
 def _write_png(path: str, image: Image.Image) -> None:

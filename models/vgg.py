@@ -21,14 +21,12 @@ import torch
 from torch import nn
 
 from models.errors import CheckpointError, InputNotFoundError, UsageError, WeightsUnavailableError
+from models.pixels import ImageNetNormalize
 
 # Convolutions per block (Simonyan & Zisserman 2015, table 1, configurations D and E).
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 # torchvision's ImageNet weight files (torchvision.models.VGG{16,19}_Weights.IMAGENET1K_V1), looked up in the hub cache.
 IMAGENET_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
-# The statistics the ImageNet weights were trained with; inputs are normalised with them inside the network.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def layer_names(arch: str = "vgg19") -> list[str]:
@@ -67,8 +65,7 @@ class LossNetwork(nn.Module):
         self.names = names[:depth]
         # Module indices match torchvision's ``features`` Sequential so its state_dict keys load unchanged.
         self.features = nn.Sequential(*_modules(arch, pooling)[:depth])
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNetNormalize()
         self.requires_grad_(False)
         self.eval()
 
@@ -79,7 +76,7 @@ class LossNetwork(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(images.shape)}")
-        x = (images - self.mean) / self.std
+        x = self.normalize(images)
         wanted = set(self.layers)
         outputs = {}
         for name, module in zip(self.names, self.features, strict=True):

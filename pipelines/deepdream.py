@@ -27,9 +27,10 @@ from models.deepdream import (
 from models.device import resolve_device, seed_everything
 from models.embedding_net import BACKBONES, load_embedding_model
 from models.errors import ImageRejected, UsageError
+from models.pixels import tensor_to_pil
 from models.text_targets import caption_tokens
 from pipelines.cli import positive_float, positive_int, run_main
-from transforms.images import decode_image, pil_to_tensor, resize_short_side, tensor_to_pil
+from transforms.images import decode_image, pil_to_tensor, resize_short_side
 from transforms.sources import iter_records
 
 

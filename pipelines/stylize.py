@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from models.device import resolve_device, seed_everything
 from models.errors import UsageError
+from models.pixels import tensor_to_pil
 from pipelines.cli import add_common_args, positive_float, positive_int, run_main
-from transforms.images import encode_image, load_image, pil_to_tensor, resize_short_side, tensor_to_pil
+from transforms.images import encode_image, load_image, pil_to_tensor, resize_short_side
 
 GATYS_IMAGE_SIZE = 256  # CPU-friendly default; Gatys et al. 2016 worked at 512 px (a GPU job)
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}

@@ -1,8 +1,8 @@
-"""The one image codec of the project: bytes → RGB, RGB → bytes, and PIL ↔ tensor.
+"""The one image codec of the project: bytes → RGB, RGB → bytes, and any PIL mode → RGB pixels.
 
 Every job decodes through ``decode_image`` exactly once per record, so every job rejects the same
-files for the same reasons. Tensor convention at every module boundary: float32 RGB, ``(3, H, W)``
-or ``(B, 3, H, W)``, values in [0, 1].
+files for the same reasons. Pixels leave here as uint8 ``(H, W, 3)`` or, through ``models.pixels``, as
+float32 ``(3, H, W)`` in [0, 1].
 """
 
 import contextlib
@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from models.errors import ImageRejected
+from models.pixels import uint8_to_float
 
 # Decompression-bomb guard: 64 MP is above any camera photo we expect and far below what would
 # exhaust a worker (64 MP RGB = 192 MB decoded).
@@ -130,24 +131,13 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL → ``(3, H, W)`` float32 in [0, 1]."""
-    array = np.asarray(to_rgb(image), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    """Any PIL image → ``(3, H, W)`` float32 RGB in [0, 1] (``models.pixels`` convention)."""
+    return uint8_to_float(pil_to_uint8(image))
 
 
 def pil_to_uint8(image: Image.Image) -> np.ndarray:
     """RGB PIL → ``(H, W, 3)`` uint8 (the cheap form to ship between workers; convert to float on the model side)."""
     return np.asarray(to_rgb(image), dtype=np.uint8)
-
-
-def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
-    """``(3, H, W)`` float in [0, 1] → RGB PIL (values clamped, rounded to nearest)."""
-    if tensor.dim() == 4:
-        if tensor.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of {tensor.shape[0]}")
-        tensor = tensor[0]
-    array = tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
 def read_bytes(path: str) -> bytes:

@@ -4,7 +4,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from models.errors import CheckpointError, InputNotFoundError, UsageError, WeightsUnavailableError
-from models.vgg import IMAGENET_FILES, IMAGENET_MEAN, IMAGENET_STD, build_loss_network, layer_names
+from models.pixels import IMAGENET_MEAN, IMAGENET_STD
+from models.vgg import IMAGENET_FILES, build_loss_network, layer_names
 
 
 def images(batch=2, size=32, seed=0):

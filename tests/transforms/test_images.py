@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 
 from models.errors import ImageRejected
+from models.pixels import tensor_to_pil
 from tests.conftest import encode, make_image
 from transforms.images import (
     decode_image,
     encode_image,
     pil_to_tensor,
     resize_short_side,
-    tensor_to_pil,
 )
 
 
