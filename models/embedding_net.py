@@ -22,6 +22,7 @@ from models.checkpoint import load_tensors, save_tensors
 from models.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.pixels import ImageNetNormalize
 from models.text_targets import TextTargets
+from models.weights import hub_cache_file, load_state_dict
 
 BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
 IMAGENET_WEIGHTS = {
@@ -51,13 +52,9 @@ def imagenet_weights_file(backbone: str) -> str:
     if backbone not in IMAGENET_WEIGHTS:
         raise WeightsUnavailableError(f"no ImageNet weights exist for {backbone}; use --weights random or a PATH")
     filename = os.path.basename(IMAGENET_WEIGHTS[backbone].url)
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-    if not os.path.exists(path):
-        raise WeightsUnavailableError(
-            f"ImageNet {backbone} weights are not available offline (looked for {path}); "
-            "put the file there, pass --weights PATH, or ask for --weights random"
-        )
-    return path
+    return hub_cache_file(
+        filename, f"ImageNet {backbone}", "put the file there, pass --weights PATH, or ask for --weights random"
+    )
 
 
 def build_backbone(name: str, weights: str = "random") -> tuple[nn.Module, int]:
@@ -71,9 +68,7 @@ def build_backbone(name: str, weights: str = "random") -> tuple[nn.Module, int]:
         model = torchvision.models.get_model(name, weights=None)
     if weights != "random":
         path = imagenet_weights_file(name) if weights == "imagenet" else weights
-        if not os.path.exists(path):
-            raise WeightsUnavailableError(f"backbone weights file not found: {path}")
-        state = _load_state_dict(path)
+        state = load_state_dict(path)
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
         try:
             model.load_state_dict(state)
@@ -111,17 +106,6 @@ class TinyResNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(images)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-def _load_state_dict(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsUnavailableError(f"cannot read weights file {path}: {exc}") from None
 
 
 class EmbeddingNet(nn.Module):

@@ -14,14 +14,14 @@ Weight sources (``build_loss_network(weights=...)``):
   or ``features.0.weight`` …).
 """
 
-import os
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from models.errors import CheckpointError, InputNotFoundError, UsageError, WeightsUnavailableError
+from models.errors import CheckpointError, UsageError
 from models.pixels import ImageNetNormalize
+from models.weights import hub_cache_file, load_state_dict
 
 # Convolutions per block (Simonyan & Zisserman 2015, table 1, configurations D and E).
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -105,7 +105,7 @@ def build_loss_network(
         torch.manual_seed(seed)
         network = LossNetwork(arch, layers, pooling)
     if weights != "random":
-        state = _imagenet_state(arch) if weights == "imagenet" else _file_state(weights)
+        state = _imagenet_state(arch) if weights == "imagenet" else load_state_dict(weights)
         _load_features(network, state, source=weights)
     return network.to(device)
 
@@ -134,37 +134,10 @@ def _modules(arch: str, pooling: str) -> list[nn.Module]:
 
 
 def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    filename = IMAGENET_FILES[arch]
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-    if not os.path.isfile(path):
-        raise WeightsUnavailableError(
-            f"ImageNet {arch.upper()} weights are not available offline (looked in {path}); "
-            "pass --loss-network PATH or --loss-network random"
-        )
-    return _torch_load(path)
-
-
-def _file_state(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise InputNotFoundError(f"loss network weights not found: {path} (use imagenet, random or a state_dict path)")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except Exception as exc:  # safetensors raises several types for truncated or foreign files
-            raise CheckpointError(f"cannot read loss network weights {path}: {exc}") from None
-    return _torch_load(path)
-
-
-def _torch_load(path: str) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights_only errors all mean "not a usable state_dict"
-        raise CheckpointError(f"cannot read loss network weights {path}: {exc}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state_dict (found {type(state).__name__})")
-    return state
+    path = hub_cache_file(
+        IMAGENET_FILES[arch], f"ImageNet {arch.upper()}", "pass --loss-network PATH or --loss-network random"
+    )
+    return load_state_dict(path)
 
 
 def _load_features(network: LossNetwork, state: dict[str, torch.Tensor], source: str) -> None:
