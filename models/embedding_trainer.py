@@ -28,6 +28,7 @@ from torch import nn
 
 from models.embedding_net import EmbeddingNet, save_embedding_model
 from models.errors import CheckpointError, UsageError
+from models.loss_curve import Curve, draw_loss_curves
 from models.pixels import uint8_to_float
 from models.text_targets import TextTargets
 
@@ -289,40 +290,15 @@ class EmbeddingTrainer:
         return {"heldout_loss": total / count if count else None, "heldout_examples": count}
 
 
-def draw_loss_curve(step_losses: list[float], history: list[dict], path: str, size=(640, 360)) -> None:
-    """A loss-curve PNG drawn with PIL: per-step training loss (grey), per-epoch train (blue) and held-out (red)."""
-    from PIL import Image, ImageDraw
-
-    width, height = size
-    left, right, top, bottom = 56, 16, 28, 36
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    values = list(step_losses) + [h[k] for h in history for k in ("train_loss", "heldout_loss") if h.get(k) is not None]
-    if not values:
-        image.save(path)
-        return
-    low, high = min(values), max(values)
-    high = high if high > low else low + 1.0
-    steps = max(len(step_losses), 1)
-
-    def point(step: float, value: float) -> tuple[float, float]:
-        x = left + (width - left - right) * step / steps
-        y = top + (height - top - bottom) * (1 - (value - low) / (high - low))
-        return x, y
-
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for fraction in (0.0, 0.5, 1.0):
-        value = low + fraction * (high - low)
-        draw.text((4, point(0, value)[1] - 6), f"{value:.3g}", fill="black")
-    draw.text((left, 8), "loss (grey: step, blue: epoch train, red: held-out)", fill="black")
-    draw.text((left, height - bottom + 8), f"steps 0..{len(step_losses)}, {len(history)} epochs", fill="black")
-    if len(step_losses) > 1:
-        draw.line([point(i, v) for i, v in enumerate(step_losses)], fill=(170, 170, 170), width=1)
-    per_epoch = steps / max(len(history), 1)
-    for key, colour in (("train_loss", (30, 90, 200)), ("heldout_loss", (210, 40, 40))):
-        points = [point((i + 1) * per_epoch, h[key]) for i, h in enumerate(history) if h.get(key) is not None]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-    image.save(path)
+def draw_loss_curve(step_losses: list[float], history: list[dict], path: str) -> None:
+    """Write the loss-curve PNG: per-step training loss (grey), per-epoch train (blue) and held-out (red) loss."""
+    per_epoch = max(len(step_losses), 1) / max(len(history), 1)
+    curves = [Curve("step", range(len(step_losses)), step_losses, (170, 170, 170), width=1)]
+    for key, name, colour in (
+        ("train_loss", "epoch train", (30, 90, 200)),
+        ("heldout_loss", "held-out", (210, 40, 40)),
+    ):
+        epochs = [(i + 1) * per_epoch for i, h in enumerate(history) if h.get(key) is not None]
+        curves.append(Curve(name, epochs, [h[key] for h in history if h.get(key) is not None], colour, markers=True))
+    title = f"loss over {len(history)} epochs"
+    draw_loss_curves(curves, log_scale=False, title=title, steps=len(step_losses)).save(path)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from models.checkpoint import save_stylizer, write_atomically
 from models.errors import CheckpointError, UsageError
+from models.loss_curve import Curve, draw_loss_curves, smoothed
 from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from models.pixels import tensor_to_pil
 from models.stylizer import MultiStyleTransformer, one_hot
@@ -314,44 +315,16 @@ def cycled_styles(step: int, batch_size: int, num_styles: int) -> torch.Tensor:
     return (step * batch_size + torch.arange(batch_size)) % num_styles
 
 
-def loss_curve(history: Sequence[Sequence[float]], width: int = 640, height: int = 360) -> Image.Image:
-    """The weighted content/style/tv terms and their total per step, log scale, smoothed; drawn with PIL."""
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    left, right, top, bottom = 60, width - 10, 10, height - 30
-    draw.rectangle([left, top, right, bottom], outline="black")
+def loss_curve(history: Sequence[Sequence[float]]) -> Image.Image:
+    """The weighted content/style/tv terms and their total per step, smoothed, on a log scale."""
     if not history:
-        draw.text((left + 10, top + 10), "no steps yet", fill="black")
-        return image
+        return draw_loss_curves([], log_scale=True)
     values = np.asarray(history, dtype=np.float64)
-    window = max(1, len(values) // 50)
-    kernel = np.ones(window) / window
-    curves = {}
-    for column, name in enumerate(("content", "style", "tv", "total")):
-        series = values[:, column]
-        if np.all(series <= 0):
-            continue  # a term switched off (weight 0)
-        smooth = np.convolve(series, kernel, mode="valid") if len(series) >= window else series
-        curves[name] = np.log10(np.maximum(smooth, 1e-12))
-    low = min(c.min() for c in curves.values())
-    high = max(c.max() for c in curves.values())
-    low, high = math.floor(low), max(math.ceil(high), math.floor(low) + 1)
-    steps = len(values)
-    for decade in range(low, high + 1):
-        y = bottom - (decade - low) / (high - low) * (bottom - top)
-        draw.line([left, y, right, y], fill=(225, 225, 225))
-        draw.text((4, y - 6), f"1e{decade}", fill="black")
-    draw.text((left, bottom + 8), "step 0", fill="black")
-    draw.text((right - 70, bottom + 8), f"step {steps}", fill="black")
     colours = {"content": (30, 90, 200), "style": (210, 40, 40), "tv": (40, 150, 60), "total": (0, 0, 0)}
-    for index, (name, curve) in enumerate(curves.items()):
-        offset = (steps - len(curve)) / 2
-        xs = left + (np.arange(len(curve)) + offset) / max(steps - 1, 1) * (right - left)
-        ys = bottom - (curve - low) / (high - low) * (bottom - top)
-        if len(curve) > 1:
-            draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=colours[name], width=2)
-        draw.text((right - 70, top + 6 + 14 * index), name, fill=colours[name])
-    return image
+    curves = [
+        Curve(name, *smoothed(values[:, column]), colour) for column, (name, colour) in enumerate(colours.items())
+    ]
+    return draw_loss_curves(curves, log_scale=True, steps=len(values))
 
 
 def _thumbnail(image: torch.Tensor | None, size: int) -> torch.Tensor | None:
