@@ -10,7 +10,6 @@ Files in ``output_dir``: ``model.safetensors`` (model + text model, rewritten af
 ``resume``, ``history.json`` and ``loss_curve.png``.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -32,8 +31,6 @@ from models.loss_curve import Curve, draw_loss_curves
 from models.pixels import uint8_to_float
 from models.text_targets import TextTargets
 
-HELDOUT_SALT = "stylebeam-heldout"
-
 
 class Example(NamedTuple):
     id: str
@@ -44,12 +41,6 @@ class Example(NamedTuple):
 def source_side(image_size: int) -> int:
     """Side images are prepared at before cropping: 256 for 224, the ImageNet resize/crop ratio."""
     return round(image_size * 8 / 7)
-
-
-def is_heldout(post_id: str, fraction: float) -> bool:
-    """Stable split by a hash of the id: the same post is held out in every run, job and machine."""
-    digest = hashlib.sha256(f"{HELDOUT_SALT}:{post_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def images_to_tensor(images: list[np.ndarray], size: int, generator: torch.Generator | None = None) -> torch.Tensor:

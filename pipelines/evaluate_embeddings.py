@@ -17,8 +17,8 @@ import numpy as np
 
 from models.device import resolve_device
 from models.embedding_net import load_embedding_model
-from models.embedding_trainer import is_heldout
 from models.errors import InputNotFoundError, UsageError
+from models.heldout import is_heldout
 from models.retrieval import embed_posts, evaluate, format_table
 from pipelines.cli import add_common_args, positive_int, run_main
 from transforms.embed import heldout_posts, iter_corpus_rows, post_tokens

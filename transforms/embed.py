@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.embedding_trainer import Example, images_to_tensor, is_heldout, source_side
+from models.embedding_trainer import Example, images_to_tensor, source_side
 from models.errors import ImageRejected
+from models.heldout import is_heldout
 from models.text_targets import TextTargets, caption_tokens
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
 from transforms.schemas import rejected_row
