@@ -20,7 +20,11 @@ from models.errors import CheckpointError
 from models.stylizer import MultiStyleTransformer, StylizerConfig
 
 FORMAT_VERSION = 1
+# Kinds name what a file holds, "stylebeam.<network>"; the layout's version is the document's format_version, and a
+# trainer's resume state is "<kind>.resume" (models.resume). Kinds written by earlier versions map to today's.
 STYLIZER_KIND = "stylebeam.stylizer"
+EMBEDDING_KIND = "stylebeam.embedding"
+LEGACY_KINDS = {"stylebeam.embedding/1": EMBEDDING_KIND}
 
 
 def digest_of(data: bytes) -> str:
@@ -67,7 +71,8 @@ def load_tensors(path: str, kind: str | None = None) -> tuple[dict[str, torch.Te
         document = json.loads(read_safetensors_metadata(data)["stylebeam"])
     except Exception as exc:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"not a stylebeam checkpoint: {path} ({type(exc).__name__}: {exc})") from None
-    if kind is not None and document.get("kind") != kind:
+    document["kind"] = LEGACY_KINDS.get(document.get("kind"), document.get("kind"))
+    if kind is not None and document["kind"] != kind:
         raise CheckpointError(f"{path} is a {document.get('kind')!r} checkpoint, not a {kind!r} one")
     return tensors, document, digest_of(data)
 

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from models.checkpoint import load_tensors, save_tensors
+from models.checkpoint import EMBEDDING_KIND, load_tensors, save_tensors
 from models.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.pixels import ImageNetNormalize
 from models.text_targets import TextTargets
@@ -31,7 +31,6 @@ IMAGENET_WEIGHTS = {
     "googlenet": torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1,
 }
 OUTPUTS = ("linear", "sigmoid")
-FORMAT = "stylebeam.embedding/1"
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,12 @@ def save_embedding_model(path: str, model: EmbeddingNet, text: TextTargets, trai
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     text_arrays, text_description = text.to_arrays()
     tensors.update({f"text.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in text_arrays.items()})
-    document = {"kind": FORMAT, "config": asdict(model.config), "text": text_description, "training": training or {}}
+    document = {
+        "kind": EMBEDDING_KIND,
+        "config": asdict(model.config),
+        "text": text_description,
+        "training": training or {},
+    }
     return save_tensors(path, tensors, document)
 
 
@@ -152,7 +156,7 @@ def load_embedding_model(
     """
     if not path.endswith(".safetensors"):
         path = path.rstrip("/") + "/model.safetensors"
-    tensors, document, digest = load_tensors(path, FORMAT)
+    tensors, document, digest = load_tensors(path, EMBEDDING_KIND)
     config = EmbeddingNetConfig(**document["config"])
     model = EmbeddingNet(config, weights="random")
     try:

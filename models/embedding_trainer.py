@@ -6,7 +6,7 @@ Images arrive a little larger than ``image_size`` (``source_side``, the 256/224 
 randomly cropped and flipped here; held-out images are centre-cropped.
 
 Files in ``output_dir``: ``model.safetensors`` (model + text model, rewritten after every epoch),
-``train_state.pt`` (optimizer, scaler, loss parameters, history; loads with ``weights_only=True``) for
+``train_state.pt`` (optimizer, scaler, loss parameters, history: a checksummed ``models.resume`` state) for
 ``resume``, ``history.json`` and ``loss_curve.png``.
 """
 
@@ -25,11 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.embedding_net import EmbeddingNet, save_embedding_model
-from models.errors import CheckpointError, UsageError
+from models.embedding_net import EMBEDDING_KIND, EmbeddingNet, save_embedding_model
+from models.errors import TrainingDiverged, UsageError
 from models.loss_curve import Curve, draw_loss_curves
 from models.pixels import uint8_to_float
+from models.resume import load_resume_state, save_resume_state
 from models.text_targets import TextTargets
+
+RESUME_KIND = f"{EMBEDDING_KIND}.resume"
 
 
 class Example(NamedTuple):
@@ -177,9 +180,7 @@ class EmbeddingTrainer:
     def resume(self) -> int:
         """Load ``train_state.pt``; return the number of epochs already done."""
         path = self.path("train_state.pt")
-        if not os.path.exists(path):
-            raise CheckpointError(f"nothing to resume: {path} does not exist")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = load_resume_state(path, RESUME_KIND)
         if state["config"] != asdict(self.config) | {"epochs": state["config"]["epochs"]}:
             raise UsageError(f"cannot resume {path}: it was trained with other settings ({state['config']})")
         self.model.load_state_dict(state["model"])
@@ -205,8 +206,7 @@ class EmbeddingTrainer:
             "history": json.dumps(self.history),
             "step_losses": torch.tensor(self.step_losses, dtype=torch.float64),
         }
-        torch.save(state, self.path("train_state.pt.partial"))
-        os.replace(self.path("train_state.pt.partial"), self.path("train_state.pt"))
+        save_resume_state(self.path("train_state.pt"), RESUME_KIND, state)
         with open(self.path("history.json"), "w") as handle:
             json.dump(self.history, handle, indent=2)
         draw_loss_curve(self.step_losses, self.history, self.path("loss_curve.png"))
@@ -261,7 +261,7 @@ class EmbeddingTrainer:
             projection = self.model(images)
         loss = self.loss(projection.float(), targets)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training loss became {loss.item()}; lower --lr")
+            raise TrainingDiverged(f"the loss diverged at step {len(self.step_losses) + 1} ({loss.item()}); lower --lr")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

@@ -27,4 +27,8 @@ class WeightsUnavailableError(StylebeamError):
 
 
 class CheckpointError(StylebeamError):
-    """A checkpoint file is missing, corrupt or of an unknown layout."""
+    """A checkpoint or resume-state file is missing, corrupt or of an unknown layout."""
+
+
+class TrainingDiverged(StylebeamError):
+    """A training loss became NaN or infinite: the run stops, and the message says what to lower."""

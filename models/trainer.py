@@ -6,8 +6,8 @@ with the style's Gram matrices (precomputed once per style) through its style la
 Adam on everything, or, when styles are added to a trained network, only on the new styles' CIN rows.
 
 Next to the checkpoint ``NAME.safetensors`` the trainer writes ``NAME.samples.png`` (content × styles),
-``NAME.loss.png`` (the loss curves) and ``NAME.resume.pt`` (weights, optimiser, step, RNG state and loss history;
-plain tensors and numbers, so ``torch.load(weights_only=True)`` reads it) for ``--resume``.
+``NAME.loss.png`` (the loss curves) and ``NAME.resume.pt`` (weights, optimiser, step, RNG state and loss history:
+a checksummed ``models.resume`` state) for ``--resume``.
 """
 
 import contextlib
@@ -23,17 +23,18 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from models.checkpoint import save_stylizer, write_atomically
-from models.errors import CheckpointError, UsageError
+from models.checkpoint import STYLIZER_KIND, save_stylizer
+from models.errors import CheckpointError, TrainingDiverged, UsageError
 from models.loss_curve import Curve, draw_loss_curves, smoothed
 from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from models.pixels import tensor_to_pil
+from models.resume import load_resume_state, save_resume_state
 from models.stylizer import MultiStyleTransformer, one_hot
 
 # Johnson et al. 2016, sec. 3.1 (VGG16): content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3.
 CONTENT_LAYERS = ("relu2_2",)
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-RESUME_FORMAT = 1
+RESUME_KIND = f"{STYLIZER_KIND}.resume"
 
 
 @dataclass(frozen=True)
@@ -85,19 +86,6 @@ def style_grams(loss_network, style_images: Sequence[torch.Tensor], layers: Sequ
         features = loss_network(image[None].to(_device_of(loss_network)))
         per_style.append({layer: gram_matrix(features[layer].float())[0] for layer in layers})
     return {layer: torch.stack([grams[layer] for grams in per_style]) for layer in layers}
-
-
-def load_resume_state(path: str) -> dict:
-    try:
-        with fsspec.open(path, "rb") as handle:
-            state = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"nothing to resume: {path} does not exist (train without --resume first)") from None
-    except Exception as exc:  # unpickling and zip errors alike mean the file is not ours
-        raise CheckpointError(f"cannot read resume state {path}: {exc}") from None
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise CheckpointError(f"{path} is not a stylebeam resume state")
-    return state
 
 
 class StylizerTrainer:
@@ -157,6 +145,10 @@ class StylizerTrainer:
             parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:first]), grad[first:]]))
         return rows
 
+    def resume(self, path: str) -> None:
+        """Continue from the resume state at ``path`` (``artefact_paths(output)["resume"]``)."""
+        self.resume_from(load_resume_state(path, RESUME_KIND))
+
     def resume_from(self, state: dict) -> None:
         if state["style_names"] != self.style_names:
             raise CheckpointError(
@@ -212,7 +204,7 @@ class StylizerTrainer:
         self.step += 1
         values = [float(t.detach()) for t in terms] + [float(total.detach())]
         if not all(math.isfinite(v) for v in values):
-            raise UsageError(f"the loss diverged at step {self.step} ({values}); lower --lr or the loss weights")
+            raise TrainingDiverged(f"the loss diverged at step {self.step} ({values}); lower --lr or the loss weights")
         self.history.append(values)
         return values
 
@@ -259,7 +251,6 @@ class StylizerTrainer:
         self.model.train()
         _write_png(paths["loss_curve"], loss_curve(self.history))
         state = {
-            "format": RESUME_FORMAT,
             "step": self.step,
             "style_names": self.style_names,
             "first_trainable_style": self.first_trainable_style,
@@ -270,9 +261,7 @@ class StylizerTrainer:
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
             "elapsed": self.elapsed,
         }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        write_atomically(paths["resume"], buffer.getvalue())
+        save_resume_state(paths["resume"], RESUME_KIND, state)
         return digest
 
     @torch.no_grad()

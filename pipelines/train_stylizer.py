@@ -29,7 +29,6 @@ from models.trainer import (
     StylizerTrainer,
     TrainingConfig,
     artefact_paths,
-    load_resume_state,
 )
 from models.vgg import build_loss_network
 from pipelines.cli import add_common_args, positive_float, positive_int, run_main
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         metadata=metadata,
     )
     if args.resume:
-        trainer.resume_from(load_resume_state(artefact_paths(args.output)["resume"]))
+        trainer.resume(artefact_paths(args.output)["resume"])
     batches = content_batches(spec, args.image_size, args.batch_size, args.seed, skip_batches=trainer.step)
     result = trainer.train(batches, args.output, progress=not args.quiet)
     paths = artefact_paths(args.output)

@@ -134,3 +134,26 @@ def test_content_batches_skip_unreadable_images(tmp_path, capsys):
     batch = next(content_batches(resolve_input(str(tmp_path)), 32, 3, seed=0))
     assert batch.shape == (3, 3, 32, 32)
     assert "skipping content image bad.jpg" in capsys.readouterr().err
+
+
+def damaged_copies(state: bytes) -> dict[str, bytes]:
+    """An empty file, the first half of the file, and the file with bytes overwritten in the middle."""
+    middle = len(state) // 2
+    return {
+        "empty": b"",
+        "truncated": state[:middle],
+        "corrupt": state[:middle] + bytes(255 - b for b in state[middle : middle + 64]) + state[middle + 64 :],
+    }
+
+
+def test_a_damaged_resume_state_is_one_line_that_says_what_is_wrong(data, capsys):
+    output = data / "out" / "two.safetensors"
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output, *TINY]
+    code, _, err = run([*argv, "--steps", "2", *TINY_LAYERS], capsys)
+    assert code == 0, err
+    resume = data / "out" / "two.resume.pt"
+    for damage, content in damaged_copies(resume.read_bytes()).items():
+        resume.write_bytes(content)
+        code, _, err = run([*argv, "--steps", "4", "--resume", *TINY_LAYERS], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), (damage, err)
+        assert damage in err and str(resume) in err, (damage, err)
