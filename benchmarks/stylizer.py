@@ -29,7 +29,6 @@ from models.pixels import uint8_to_float
 from models.stylizer import MultiStyleTransformer, StylizerConfig, count_flops, one_hot
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipelines" / "assets" / "samples"
-DEMO_STYLIZER = SAMPLES.parent / "demo_stylizer.safetensors"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -37,7 +36,8 @@ def build_model(checkpoint: str | None, width: float | None) -> tuple[MultiStyle
     """The network to time: a checkpoint's, or random weights of ``width`` (speed does not depend on weights)."""
     if width is None and checkpoint:
         model, info = load_stylizer(checkpoint)
-        return model, f"{Path(checkpoint).name} (width {info.config.width}, {info.config.num_styles} styles)"
+        channels = info.config.layer_channels()
+        return model, f"{Path(checkpoint).name} ({channels} channels, {info.config.num_styles} styles)"
     torch.manual_seed(0)
     model = MultiStyleTransformer(StylizerConfig(num_styles=4, width=width or 1.0)).eval()
     with torch.no_grad():  # distinct styles, so the precision comparison sees non-trivial CIN rows
@@ -143,9 +143,7 @@ def run(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.stylizer", description=__doc__.split("\n\n")[0])
     model = parser.add_mutually_exclusive_group()
-    model.add_argument(
-        "--checkpoint", default=str(DEMO_STYLIZER) if DEMO_STYLIZER.exists() else None, help="(default: the demo)"
-    )
+    model.add_argument("--checkpoint", default="magenta26", help="a checkpoint or built-in name (default: %(default)s)")
     model.add_argument("--width", type=float, help="time random weights of this width instead (Johnson's net: 1.0)")
     parser.add_argument("--sizes", default="256,512", help="square image sizes (default: %(default)s)")
     parser.add_argument("--batch-sizes", default="1,8,32", help="(default: %(default)s)")

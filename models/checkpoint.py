@@ -1,14 +1,17 @@
 """Checkpoint I/O: one safetensors file that loads without executing code.
 
 A checkpoint is tensors plus a JSON document in the safetensors header (``__metadata__["stylebeam"]``):
-its ``kind``, architecture ``config``, ``style_names`` and ``training`` settings. The digest of a checkpoint
-is the SHA-256 of its bytes, so the ``stylizer`` column of augmented rows names exactly the weights used.
-Paths may be local or any fsspec URL (``gs://…``).
+its ``kind``, architecture ``config``, ``style_names``, ``training`` settings and ``source`` (where imported
+weights came from), and the SHA-256 of the tensors' bytes, checked on every load: a flipped bit in the weights is
+a ``CheckpointError``, never a silently different model. The digest of a checkpoint is the SHA-256 of its
+bytes, so the ``stylizer`` column of augmented rows names exactly the weights used. Paths may be local or any
+fsspec URL (``gs://…``); wherever a path is accepted, so is a built-in name (``magenta26``, ``models.builtin``).
 """
 
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 
 import fsspec
@@ -31,6 +34,16 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    hasher = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        hasher.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return hasher.hexdigest()
+
+
 def save_tensors(path: str, tensors: dict[str, torch.Tensor], document: dict) -> str:
     """Write ``tensors`` and the JSON ``document`` to ``path``; return the file's digest.
 
@@ -39,42 +52,73 @@ def save_tensors(path: str, tensors: dict[str, torch.Tensor], document: dict) ->
     (object stores such as GCS make each upload atomic already).
     """
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    metadata = {"stylebeam": json.dumps({"format_version": FORMAT_VERSION, **document}, sort_keys=True)}
-    data = save_safetensors_bytes(cpu, metadata=metadata)
+    document = {"format_version": FORMAT_VERSION, **document, "tensors_sha256": tensors_sha256(cpu)}
+    data = save_safetensors_bytes(cpu, metadata={"stylebeam": json.dumps(document, sort_keys=True)})
     write_atomically(path, data)
     return digest_of(data)
 
 
 def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to a local path (beside, then renamed into place) or any fsspec URL (uploads are atomic)."""
+    """Write ``data`` to a local path (a temporary file beside it, then renamed into place, so concurrent
+    writers of the same file never interleave) or any fsspec URL (object-store uploads are atomic)."""
     if "://" in path and not path.startswith("file://"):
         with fsspec.open(path, "wb") as handle:
             handle.write(data)
         return
-    local = path.removeprefix("file://")
-    os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
-    with open(f"{local}.partial", "wb") as handle:
-        handle.write(data)
-    os.replace(f"{local}.partial", local)
+    local = os.path.abspath(path.removeprefix("file://"))
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=os.path.dirname(local), prefix=f".{os.path.basename(local)}.")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(partial, 0o644)
+        os.replace(partial, local)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+
+
+def resolve_checkpoint(spec: str) -> str:
+    """A checkpoint path or URL as given; a built-in name (``magenta26``) → its cached file, built on first use."""
+    from models import builtin  # lazy: the built-ins' importers save through this module
+
+    return builtin.checkpoint_path(spec) if builtin.is_builtin(spec) else spec
 
 
 def load_tensors(path: str, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict, str]:
-    """Read a checkpoint: ``(tensors, document, digest)``. Raises ``CheckpointError`` with the path, also when
-    ``kind`` is given and the checkpoint is of another kind."""
+    """Read a checkpoint (a path, URL or built-in name): ``(tensors, document, digest)``. Raises
+    ``CheckpointError`` with the path when the file is missing, foreign, corrupt (its tensors no longer match
+    the SHA-256 written with them) or, when ``kind`` is given, of another kind."""
+    path = resolve_checkpoint(path)
     try:
         with fsspec.open(path, "rb") as handle:
             data = handle.read()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint is a directory, not a file: {path}") from None
     try:
         tensors = load_safetensors_bytes(data)
         document = json.loads(read_safetensors_metadata(data)["stylebeam"])
     except Exception as exc:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"not a stylebeam checkpoint: {path} ({type(exc).__name__}: {exc})") from None
+    expected = document.get("tensors_sha256")  # absent in checkpoints written before it was added
+    if expected is not None and tensors_sha256(tensors) != expected:
+        raise CheckpointError(f"{path} is corrupt: its weights do not match the checksum written with them")
     document["kind"] = LEGACY_KINDS.get(document.get("kind"), document.get("kind"))
     if kind is not None and document["kind"] != kind:
         raise CheckpointError(f"{path} is a {document.get('kind')!r} checkpoint, not a {kind!r} one")
     return tensors, document, digest_of(data)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str) -> None:
+    """Refuse weights holding NaN or ±Inf: they would write black images with exit 0."""
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{path}: tensor {name} holds {bad} non-finite values (NaN or Inf)")
 
 
 def read_safetensors_metadata(data: bytes) -> dict:
@@ -91,6 +135,7 @@ class StylizerInfo:
     style_names: list[str]
     digest: str
     training: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)  # where imported weights came from (package, file digest, licence)
 
     def style_index(self, name: str) -> int:
         if name not in self.style_names:
@@ -98,8 +143,14 @@ class StylizerInfo:
         return self.style_names.index(name)
 
 
-def save_stylizer(path: str, model: MultiStyleTransformer, style_names: list[str], training: dict | None = None) -> str:
-    """Save a stylizer with its architecture, style names and training settings; return its digest."""
+def save_stylizer(
+    path: str,
+    model: MultiStyleTransformer,
+    style_names: list[str],
+    training: dict | None = None,
+    source: dict | None = None,
+) -> str:
+    """Save a stylizer with its architecture, style names, training settings and source; return its digest."""
     if len(style_names) != model.num_styles:
         raise ValueError(f"{len(style_names)} style names for a {model.num_styles}-style network")
     if len(set(style_names)) != len(style_names):
@@ -110,17 +161,22 @@ def save_stylizer(path: str, model: MultiStyleTransformer, style_names: list[str
         "style_names": list(style_names),
         "training": training or {},
     }
+    if source:
+        document["source"] = source
     return save_tensors(path, model.state_dict(), document)
 
 
 def load_stylizer(path: str, device: str | torch.device = "cpu") -> tuple[MultiStyleTransformer, StylizerInfo]:
-    """Load a stylizer in eval mode on ``device``."""
+    """Load a stylizer (a path, URL or built-in name) in eval mode on ``device``."""
     tensors, document, digest = load_tensors(path, STYLIZER_KIND)
-    config = StylizerConfig(**document["config"])
-    model = MultiStyleTransformer(config)
+    check_finite(tensors, path)
     try:
+        config = StylizerConfig(**document["config"])
+        model = MultiStyleTransformer(config)
         model.load_state_dict(tensors)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored architecture ({exc})") from None
-    info = StylizerInfo(config, list(document["style_names"]), digest, document.get("training", {}))
+    info = StylizerInfo(
+        config, list(document["style_names"]), digest, document.get("training", {}), document.get("source", {})
+    )
     return model.to(device).eval(), info

@@ -24,6 +24,14 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOGGER = logging.getLogger(__name__)
 
 
+class NonFiniteOutput(RuntimeError):
+    """A forward pass produced NaN or Inf for some images (``indices`` in the batch): never encode those."""
+
+    def __init__(self, indices: list[int]):
+        super().__init__(f"the stylizer produced NaN or Inf pixels for {len(indices)} image(s)")
+        self.indices = indices
+
+
 def cpu_supports_bf16() -> bool:
     """True where oneDNN has native bf16 kernels (AVX-512 BF16 / AMX); elsewhere bf16 is emulated and slow."""
     try:
@@ -102,9 +110,11 @@ class StylizerRunner:
 
     @torch.inference_mode()
     def __call__(self, pixels: np.ndarray, style_weights: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """``pixels`` ``(B, H, W, 3)`` uint8, ``style_weights`` ``(B, N)``, ``alpha`` ``(B,)`` → ``(B, H, W, 3)`` uint8.
+        """``pixels`` ``(B, H, W, 3)`` uint8, ``style_weights`` ``(B, code_size)`` (style mixtures or style
+        embeddings), ``alpha`` ``(B,)`` → ``(B, H, W, 3)`` uint8.
 
-        Any ``B``: it is cut into forward passes of ``batch_size``, the last padded with zeros.
+        Any ``B``: it is cut into forward passes of ``batch_size``, the last padded with zeros. Raises
+        ``NonFiniteOutput`` when any image's output holds NaN/Inf (e.g. weights that overflow in bf16).
         """
         count = pixels.shape[0]
         if count == 0:
@@ -140,5 +150,8 @@ class StylizerRunner:
         else:
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
                 stylised = self._forward(batch, weights)
+        finite = torch.isfinite(stylised[:count]).flatten(1).all(1)
+        if not bool(finite.all()):
+            raise NonFiniteOutput([int(i) for i in torch.nonzero(~finite).flatten()])
         blended = torch.lerp(batch, stylised.float(), alphas.reshape(-1, 1, 1, 1))
         return float_to_uint8(blended[:count]).cpu().numpy()

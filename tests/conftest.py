@@ -13,6 +13,19 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 @pytest.fixture(autouse=True, scope="session")
+def stylizer_cache(tmp_path_factory):
+    """Built-in stylizers (``magenta26``) are cached in a session folder, never in the user's cache dir;
+    subprocesses started by tests inherit it."""
+    before = os.environ.get("STYLEBEAM_CACHE")
+    os.environ["STYLEBEAM_CACHE"] = str(tmp_path_factory.mktemp("stylebeam-cache"))
+    yield os.environ["STYLEBEAM_CACHE"]
+    if before is None:
+        os.environ.pop("STYLEBEAM_CACHE", None)
+    else:
+        os.environ["STYLEBEAM_CACHE"] = before
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Test tensors are tiny: intra-op threads only add synchronisation, and on a shared 2-core machine
     OpenMP threads waiting on each other made torch tests ~10x slower (a 32 px VGG19 pass: 0.9 s with

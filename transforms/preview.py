@@ -27,17 +27,24 @@ def thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
 
 
 def draw_contact_sheet(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]) -> Image.Image:
-    """``[(source_id, original, [(caption, stylised), ...]), ...]`` → one RGB image, a row per source."""
+    """``[(source_id, original, [(caption, stylised), ...]), ...]`` → one RGB image, a row per source. Each row
+    is as tall as its tallest thumbnail, captions right under the pictures."""
     columns = 1 + min(MAX_COLUMNS, max((len(outputs) for _, _, outputs in rows), default=0))
-    cell_w, cell_h = THUMB + 8, THUMB + LABEL_HEIGHT + 8
-    sheet = Image.new("RGB", (columns * cell_w, max(1, len(rows)) * cell_h), (245, 243, 236))
+    cell_w = THUMB + 8
+    heights = [
+        max(pixels.shape[0] for pixels in [original] + [p for _, p in outputs[:MAX_COLUMNS]])
+        for _, original, outputs in rows
+    ]
+    sheet = Image.new("RGB", (columns * cell_w, max(1, sum(h + LABEL_HEIGHT + 8 for h in heights))), (245, 243, 236))
     draw = ImageDraw.Draw(sheet)
-    for r, (source_id, original, outputs) in enumerate(rows):
+    top = 4
+    for (source_id, original, outputs), height in zip(rows, heights, strict=True):
         cells = [(source_id, original)] + outputs[:MAX_COLUMNS]
         for c, (caption, pixels) in enumerate(cells):
-            x, y = c * cell_w + 4, r * cell_h + 4
-            sheet.paste(Image.fromarray(pixels, "RGB"), (x, y))
-            draw.text((x, y + THUMB + 1), caption[:26], fill=(40, 40, 40))
+            x = c * cell_w + 4
+            sheet.paste(Image.fromarray(pixels, "RGB"), (x, top))
+            draw.text((x, top + height + 1), caption[:26], fill=(40, 40, 40))
+        top += height + LABEL_HEIGHT + 8
     return sheet
 
 

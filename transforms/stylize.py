@@ -24,7 +24,7 @@ from PIL import Image
 
 from models.checkpoint import load_stylizer
 from models.device import resolve_device
-from models.inference import StylizerRunner, resolve_precision
+from models.inference import NonFiniteOutput, StylizerRunner, resolve_precision
 from transforms.decode import DecodedImage
 from transforms.images import encode_image
 from transforms.schemas import rejected_row
@@ -52,7 +52,8 @@ class StylisedImage:
 @dataclass(frozen=True)
 class StylizeFailure:
     source_id: str
-    error: str
+    reason: str
+    detail: str
 
 
 class PlanStylesFn(beam.DoFn):
@@ -132,9 +133,12 @@ class StylizeBatchesFn(beam.DoFn):
             for task in tasks:
                 try:
                     results.append(StylisedImage(task, self._stylize([task])[0]))
+                except NonFiniteOutput as single:
+                    self.failures.inc()
+                    results.append(StylizeFailure(task.source_id, "non_finite_output", str(single)))
                 except RuntimeError as single:
                     self.failures.inc()
-                    results.append(StylizeFailure(task.source_id, f"inference_error: {single}"))
+                    results.append(StylizeFailure(task.source_id, "inference_error", str(single)))
             return results
         self.stylised.inc(len(tasks))
         return [StylisedImage(task, pixels) for task, pixels in zip(tasks, outputs, strict=True)]
@@ -157,9 +161,7 @@ class EncodeRowFn(beam.DoFn):
 
     def process(self, item):
         if isinstance(item, StylizeFailure):
-            yield beam.pvalue.TaggedOutput(
-                REJECTED, rejected_row(item.source_id, "stylize", *item.error.split(": ", 1))
-            )
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(item.source_id, "stylize", item.reason, item.detail))
             return
         task = item.task
         try:

