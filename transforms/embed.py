@@ -28,6 +28,7 @@ from transforms.schemas import rejected_row
 from transforms.sources import iter_parquet_batches
 
 STAGE = "embed"
+LOGGER = logging.getLogger(__name__)
 CORPUS_COLUMNS = ["id", "image", "text", "caption", "caption_hashtags"]
 
 
@@ -187,7 +188,7 @@ class EmbedBatches(beam.DoFn):
     (re-runs give bit-identical embeddings; checked in tests/pipelines/test_embed.py).
     """
 
-    def __init__(self, model_path: str, image_size: int, batch_size: int, device: str = "auto", cpu_threads: int = 1):
+    def __init__(self, model_path: str, image_size: int, batch_size: int, device: str = "auto", cpu_threads: int = 0):
         self.model_path = model_path
         self.image_size = image_size
         self.batch_size = batch_size
@@ -204,7 +205,7 @@ class EmbedBatches(beam.DoFn):
             # oversubscribes the CPU (a tiny-ResNet step: 39 ms with 1 thread, 523 ms with 2, on a busy 2-core box).
             torch.set_num_threads(self.cpu_threads)
         self.model, _, info = load_embedding_model(self.model_path, self.device)
-        logging.info("embedding model %s (%s) loaded on %s", self.model_path, info.digest, self.device)
+        LOGGER.info("embedding model %s (%s) loaded on %s", self.model_path, info.digest, self.device)
 
     def process(self, batch):
         for start in range(0, len(batch), self.batch_size):
@@ -223,7 +224,7 @@ class EmbedImages(beam.PTransform):
     """``SourceRecord``s (``transforms.read.ReadImages``) → ``{"embeddings": EMBEDDINGS rows, "rejected": rows}``."""
 
     def __init__(
-        self, model_path: str, image_size: int, batch_size: int = 32, device: str = "auto", cpu_threads: int = 1
+        self, model_path: str, image_size: int, batch_size: int = 32, device: str = "auto", cpu_threads: int = 0
     ):
         super().__init__()
         self.model_path = model_path

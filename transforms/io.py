@@ -10,8 +10,6 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.schemas import rejection_reason
-
 
 def output_path(output_dir: str, name: str) -> str:
     return FileSystems.join(output_dir, name) if "://" in output_dir else f"{output_dir.rstrip('/')}/{name}"
@@ -45,56 +43,49 @@ class WriteTable(beam.PTransform):
 
 
 class CountRejected(beam.PTransform):
-    """Rejected rows → ``(key, 1)`` pairs for ``WriteSummary``: per stage and per ``stage/reason``."""
+    """Rejected rows → ``(key, amount)`` tallies for ``WriteSummary``: rows per stage and per ``stage/reason``, and
+    ``rejected_records``, the input records they stand for (a file that cannot be read stands for all its rows)."""
 
     def expand(self, rejected):
-        def keys(row):
-            yield f"rejected.stage.{row['stage']}"
-            yield f"rejected.reason.{row['stage']}/{rejection_reason(row)}"
+        def tallies(row):
+            yield f"rejected.stage.{row['stage']}", 1
+            yield f"rejected.reason.{row['stage']}/{row['reason']}", 1
+            yield "rejected_records", row["records"]
 
-        return rejected | beam.FlatMap(keys)
+        return rejected | beam.FlatMap(tallies)
 
 
 class WriteSummary(beam.PTransform):
-    """Count named PCollections and write one ``summary.json``.
+    """Count what a job did and write one ``OUT/summary.json``: ``{"output", "counts", **facts}``.
 
-    ``counted`` maps a summary key to a PCollection: each element adds one to that key, except for a
-    PCollection of string keys given under ``"*"`` (such as ``CountRejected`` output), whose elements
-    are the keys themselves. Every key in ``counted`` appears in the summary, zero when empty.
-    ``extra`` holds static facts (settings, versions) copied into the file.
+    ``counted`` maps a summary key to a PCollection; each element adds one to its key, and every key appears, zero
+    when its PCollection is empty. ``tallies`` are PCollections of ``(key, amount)`` pairs (``CountRejected``), added
+    up per key. ``facts`` (job name, settings, digests) are copied into the file as they are.
     """
 
-    def __init__(self, output_dir: str, counted: dict, extra: dict | None = None):
+    def __init__(self, output_dir: str, counted: dict, tallies: tuple = (), facts: dict | None = None):
         super().__init__()
         self.output_dir = output_dir
         self.counted = counted
-        self.extra = extra or {}
+        self.tallies = tuple(tallies)
+        self.facts = facts or {}
 
     def expand(self, pbegin):
-        named = [
-            pcoll | f"Key{name}" >> beam.Map(lambda _, key=name: key)
-            for name, pcoll in self.counted.items()
-            if name != "*"
-        ]
-        if "*" in self.counted:
-            named.append(self.counted["*"])
-        zero_keys = [name for name in self.counted if name != "*"]
-        extra = self.extra
-        output_dir = self.output_dir
+        ones = [pcoll | f"Count{key}" >> beam.Map(lambda _, key=key: (key, 1)) for key, pcoll in self.counted.items()]
+        zero = dict.fromkeys(self.counted, 0)
+        facts, output_dir = self.facts, self.output_dir
         path = output_path(output_dir, "summary.json")
 
         def write(counts):
-            summary = {"output": output_dir, "counts": {key: 0 for key in zero_keys}}
-            summary["counts"].update(dict(sorted(counts)))
-            summary.update(extra)
+            summary = {"output": output_dir, "counts": {**zero, **dict(sorted(counts))}, **facts}
             with FileSystems.create(path, mime_type="application/json") as handle:
                 handle.write(json.dumps(summary, indent=2, sort_keys=True).encode())
             return summary
 
         return (
-            tuple(named)
-            | "FlattenKeys" >> beam.Flatten(pipeline=pbegin.pipeline)
-            | "CountKeys" >> beam.combiners.Count.PerElement()
+            (*ones, *self.tallies)
+            | "AllTallies" >> beam.Flatten(pipeline=pbegin.pipeline)
+            | "SumPerKey" >> beam.CombinePerKey(sum)
             | "AllCounts" >> beam.combiners.ToList()
             | "WriteJson" >> beam.Map(write)
         )

@@ -4,11 +4,16 @@ rely on (README, "The main job" and "Corpus"). Rows are plain dicts keyed by col
 
 import pyarrow as pa
 
+# One dead-letter row per input record that could not be used (or per file or row group that could not be read:
+# ``records`` says how many input records the row stands for). ``reason`` is the slug summaries count; ``error`` is
+# the human line, "reason: detail".
 REJECTED = pa.schema(
     [
         ("source_id", pa.string()),
         ("stage", pa.string()),
         ("error", pa.string()),
+        ("reason", pa.string()),
+        ("records", pa.int64()),
     ]
 )
 
@@ -58,12 +63,7 @@ EMBEDDINGS = pa.schema(
 )
 
 
-def rejected_row(source_id: str, stage: str, reason: str, detail: str = "") -> dict:
-    """A dead-letter row. ``error`` is ``"{reason}: {detail}"``; summaries count by the ``reason`` slug."""
+def rejected_row(source_id: str, stage: str, reason: str, detail: str = "", records: int = 1) -> dict:
+    """A dead-letter row: ``reason`` is a slug (``corrupt_image``), ``detail`` what a person needs to see."""
     error = f"{reason}: {detail}" if detail else reason
-    return {"source_id": str(source_id), "stage": stage, "error": error}
-
-
-def rejection_reason(row: dict) -> str:
-    """The slug part of a rejected row's ``error`` (what summaries count)."""
-    return row["error"].split(":", 1)[0]
+    return {"source_id": str(source_id), "stage": stage, "error": error, "reason": reason, "records": records}

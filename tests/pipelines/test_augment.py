@@ -186,8 +186,11 @@ def test_parquet_input_carries_ids_and_labels_and_mix_policy(tmp_path, stylizer)
     assert sorted(r["id"] for r in rows) == ["p1#0", "p1#1", "p3#0", "p3#1"]
     assert {r["source_id"]: r["label"] for r in rows} == {"p1": "a", "p3": None}
     assert all(r["style"] == "mix" and abs(sum(r["style_weights"]) - 1) < 1e-5 and r["alpha"] == 0.5 for r in rows)
-    assert rejected.to_pylist() == [{"source_id": "p2", "stage": "decode", "error": rejected.to_pylist()[0]["error"]}]
-    assert rejected.to_pylist()[0]["error"].startswith("not_an_image")
+    error = rejected.to_pylist()[0]["error"]
+    assert rejected.to_pylist() == [
+        {"source_id": "p2", "stage": "decode", "error": error, "reason": "not_an_image", "records": 1}
+    ]
+    assert error.startswith("not_an_image")
 
 
 def test_cli_errors_are_one_line(tmp_path, stylizer, dataset, capsys):

@@ -46,6 +46,7 @@ def test_reads_and_writes_gcs(gcs_bucket, stylizer):
             f"--input={gcs_bucket}/in",
             f"--output={gcs_bucket}/out",
             f"--stylizer={stylizer}",
+            "--styles=all",  # the job's default, random:4, needs 4 styles
             "--image-size=32",
             "--num-shards=1",
             "--no_auth",
@@ -72,6 +73,7 @@ def test_dataflow_job_builds_offline(gcs_bucket, stylizer, capsys):
         "--region=us-central1",
         f"--temp_location={gcs_bucket}/tmp",
         "--no_auth",
+        "--styles=all",
     ]
     # a local checkpoint cannot reach Dataflow workers: refused up front, in one line
     argv = [f"--input={gcs_bucket}/in", f"--output={gcs_bucket}/out", f"--stylizer={stylizer}", *dataflow]

@@ -2,7 +2,7 @@ import importlib
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.beam_options import JobOptions
+from pipelines.beam_job import JobOptions
 
 JOBS = ["augment", "collect", "clean", "embed"]
 
@@ -18,7 +18,7 @@ def test_all_jobs_import_side_by_side_and_beam_still_parses():
 
 
 def test_cpu_threads_one_per_process_only_where_runners_start_many():
-    from pipelines.beam_options import cpu_threads_per_process
+    from pipelines.beam_job import cpu_threads_per_process
 
     def threads(*args, requested=0):
         return cpu_threads_per_process(PipelineOptions(list(args)), requested)
