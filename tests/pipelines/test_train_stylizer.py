@@ -10,7 +10,7 @@ from pipelines.train_stylizer import content_batches, main
 from tests.conftest import encode, make_image
 from transforms.sources import resolve_input
 
-TINY = ["--loss-network", "random", "--width", "0.25", "--image-size", "32", "--batch-size", "2", "--quiet"]
+TINY = ["--loss-network", "random", "--width", "0.25", "--image-size", "32", "--batch-size", "2", "--no-progress"]
 TINY_LAYERS = ["--content-layers", "relu2_2", "--style-layers", "relu1_2,relu2_2"]
 
 
@@ -104,7 +104,7 @@ def test_duplicate_style_names_are_refused(data, capsys):
 def test_imagenet_loss_network_without_weights_fails_clearly(data, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", data / "x.safetensors"]
-    code, _, err = run([*argv, "--steps", "1", "--image-size", "32", "--quiet"], capsys)
+    code, _, err = run([*argv, "--steps", "1", "--image-size", "32", "--no-progress"], capsys)
     assert code == 2 and "not available offline" in err and "random" in err
 
 
