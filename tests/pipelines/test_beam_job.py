@@ -27,3 +27,34 @@ def test_cpu_threads_one_per_process_only_where_runners_start_many():
     assert threads("--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2") == 1
     assert threads("--runner=DataflowRunner") == 1
     assert threads("--runner=DataflowRunner", requested=4) == 4
+
+
+def test_beam_never_sees_a_jobs_own_flags(caplog):
+    """The jobs' flags are parsed by their own parser; Beam gets the rest and has nothing to warn about."""
+    from pipelines import augment, clean, embed
+    from pipelines.beam_job import parse_job_args
+
+    argv = {
+        augment: ["--input=in", "--output=out", "--stylizer=s.safetensors", "--batch-size=2", "--cpu-threads=1"],
+        clean: ["--input", "in", "--output", "out", "--min-words=2", "--num-shards=3"],
+        embed: ["--input=in", "--output=out", "--model=m", "--image-size=32"],
+    }
+    for module, flags in argv.items():
+        opts, options = parse_job_args(module.JOB, [*flags, "--direct_num_workers=2", "--runner", "FnApiRunner"])
+        with caplog.at_level("WARNING"):
+            every = options.get_all_options(display_warnings=True)
+        assert every["direct_num_workers"] == 2 and every["runner"] == "FnApiRunner" and opts.output == "out"
+        assert not [r for r in caplog.records if "Unparseable" in r.getMessage()], module.__name__
+    _, options = parse_job_args(clean.JOB, ["--input=in", "--output=out", "--nmu_workers=3"])
+    with caplog.at_level("WARNING"):
+        options.get_all_options(display_warnings=True)
+    assert any("--nmu_workers" in r.getMessage() for r in caplog.records)  # a real typo still gets Beam's warning
+
+
+def test_bad_flag_values_are_one_error_line(capsys):
+    from pipelines import embed
+    from pipelines.cli import run_main
+
+    assert run_main(embed.run, ["--input=in", "--output=out", "--model=m", "--batch-size=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --batch-size: must be a positive integer, got 0") and err.count("\n") == 1
