@@ -20,6 +20,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from models.errors import CheckpointError
+from models.files import read_file
 from models.stylizer import MultiStyleTransformer, StylizerConfig
 
 FORMAT_VERSION = 1
@@ -91,13 +92,7 @@ def load_tensors(path: str, kind: str | None = None) -> tuple[dict[str, torch.Te
     ``CheckpointError`` with the path when the file is missing, foreign, corrupt (its tensors no longer match
     the SHA-256 written with them) or, when ``kind`` is given, of another kind."""
     path = resolve_checkpoint(path)
-    try:
-        with fsspec.open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"checkpoint is a directory, not a file: {path}") from None
+    data = read_file(path, "checkpoint", missing=CheckpointError, unreadable=CheckpointError)
     try:
         tensors = load_safetensors_bytes(data)
         document = json.loads(read_safetensors_metadata(data)["stylebeam"])

@@ -13,6 +13,10 @@ class InputNotFoundError(StylebeamError):
     """An input path, glob or URL matched nothing."""
 
 
+class InputUnreadableError(StylebeamError):
+    """An input exists but cannot be read: a directory where a file is wanted, no permission, a network failure."""
+
+
 class ImageRejected(StylebeamError):
     """An image that cannot be used. ``reason`` is a short slug counted in summaries."""
 

@@ -11,11 +11,11 @@ import hashlib
 import io
 import json
 
-import fsspec
 import torch
 
 from models.checkpoint import write_atomically
 from models.errors import CheckpointError
+from models.files import read_file
 
 MAGIC = b"stylebeam resume state\n"
 FORMAT_VERSION = 1
@@ -37,13 +37,7 @@ def save_resume_state(path: str, kind: str, state: dict) -> None:
 
 def load_resume_state(path: str, kind: str) -> dict:
     """Read and verify a ``kind`` resume state; ``CheckpointError`` says what is wrong with the file."""
-    try:
-        with fsspec.open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"nothing to resume: {path} does not exist (train without --resume first)") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read resume state {path}: {exc.strerror or exc}") from None
+    data = read_file(path, "resume state", missing=CheckpointError, unreadable=CheckpointError)
     if not data:
         raise CheckpointError(f"resume state {path} is empty (0 bytes); start the run again without --resume")
     if not data.startswith(MAGIC):

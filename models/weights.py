@@ -8,10 +8,10 @@ never run. Stylebeam's own checkpoints are ``models.checkpoint``'s business.
 import io
 import os
 
-import fsspec
 import torch
 
 from models.errors import CheckpointError, InputNotFoundError, WeightsUnavailableError
+from models.files import read_file
 
 
 def hub_cache_file(filename: str, description: str, instead: str) -> str:
@@ -30,15 +30,7 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
 
     Raises ``InputNotFoundError`` when there is no such file and ``CheckpointError`` naming the file otherwise.
     """
-    try:
-        with fsspec.open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise InputNotFoundError(f"weights file not found: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path} is a directory, not a weights file") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = read_file(path, "weights file", missing=InputNotFoundError, unreadable=CheckpointError)
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from models.errors import ImageRejected
+from models.errors import ImageRejected, InputNotFoundError
+from models.files import read_file
 from models.pixels import uint8_to_float
 
 # Decompression-bomb guard: 64 MP is above any camera photo we expect and far below what would
@@ -141,16 +142,8 @@ def pil_to_uint8(image: Image.Image) -> np.ndarray:
 
 
 def read_bytes(path: str) -> bytes:
-    """Read a local path or any fsspec URL (``gs://``, ``memory://``, …)."""
-    import fsspec
-
-    from models.errors import InputNotFoundError
-
-    try:
-        with fsspec.open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise InputNotFoundError(f"file not found: {path}") from None
+    """Read a local path or any fsspec URL (``gs://``, ``memory://``, …); only a missing file is "not found"."""
+    return read_file(path, "file", missing=InputNotFoundError)
 
 
 def load_image(path: str, **decode_kwargs) -> Image.Image:

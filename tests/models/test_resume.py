@@ -24,7 +24,7 @@ def test_a_state_round_trips_and_names_its_kind(tmp_path):
     assert not (tmp_path / "sub" / "state.pt.partial").exists()
     with pytest.raises(CheckpointError, match="'stylebeam.stylizer.resume' resume state, not a 'stylebeam.embedding"):
         load_resume_state(path, "stylebeam.embedding.resume")
-    with pytest.raises(CheckpointError, match="nothing to resume"):
+    with pytest.raises(CheckpointError, match="resume state not found"):
         load_resume_state(str(tmp_path / "none.pt"), "stylebeam.stylizer.resume")
 
 

@@ -1,5 +1,7 @@
 """models.weights: the one reader of foreign state_dicts (torch or safetensors) and of the torch hub cache."""
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -38,3 +40,24 @@ def test_the_hub_cache_is_looked_up_never_downloaded(tmp_path, monkeypatch):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "x.pth").write_bytes(b"")
     assert hub_cache_file("x.pth", "ImageNet X", "pass PATH") == str(tmp_path / "checkpoints" / "x.pth")
+
+
+def test_only_a_missing_file_is_not_found(tmp_path):
+    from models.errors import InputUnreadableError
+    from models.files import read_file
+
+    with pytest.raises(InputNotFoundError, match="image not found"):
+        read_file(str(tmp_path / "none.png"), "image", missing=InputNotFoundError)
+    with pytest.raises(InputUnreadableError, match="image is a directory, not a file"):
+        read_file(str(tmp_path), "image", missing=InputNotFoundError)
+    with pytest.raises(InputUnreadableError, match="cannot be read: nosuchproto://x"):
+        read_file("nosuchproto://x", "image", missing=InputNotFoundError)  # a failure of the storage itself
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(b"x")
+    locked.chmod(0)
+    try:
+        if os.geteuid() != 0:  # root reads any file
+            with pytest.raises(InputUnreadableError, match="permission denied"):
+                read_file(str(locked), "image", missing=InputNotFoundError)
+    finally:
+        locked.chmod(0o600)
