@@ -2,8 +2,9 @@
 
 Files: ``MatchFiles`` then a ``Reshuffle`` so that the reads (and everything fused after them) spread
 over workers instead of staying on the one that listed the files. Parquet: each file is split into its
-row groups, reshuffled, and read one row group at a time; rows without an ``id`` column get
-``{file}:{row}``, the same ids ``transforms.sources.iter_records`` gives.
+row groups, reshuffled, and read one row group at a time; a row becomes a record through
+``transforms.sources.table_records``, as in ``iter_records``. A file or row group that cannot be read is one
+rejected row whose ``records`` says how many input rows it stood for.
 """
 
 import apache_beam as beam
@@ -13,7 +14,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.schemas import rejected_row
-from transforms.sources import InputPattern, SourceRecord, is_image_path, is_side_file, label_of, relative_id
+from transforms.sources import (
+    InputPattern,
+    SourceRecord,
+    image_column_problem,
+    is_image_path,
+    is_side_file,
+    label_of,
+    relative_id,
+    table_records,
+)
 
 REJECTED = "rejected"
 STAGE = "read"
@@ -51,18 +61,25 @@ class SplitRowGroupsFn(beam.DoFn):
         if is_side_file(metadata.path, self.root):
             self.side_files.inc()
             return
+        file_id = relative_id(metadata.path, self.root)
         try:
             with FileSystems.open(metadata.path, compression_type="uncompressed") as handle:
                 parquet = pq.ParquetFile(handle)
-                if "image" not in parquet.schema_arrow.names:
-                    raise ValueError("no 'image' column")
-                first_row = 0
-                for group in range(parquet.num_row_groups):
-                    yield metadata.path, group, first_row
-                    first_row += parquet.metadata.row_group(group).num_rows
-        except Exception as exc:
-            file_id = relative_id(metadata.path, self.root)
+                schema, num_rows = parquet.schema_arrow, parquet.metadata.num_rows
+                groups = [parquet.metadata.row_group(group).num_rows for group in range(parquet.num_row_groups)]
+        except Exception as exc:  # not Parquet, a damaged footer, a file gone since matching: its row count is unknown
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(file_id, STAGE, "unreadable_parquet", str(exc)))
+            return
+        problem = image_column_problem(schema)
+        if problem is not None:  # one row that says how many input rows it stands for
+            reason, detail = problem
+            row = rejected_row(file_id, STAGE, reason, f"{detail} ({num_rows} rows)", records=num_rows)
+            yield beam.pvalue.TaggedOutput(REJECTED, row)
+            return
+        first_row = 0
+        for group, rows in enumerate(groups):
+            yield metadata.path, group, first_row, rows
+            first_row += rows
 
 
 class ReadRowGroupFn(beam.DoFn):
@@ -71,7 +88,7 @@ class ReadRowGroupFn(beam.DoFn):
         self.read_counter = Metrics.counter("stylebeam", "images_read")
 
     def process(self, item):
-        path, group, first_row = item
+        path, group, first_row, num_rows = item
         file_id = relative_id(path, self.root)
         try:
             with FileSystems.open(path, compression_type="uncompressed") as handle:
@@ -80,14 +97,12 @@ class ReadRowGroupFn(beam.DoFn):
                 table = parquet.read_row_group(group, columns=columns).to_pydict()
         except Exception as exc:  # a corrupt row group costs its rows (dead-lettered), not the job
             rows = f"{file_id}:rows{first_row}+"
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(rows, STAGE, "unreadable_row_group", str(exc)))
+            row = rejected_row(rows, STAGE, "unreadable_row_group", f"{exc} ({num_rows} rows)", records=num_rows)
+            yield beam.pvalue.TaggedOutput(REJECTED, row)
             return
-        for i, data in enumerate(table["image"]):
-            has_id = "id" in table and table["id"][i] is not None
-            source_id = str(table["id"][i]) if has_id else f"{file_id}:{first_row + i}"
-            label = table["label"][i] if "label" in table else None
+        for record in table_records(table, file_id, first_row):
             self.read_counter.inc()
-            yield SourceRecord(source_id, None if label is None else str(label), data or b"")
+            yield record
 
 
 class ReadImages(beam.PTransform):

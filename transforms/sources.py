@@ -15,6 +15,7 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -149,21 +150,42 @@ def iter_parquet_batches(paths, columns: list[str] | None = None, batch_rows: in
             yield from parquet.iter_batches(batch_size=batch_rows, columns=present)
 
 
+def image_column_problem(schema: pa.Schema) -> tuple[str, str] | None:
+    """Why no row of a Parquet file with ``schema`` can be an image, as ``(reason, detail)``; ``None`` if they can."""
+    if "image" not in schema.names:
+        return "no_image_column", "no 'image' column"
+    kind = schema.field("image").type
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        return "image_not_binary", f"the 'image' column holds {kind}, not encoded image bytes"
+    return None
+
+
+def table_records(columns: dict[str, list], file_id: str, first_row: int) -> Iterator[SourceRecord]:
+    """Rows of one Parquet batch (``RecordBatch.to_pydict()`` of ``id``, ``label``, ``image``) as records.
+
+    ``id`` falls back to ``{file}:{row}`` when the column is absent or the value null; ``label`` is a string (a
+    numeric class becomes ``"3"``) or ``None``; a null ``image`` is empty bytes (rejected as ``empty_file``).
+    The one reading of a row, for the Beam reader and for ``iter_records`` alike.
+    """
+    ids, labels = columns.get("id"), columns.get("label")
+    for i, data in enumerate(columns["image"]):
+        row_id = None if ids is None else ids[i]
+        label = None if labels is None else labels[i]
+        source_id = f"{file_id}:{first_row + i}" if row_id is None else str(row_id)
+        yield SourceRecord(source_id, None if label is None else str(label), data or b"")
+
+
 def parquet_records(spec: InputSpec, batch_rows: int = 64) -> Iterator[SourceRecord]:
-    """Rows of Parquet inputs as records. ``id`` falls back to ``{file}:{row}`` when the column is absent."""
+    """Rows of Parquet inputs as records (``table_records``), one batch in memory at a time."""
     for path in spec.paths:
         row_number = 0
         file_id = relative_id(path, spec.root)
         for batch in iter_parquet_batches([path], ["id", "label", "image"], batch_rows):
-            if "image" not in batch.schema.names:
-                raise UsageError(f"Parquet input {path} has no 'image' column")
-            columns = batch.to_pydict()
-            for i, data in enumerate(columns["image"]):
-                has_id = "id" in columns and columns["id"][i] is not None
-                source_id = columns["id"][i] if has_id else f"{file_id}:{row_number}"
-                label = columns["label"][i] if "label" in columns else None
-                row_number += 1
-                yield SourceRecord(str(source_id), label, data or b"")
+            problem = image_column_problem(batch.schema)
+            if problem is not None:
+                raise UsageError(f"Parquet input {path}: {problem[1]}")
+            yield from table_records(batch.to_pydict(), file_id, row_number)
+            row_number += batch.num_rows
 
 
 def iter_records(spec: str | InputSpec) -> Iterator[SourceRecord]:
