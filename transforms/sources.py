@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from models.errors import InputNotFoundError, UsageError
+from models.errors import InputNotFoundError, InputUnreadableError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 GLOB_CHARS = "*?["
@@ -60,11 +61,41 @@ def is_image_path(path: str) -> bool:
 
 
 def _match(pattern: str, limit: int | None = None) -> list[str]:
+    """Paths matching ``pattern``; none when nothing is there (a missing folder or bucket). Any other failure (no
+    permission, the network, the service) is an ``InputUnreadableError`` that says which."""
     try:
         result = FileSystems.match([pattern], limits=[limit] if limit else None)[0]
-    except Exception:  # Beam raises BeamIOError for a pattern under a missing directory
-        return []
+    except BeamIOError as exc:
+        problems = [failure for failure in _failures(exc) if not _is_not_found(failure)]
+        if not problems:
+            return []
+        raise InputUnreadableError(f"cannot list input {pattern}: {_describe(problems[0])}") from None
     return sorted(m.path for m in result.metadata_list)
+
+
+def _exists(path: str) -> bool:
+    try:
+        return FileSystems.exists(path)
+    except Exception as exc:  # the back end's own error types: permissions, network, service
+        raise InputUnreadableError(f"cannot read input {path}: {_describe(exc)}") from None
+
+
+def _failures(exc: BaseException) -> list[BaseException]:
+    """The underlying errors of a (nested) ``BeamIOError``."""
+    details = getattr(exc, "exception_details", None)
+    if not details:
+        return [exc]
+    return [failure for inner in details.values() for failure in _failures(inner)]
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, FileNotFoundError) or getattr(exc, "code", None) == 404
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError) or getattr(exc, "code", None) in (401, 403):
+        return f"permission denied ({type(exc).__name__}: {exc})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def input_pattern(spec: str) -> InputPattern:
@@ -74,7 +105,7 @@ def input_pattern(spec: str) -> InputPattern:
         pattern = spec
         root = spec[: min(spec.index(ch) for ch in GLOB_CHARS if ch in spec)].rsplit("/", 1)[0]
     elif spec.endswith(".parquet") or is_image_path(spec):
-        if not FileSystems.exists(spec):
+        if not _exists(spec):
             raise InputNotFoundError(f"input not found: {spec}")
         pattern, root = spec, posixpath.dirname(spec)
     else:
