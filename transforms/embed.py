@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 import numpy as np
 import torch
+from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 
 from models.embedding_trainer import Example, images_to_tensor, source_side
@@ -28,6 +29,7 @@ from transforms.schemas import rejected_row
 from transforms.sources import iter_parquet_batches
 
 STAGE = "embed"
+REJECTED = "rejected"
 LOGGER = logging.getLogger(__name__)
 CORPUS_COLUMNS = ["id", "image", "text", "caption", "caption_hashtags"]
 
@@ -168,8 +170,6 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 class DecodeForEmbedding(beam.DoFn):
     """``SourceRecord`` → ``(source_id, (S, S, 3) uint8)``; undecodable images → tagged ``rejected`` rows."""
 
-    REJECTED = "rejected"
-
     def __init__(self, image_size: int):
         self.image_size = image_size
 
@@ -177,7 +177,7 @@ class DecodeForEmbedding(beam.DoFn):
         try:
             yield record.source_id, decode_and_prepare(record.data, self.image_size)
         except ImageRejected as exc:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, rejected_row(record.source_id, STAGE, exc.reason, exc.detail))
+            yield TaggedOutput(REJECTED, rejected_row(record.source_id, STAGE, exc.reason, exc.detail))
 
 
 class EmbedBatches(beam.DoFn):
@@ -185,7 +185,10 @@ class EmbedBatches(beam.DoFn):
 
     Every batch is padded to ``batch_size`` before the forward pass: CPU convolution kernels are chosen by
     batch shape, so a fixed shape makes an image's embedding independent of how Beam happened to batch it
-    (re-runs give bit-identical embeddings; checked in tests/pipelines/test_embed.py).
+    (re-runs give bit-identical embeddings; checked in tests/pipelines/test_embed.py). A batch whose forward pass
+    raises is retried one image at a time (padded the same way, so the bits do not change); an image that still
+    fails, or whose embedding is not finite, leaves as a rejected row (``inference_error``,
+    ``non_finite_embedding``) instead of ending the job or writing garbage.
     """
 
     def __init__(self, model_path: str, image_size: int, batch_size: int, device: str = "auto", cpu_threads: int = 0):
@@ -210,14 +213,34 @@ class EmbedBatches(beam.DoFn):
     def process(self, batch):
         for start in range(0, len(batch), self.batch_size):
             part = batch[start : start + self.batch_size]
-            images = images_to_tensor([image for _, image in part], self.image_size)
-            if len(part) < self.batch_size:
-                padding = images[:1].expand(self.batch_size - len(part), -1, -1, -1)
-                images = torch.cat([images, padding])
-            with torch.no_grad():
-                embeddings = self.model.embed(images.to(self.device)).cpu().numpy()
-            for (post_id, _), embedding in zip(part, embeddings, strict=False):
-                yield {"id": post_id, "embedding": embedding.astype(np.float32).tolist()}
+            try:
+                embeddings = self._embed([image for _, image in part])
+            except RuntimeError as exc:  # one bad batch must not sink the job: retry alone, reject what still fails
+                LOGGER.warning("batch of %d failed (%s); retrying one by one", len(part), exc)
+                for post_id, image in part:
+                    try:
+                        yield from self._rows([post_id], self._embed([image]))
+                    except RuntimeError as single:
+                        yield TaggedOutput(REJECTED, rejected_row(post_id, STAGE, "inference_error", str(single)))
+                continue
+            yield from self._rows([post_id for post_id, _ in part], embeddings)
+
+    def _embed(self, images: list[np.ndarray]) -> np.ndarray:
+        batch = images_to_tensor(images, self.image_size)
+        if len(images) < self.batch_size:
+            padding = batch[:1].expand(self.batch_size - len(images), -1, -1, -1)
+            batch = torch.cat([batch, padding])
+        with torch.no_grad():
+            return self.model.embed(batch.to(self.device)).cpu().numpy()[: len(images)]
+
+    @staticmethod
+    def _rows(ids: list[str], embeddings: np.ndarray):
+        for post_id, embedding in zip(ids, embeddings, strict=True):
+            if not np.isfinite(embedding).all():
+                detail = f"{int((~np.isfinite(embedding)).sum())} of {embedding.size} values are NaN or Inf"
+                yield TaggedOutput(REJECTED, rejected_row(post_id, STAGE, "non_finite_embedding", detail))
+                continue
+            yield {"id": post_id, "embedding": embedding.astype(np.float32).tolist()}
 
 
 class EmbedImages(beam.PTransform):
@@ -235,14 +258,15 @@ class EmbedImages(beam.PTransform):
 
     def expand(self, rows):
         decoded = rows | "Decode" >> beam.ParDo(DecodeForEmbedding(self.image_size)).with_outputs(
-            DecodeForEmbedding.REJECTED, main="images"
+            REJECTED, main="images"
         )
-        embeddings = (
+        embedded = (
             decoded.images
             | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
             | "Embed"
             >> beam.ParDo(
                 EmbedBatches(self.model_path, self.image_size, self.batch_size, self.device, self.cpu_threads)
-            )
+            ).with_outputs(REJECTED, main="embeddings")
         )
-        return {"embeddings": embeddings, "rejected": decoded[DecodeForEmbedding.REJECTED]}
+        rejected = (decoded[REJECTED], embedded[REJECTED]) | "EmbedRejected" >> beam.Flatten()
+        return {"embeddings": embedded.embeddings, "rejected": rejected}

@@ -65,11 +65,18 @@ def decode_image(
         raise ImageRejected("not_an_image", "cannot identify image format") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("corrupt_image", str(exc) or type(exc).__name__) from None
+    except Exception as exc:  # Pillow's plugins also raise struct.error, IndexError, TypeError, MemoryError, ...
+        raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from None
 
     # A broken EXIF block must not cost the pixels: keep the stored orientation.
     with contextlib.suppress(Exception):
         image = ImageOps.exif_transpose(image)
-    rgb = to_rgb(image)
+    try:
+        rgb = to_rgb(image)
+    except Exception as exc:  # a mode Pillow decodes but cannot convert
+        raise ImageRejected(
+            "corrupt_image", f"cannot convert {image.mode} to RGB ({type(exc).__name__}: {exc})"
+        ) from None
     if min(rgb.size) < min_side:
         raise ImageRejected("too_small", f"{rgb.width}x{rgb.height} has a side below {min_side} px")
     return rgb
