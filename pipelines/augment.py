@@ -32,6 +32,7 @@ from transforms.stylize import Stylize
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_IMAGES = ASSETS / "samples"
 DEFAULT_STYLIZER = "magenta26"
+DEFAULT_OUTPUT = "augment-output"
 LOGGER = logging.getLogger("pipelines.augment")
 
 
@@ -47,7 +48,7 @@ class AugmentOptions(JobOptions):
         )
         parser.add_argument(
             "--output",
-            default="augment-output",
+            default=DEFAULT_OUTPUT,
             help=f"{OUTPUT_HELP}: a directory, local or gs:// (default: %(default)s)",
         )
         parser.add_argument(
@@ -164,7 +165,20 @@ def worker_paths(opts: AugmentOptions) -> dict:
     return {"input": opts.input, "output": opts.output, "stylizer": stylizer_path}
 
 
-JOB = BeamJob("augment", AugmentOptions, {"augmented": AUGMENTED}, build, describe, worker_paths=worker_paths)
+def is_demo_run(opts: AugmentOptions) -> bool:
+    """The no-flag demo (the sample images into ./augment-output) replaces its own earlier output."""
+    return opts.input == str(SAMPLE_IMAGES) and opts.output == DEFAULT_OUTPUT
+
+
+JOB = BeamJob(
+    "augment",
+    AugmentOptions,
+    {"augmented": AUGMENTED},
+    build,
+    describe,
+    worker_paths=worker_paths,
+    replaces_own_output=is_demo_run,
+)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):

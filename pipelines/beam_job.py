@@ -9,6 +9,8 @@ is reported on stderr.
 """
 
 import argparse
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from models.errors import UsageError
 from pipelines.cli import ArgumentParser, non_negative_int
-from transforms.io import CountRejected, WriteSummary, WriteTable, update_summary
+from transforms.io import CountRejected, WriteSummary, WriteTable, clear_earlier_run, inspect_output, update_summary
 from transforms.schemas import REJECTED
 
 BEAM_HELP_EPILOG = (
@@ -27,6 +29,7 @@ BEAM_HELP_EPILOG = (
     "--region R --temp_location gs://B/tmp --setup_file ./setup.py. Without --runner the job runs "
     "locally on FnApiRunner (add --direct_running_mode=multi_processing --direct_num_workers=N for N processes)."
 )
+LOGGER = logging.getLogger(__name__)
 # Runners whose workers share this machine's filesystem.
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner")
 
@@ -76,7 +79,8 @@ class BeamJob:
     opts, context) -> JobOutputs``; ``describe(summary) -> str``, the line printed at the end. Optional steps, in
     the order they run: ``check(opts)`` validates flags, ``worker_paths(opts)`` names the paths workers open (flag
     → path), ``prepare(opts)`` runs on the launcher before the pipeline is built (``None`` from it: nothing more
-    to run).
+    to run). ``replaces_own_output(opts)``: true where this run replaces the job's own earlier output without
+    ``--overwrite`` (augment's no-flag demo run; collect's scrape, whose tables are always rebuilt from its spool).
     """
 
     name: str
@@ -87,6 +91,7 @@ class BeamJob:
     check: Callable | None = None
     worker_paths: Callable | None = None
     prepare: Callable | None = None
+    replaces_own_output: Callable | None = None
 
     @property
     def description(self) -> str:
@@ -113,6 +118,12 @@ def parse_job_args(job: BeamJob, argv: list[str] | None) -> tuple[argparse.Names
         default=0,
         help="files per output table; 0 lets the runner choose (default: %(default)s)",
     )
+    outputs.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run's output in --output (only this job's tables, rejected rows, summary and "
+        "temporary files are deleted; other files stay)",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     opts, beam_argv = parser.parse_known_args(argv)
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_argv):
@@ -129,6 +140,8 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
         job.check(opts)
     if job.worker_paths is not None:
         check_worker_paths(options, **job.worker_paths(opts))
+    if opts.output:  # collect's --login alone writes no output
+        prepare_output(job, opts, options)
     prepared = None
     if job.prepare is not None:
         prepared = job.prepare(opts)
@@ -139,6 +152,50 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
     outputs = job.build(pipeline, opts, context)
     write_outputs(pipeline, job, opts, outputs)
     return run_pipeline(pipeline, options, opts.output, job.describe, started=started)
+
+
+def prepare_output(job: BeamJob, opts, options: PipelineOptions) -> None:
+    """An output folder never holds a mix of runs: one that holds an earlier run's tables is refused unless
+    ``--overwrite`` (or the job's own rule, ``replaces_own_output``), which deletes only this job's tables, its
+    run files and temporary folders; another job's output is never mixed with this one's. A killed run's
+    temporary folders are deleted whenever this run claims the folder. A dry run deletes nothing."""
+    output = opts.output
+    check_writable(output)
+    folder = inspect_output(output)
+    own = {*job.schemas, "rejected"}
+    foreign = sorted(set(folder.tables) - own)
+    if foreign or (folder.summary_job not in (None, job.name)):
+        what = ", ".join(f"{prefix}-*.parquet" for prefix in foreign) or f"pipelines.{folder.summary_job}'s output"
+        raise UsageError(f"--output {output} holds an earlier run of another job ({what}); choose another folder")
+    replace = opts.overwrite or (job.replaces_own_output is not None and job.replaces_own_output(opts))
+    if folder.earlier_run and not replace:
+        held = sorted(
+            {f"{prefix}-*.parquet" for prefix in folder.tables} | {p.rsplit("/", 1)[-1] for p in folder.run_files}
+        )
+        raise UsageError(
+            f"--output {output} holds an earlier run ({', '.join(held)}); pass --overwrite to replace it, "
+            "or choose another folder"
+        )
+    if options.view_as(TestOptions).dry_run or not (folder.earlier_run or folder.temp):
+        return
+    deleted = clear_earlier_run(folder, own)
+    LOGGER.info("cleared %d files and folders of an earlier run from %s", len(deleted), output)
+
+
+def check_writable(output: str) -> None:
+    """A local ``--output`` must be a folder (or not exist yet) that this user can create files in."""
+    if "://" in output and not output.startswith("file://"):
+        return  # object stores answer permissions at write time; the job's first write fails in one line there
+    path = os.path.abspath(output.removeprefix("file://"))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--output {output} is a file; give a folder (it is created if missing)")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--output {output} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output {output}: permission denied, this user cannot write in {existing}")
 
 
 def write_outputs(pipeline: beam.Pipeline, job: BeamJob, opts, outputs: JobOutputs) -> None:

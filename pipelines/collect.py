@@ -161,7 +161,16 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             return None
         return scrape(opts, instagram_factory()) if opts.hashtags else FOLDERS
 
-    job = BeamJob("collect", CollectOptions, {"raw": RAW_CORPUS}, build, describe_collect, check=check, prepare=prepare)
+    job = BeamJob(
+        "collect",
+        CollectOptions,
+        {"raw": RAW_CORPUS},
+        build,
+        describe_collect,
+        check=check,
+        prepare=prepare,
+        replaces_own_output=lambda opts: bool(opts.hashtags),  # the same command resumes; tables come from the spool
+    )
     return run_beam_job(job, argv, test_pipeline)
 
 

@@ -118,3 +118,34 @@ def upload(local, remote: str) -> None:
         target = remote if local.is_file() else f"{remote}/{path.relative_to(local).as_posix()}"
         with FileSystems.create(target) as handle:
             handle.write(path.read_bytes())
+
+
+@pytest.fixture
+def world_tmp():
+    """A temporary folder every user can enter (pytest's own are root-only when the tests run as root)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="stylebeam-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def run_unprivileged(args: list[str], **kwargs):
+    """Run a command as a user who cannot write everywhere: as it is when the tests are not root, as ``nobody``
+    through ``setpriv`` when they are; skip the calling test where neither is possible."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is not available to drop to nobody")
+        args = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args]
+    return subprocess.run(args, capture_output=True, text=True, timeout=180, **kwargs)

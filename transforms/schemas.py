@@ -65,5 +65,25 @@ EMBEDDINGS = pa.schema(
 
 def rejected_row(source_id: str, stage: str, reason: str, detail: str = "", records: int = 1) -> dict:
     """A dead-letter row: ``reason`` is a slug (``corrupt_image``), ``detail`` what a person needs to see."""
-    error = f"{reason}: {detail}" if detail else reason
-    return {"source_id": str(source_id), "stage": stage, "error": error, "reason": reason, "records": records}
+    error = printable(f"{reason}: {detail}" if detail else reason)
+    return {
+        "source_id": printable(str(source_id)),
+        "stage": stage,
+        "error": error,
+        "reason": reason,
+        "records": records,
+    }
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8 for a Parquet string column. A file name that is not UTF-8 reaches Python with its
+    bytes as lone surrogates (PEP 383), which Arrow refuses: those bytes become ``\\xNN`` escapes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte: escape it as a code point
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
