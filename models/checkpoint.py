@@ -6,6 +6,9 @@ weights came from), and the SHA-256 of the tensors' bytes, checked on every load
 a ``CheckpointError``, never a silently different model. The digest of a checkpoint is the SHA-256 of its
 bytes, so the ``stylizer`` column of augmented rows names exactly the weights used. Paths may be local or any
 fsspec URL (``gs://…``); wherever a path is accepted, so is a built-in name (``magenta26``, ``models.builtin``).
+
+Two kinds: ``stylebeam.stylizer`` (one network of ``models.stylizer``'s family) and ``stylebeam.arbitrary``
+(Ghiasi et al.'s pair: a style predictor and an embedding-conditioned transformer, in one file).
 """
 
 import hashlib
@@ -21,6 +24,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from models.errors import CheckpointError
 from models.files import read_file
+from models.style_predictor import StylePredictor
 from models.stylizer import MultiStyleTransformer, StylizerConfig
 
 FORMAT_VERSION = 1
@@ -175,3 +179,59 @@ def load_stylizer(path: str, device: str | torch.device = "cpu") -> tuple[MultiS
         config, list(document["style_names"]), digest, document.get("training", {}), document.get("source", {})
     )
     return model.to(device).eval(), info
+
+
+ARBITRARY_KIND = "stylebeam.arbitrary"
+
+
+@dataclass
+class ArbitraryInfo:
+    config: StylizerConfig  # the transformer's
+    digest: str
+    training: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+
+def save_arbitrary(
+    path: str,
+    predictor: StylePredictor,
+    transformer: MultiStyleTransformer,
+    source: dict | None = None,
+    training: dict | None = None,
+) -> str:
+    """Save an arbitrary-style pair (Ghiasi et al.) as one checkpoint: the style predictor's tensors under
+    ``predictor.``, the embedding-conditioned transformer's under ``transformer.``; return its digest."""
+    if transformer.config.embedding_size != predictor.embedding_size:
+        raise ValueError(
+            f"the transformer takes {transformer.config.embedding_size}-d embeddings, "
+            f"the predictor makes {predictor.embedding_size}-d ones"
+        )
+    tensors = {f"predictor.{name}": t for name, t in predictor.state_dict().items()}
+    tensors |= {f"transformer.{name}": t for name, t in transformer.state_dict().items()}
+    document = {"kind": ARBITRARY_KIND, "config": transformer.config.to_dict(), "training": training or {}}
+    if source:
+        document["source"] = source
+    return save_tensors(path, tensors, document)
+
+
+def load_arbitrary(
+    spec: str, device: str | torch.device = "cpu"
+) -> tuple[StylePredictor, MultiStyleTransformer, ArbitraryInfo]:
+    """Load an arbitrary-style pair (a path, URL or built-in name such as ``magenta_arbitrary``) in eval mode."""
+    tensors, document, digest = load_tensors(spec, ARBITRARY_KIND)
+    check_finite(tensors, spec)
+    parts = {"predictor.": {}, "transformer.": {}}
+    for name, tensor in tensors.items():
+        prefix = next((p for p in parts if name.startswith(p)), None)
+        if prefix is None:
+            raise CheckpointError(f"{spec}: unexpected tensor {name} in an arbitrary-style checkpoint")
+        parts[prefix][name.removeprefix(prefix)] = tensor
+    try:
+        config = StylizerConfig(**document["config"])
+        predictor, transformer = StylePredictor(), MultiStyleTransformer(config)
+        predictor.load_state_dict(parts["predictor."])
+        transformer.load_state_dict(parts["transformer."])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{spec}: weights do not fit the stored architecture ({exc})") from None
+    info = ArbitraryInfo(config, digest, document.get("training", {}), document.get("source", {}))
+    return predictor.to(device).eval(), transformer.to(device).eval(), info

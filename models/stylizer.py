@@ -111,13 +111,17 @@ class ConditionalInstanceNorm2d(nn.Module):
         return scale, shift
 
     def forward(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        # Instance norm (biased variance, eps 1e-5) and the affine map folded into one x * a + b. Not
-        # F.instance_norm: it runs batch norm on a (1, B*C, H, W) view, which copies channels-last tensors
-        # twice; this form is 1.6x faster for the Magenta net on CPU (256², 1 thread: 143 vs 232 ms).
-        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        # Instance norm (biased variance, eps 1e-5) and the affine map folded into one centred * a + b, with the
+        # statistics in two passes of plain means. Not F.instance_norm (batch norm on a (1, B*C, H, W) view, which
+        # copies channels-last tensors twice) nor torch.var_mean (a Welford loop): on CPU, 1 thread, the Magenta
+        # net at 256² took 232 ms with the first, 143 ms with the second and ~2x less again with this form, at
+        # the same distance to onnxruntime (6.8e-4 max).
+        mean = x.mean((2, 3), keepdim=True)
+        centred = x - mean
+        var = (centred * centred).mean((2, 3), keepdim=True)
         scale, shift = self.scale_shift(codes)
         a = scale[:, :, None, None].to(x.dtype) * torch.rsqrt(var + 1e-5)
-        return torch.addcmul(shift[:, :, None, None].to(x.dtype) - mean * a, x, a)
+        return torch.addcmul(shift[:, :, None, None].to(x.dtype), centred, a)
 
 
 class ConvLayer(nn.Module):

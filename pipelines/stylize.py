@@ -4,8 +4,11 @@
         --output OUT.png|DIR
     python -m pipelines.stylize --checkpoint CKPT --content IMG [IMG ...] --output DIR
         [--style NAME|all] [--alpha A]
+    python -m pipelines.stylize --style-image PAINTING [--style-image ...] --content IMG [IMG ...] --output DIR
+        [--alpha A] [--checkpoint magenta_arbitrary]
 
-Outputs in a directory are named ``<content-stem>__<style>.png`` (Gatys: the style stems joined by ``+``).
+Outputs in a directory are named ``<content-stem>__<style>.png`` (Gatys: the style stems joined by ``+``; with
+``--style-image``: the painting's stem).
 """
 
 import argparse
@@ -30,18 +33,27 @@ IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m pipelines.stylize",
-        description="Stylise images by Gatys optimisation (slow, any style image) or with a trained "
-        "multi-style checkpoint (fast, the checkpoint's styles).",
+        description="Stylise images by Gatys optimisation (slow, any style image), with a trained "
+        "multi-style checkpoint (fast, the checkpoint's styles) or with any painting as the style (fast, "
+        "Ghiasi et al.'s arbitrary-style network).",
         epilog="examples:\n"
         "  python -m pipelines.stylize --method gatys --content photo.jpg --style starry.jpg --output out.png\n"
-        "  python -m pipelines.stylize --checkpoint styles.safetensors --content a.jpg b.jpg --output out/ --style all",
+        "  python -m pipelines.stylize --checkpoint magenta26 --content a.jpg b.jpg --output out/ --style all\n"
+        "  python -m pipelines.stylize --style-image starry.jpg --content a.jpg --output out/ --alpha 0.8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--method", choices=["gatys"], help="gatys (the default when no --checkpoint is given)")
     parser.add_argument(
         "--checkpoint",
         metavar="NAME|CKPT",
-        help="a stylizer checkpoint or a built-in name (magenta26): stylise with its styles",
+        help="a stylizer checkpoint or a built-in name (magenta26): stylise with its styles; with --style-image, "
+        "an arbitrary-style one (default: magenta_arbitrary)",
+    )
+    parser.add_argument(
+        "--style-image",
+        action="append",
+        metavar="PAINTING",
+        help="any painting as the style (repeatable): Ghiasi et al.'s arbitrary-style network",
     )
     parser.add_argument("--content", nargs="+", required=True, metavar="IMG", help="content image(s), local or URL")
     parser.add_argument(
@@ -72,8 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         "for gatys, the content's own size with --checkpoint)",
     )
 
-    checkpoint = parser.add_argument_group("with --checkpoint")
-    checkpoint.add_argument("--alpha", type=float, help="blend with the original, 0..1 (default: 1, fully stylised)")
+    checkpoint = parser.add_argument_group("with --checkpoint or --style-image")
+    checkpoint.add_argument(
+        "--alpha",
+        type=float,
+        help="style strength 0..1 (default: 1): with --checkpoint it blends pixels with the original, with "
+        "--style-image it moves the style embedding toward the photo's own (Ghiasi et al.)",
+    )
 
     gatys = parser.add_argument_group("gatys (defaults: models/gatys.py GatysConfig)")
     gatys.add_argument("--style-weights", metavar="W1,W2", help="blend weights of the style images (default: equal)")
@@ -125,7 +142,13 @@ GATYS_ONLY = [
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.checkpoint:
+    if args.style_image:
+        given = [name for name in GATYS_ONLY if getattr(args, name) is not None]
+        if args.method or args.style or given:
+            flag = "--method" if args.method else "--style" if args.style else f"--{given[0].replace('_', '-')}"
+            raise UsageError(f"{flag} does nothing with --style-image (the painting is the style)")
+        stylize_with_paintings(args)
+    elif args.checkpoint:
         if args.method:
             raise UsageError("--method gatys and --checkpoint are two different modes: pass one of them")
         given = [name for name in GATYS_ONLY if getattr(args, name) is not None]
@@ -230,6 +253,41 @@ def stylize_with_checkpoint(args: argparse.Namespace) -> None:
                     _write(target, tensor_to_pil(stylised[row]))
                     bar.update(1)
     print(f"wrote {len(contents) * len(names)} image(s) to {args.output} ({info.digest})")
+
+
+def stylize_with_paintings(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from models.checkpoint import load_arbitrary
+    from models.inference import StyleEmbedder, StylizerRunner
+    from models.style_policy import blend_code
+    from transforms.images import pil_to_uint8
+
+    alpha = 1.0 if args.alpha is None else args.alpha
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
+    if _image_format(args.output):
+        raise UsageError(f"--output must be a directory with --style-image, got {args.output}")
+    _check_unique_stems(args.content)
+    _check_unique_stems(args.style_image)
+    device = resolve_device(args.device)
+    predictor, transformer, info = load_arbitrary(args.checkpoint or "magenta_arbitrary", device="cpu")
+    embedder = StyleEmbedder(predictor, device)
+    runner = StylizerRunner(transformer, device, torch.float32, batch_size=args.batch_size)
+    styles = embedder([pil_to_uint8(load_image(path)) for path in args.style_image])
+    contents = [_sized(load_image(path), args) for path in args.content]
+    count = len(contents) * len(args.style_image)
+    with tqdm(total=count, desc="stylize", unit="image", file=sys.stderr, disable=args.no_progress) as bar:
+        for path, image in zip(args.content, contents, strict=True):
+            pixels = pil_to_uint8(image)
+            own = embedder([pixels])[0] if alpha < 1 else None
+            codes = np.stack([blend_code(style, own, alpha) for style in styles])
+            outputs = runner(np.repeat(pixels[None], len(codes), 0), codes, np.ones(len(codes), np.float32))
+            for painting, output in zip(args.style_image, outputs, strict=True):
+                _write(_join(args.output, f"{_stem(path)}__{_stem(painting)}.png"), Image.fromarray(output, "RGB"))
+                bar.update(1)
+    print(f"wrote {count} image(s) to {args.output} ({info.digest})")
 
 
 def _sized(image, args: argparse.Namespace, default_max_size: int | None = None):

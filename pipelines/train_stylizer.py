@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from models.checkpoint import load_stylizer
+from models.checkpoint import load_stylizer, save_stylizer
 from models.device import resolve_device, seed_everything
 from models.errors import ImageRejected, InputNotFoundError, UsageError
 from models.fns_import import import_fast_neural_style
@@ -121,9 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--steps",
         metavar="N",
-        type=positive_int,
+        type=int,
         default=TrainingConfig.steps,
-        help="total steps (default: %(default)s)",
+        help="total steps (default: %(default)s); 0 with --init arbitrary: bake the paintings, no training",
+    )
+    train.add_argument(
+        "--init",
+        choices=["scratch", "arbitrary"],
+        default="scratch",
+        help="scratch: a new network; arbitrary: start from Ghiasi et al.'s arbitrary-style network with each "
+        "--style image's embedding baked in as a fixed style (with --steps 0: offline, in seconds, no --content "
+        "or loss network needed) (default: %(default)s)",
     )
     train.add_argument(
         "--lr",
@@ -175,6 +183,25 @@ def main(argv: list[str] | None = None) -> None:
         digest = import_fast_neural_style(args.import_fns, args.output, name)
         print(f"wrote {args.output} ({digest}): style {name!r} from {args.import_fns}")
         return
+    if args.init == "arbitrary":
+        if args.add_styles_to:
+            raise UsageError(
+                "--init arbitrary starts from the arbitrary-style network; --add-styles-to from a checkpoint"
+            )
+        if not args.style:
+            raise UsageError("--init arbitrary needs at least one --style image (a painting) to bake")
+        if args.steps < 0:
+            raise UsageError(f"--steps must be >= 0, got {args.steps}")
+        baked, source = bake_paintings(args.style, args.device)
+        if args.steps == 0:
+            names = [_stem(path) for path in args.style]
+            _check_unique(names)
+            training = {"init": "arbitrary", "steps": 0, "style_files": [posixpath.basename(p) for p in args.style]}
+            digest = save_stylizer(args.output, baked, names, training, source=source)
+            print(f"wrote {args.output} ({digest}): {len(names)} painting styles baked in, no training")
+            return
+    elif args.steps <= 0:
+        raise UsageError(f"--steps must be positive, got {args.steps} (0 only with --init arbitrary)")
     if not args.content or not args.style:
         raise UsageError("--content and at least one --style are required (or --import-fns)")
 
@@ -224,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
         metadata |= {"base_checkpoint": info.digest, "base_training": info.training}
         if info.source:  # imported weights keep their provenance and licence through fine-tuning
             metadata["base_source"] = info.source
+    elif args.init == "arbitrary":  # fine-tune the baked network: every parameter trains
+        names, model, first_trainable = new_names, baked, 0
+        metadata |= {"init": "arbitrary", "base_source": source}
     else:
         names = new_names
         model = MultiStyleTransformer(StylizerConfig(num_styles=len(names), width=args.width))
@@ -248,6 +278,17 @@ def main(argv: list[str] | None = None) -> None:
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
     print(f"wrote {args.output} ({result.digest}) after {result.step} steps; last losses: {losses}")
     print(f"samples: {paths['samples']}  loss curve: {paths['loss_curve']}  resume state: {paths['resume']}")
+
+
+def bake_paintings(paths: list[str], device: str) -> tuple[MultiStyleTransformer, dict]:
+    """The arbitrary-style network with each painting's style embedding baked in as a fixed style."""
+    from models.checkpoint import load_arbitrary
+    from models.inference import StyleEmbedder
+    from transforms.images import pil_to_uint8
+
+    predictor, transformer, info = load_arbitrary("magenta_arbitrary")
+    embeddings = StyleEmbedder(predictor, resolve_device(device))([pil_to_uint8(_load_style(p)) for p in paths])
+    return transformer.bake(torch.from_numpy(embeddings)), info.source
 
 
 def content_batches(

@@ -31,7 +31,7 @@ from instaloader.nodeiterator import NodeIterator
 from instaloader.structures import get_json_structure, load_structure
 
 from scraping.records import ERROR, IMAGE, VIDEO, media_record, utc
-from scraping.session import Instagram, ScrapeStopped
+from scraping.session import Instagram, ScrapeStopped, network_failure
 from scraping.spool import HashtagProgress, Spool
 
 log = logging.getLogger(__name__)
@@ -219,12 +219,9 @@ class HashtagScraper:
                 rate_limited = _is_rate_limit(exc)
                 wait = (RATE_LIMIT_BACKOFF_S if rate_limited else OTHER_BACKOFF_S) * 2**backoff
                 self.spool.counts["backoffs"] += 1
+                failure = "network failure" if network_failure(exc) else "request failed"
                 log.warning(
-                    "%s: %s; %s, retrying in %.0f s",
-                    what,
-                    exc,
-                    "rate limited" if rate_limited else "request failed",
-                    wait,
+                    "%s: %s; %s, retrying in %.0f s", what, exc, "rate limited" if rate_limited else failure, wait
                 )
                 self.instagram.rate_controller.sleep(wait)  # one place to wait, and one to stub in tests
         raise AssertionError("unreachable")
@@ -260,6 +257,9 @@ class HashtagScraper:
                 f"if it logged you out, wait a while; {resume}"
             )
         if isinstance(exc, ConnectionException):
+            network = network_failure(exc)
+            if network:
+                return ScrapeStopped(f"cannot reach Instagram at #{tag} ({network}): check the network; {resume}")
             return ScrapeStopped(
                 f"Instagram kept failing at #{tag} after {self.max_backoffs} backoffs ({exc}); {resume}"
             )

@@ -4,15 +4,27 @@ Hashtag feeds need a logged-in account (since 2025). The session file is instalo
 the session cookies, as ``instaloader --login`` writes it). ``login_interactively`` creates one: the
 password is read with ``getpass`` (instaloader's ``interactive_login``), goes to Instagram and nowhere
 else: not into argv, logs or any output.
+
+A session file is a credential (whoever reads it is logged in as you) and, being a pickle, would run code
+when instaloader loads it. So, as ssh does with private keys, a file that is not yours or that others may
+read or write is refused; and it is read here with an unpickler that builds plain dicts and strings only.
 """
 
+import io
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 
 import instaloader
+import requests
 from instaloader import Instaloader, RateController
-from instaloader.exceptions import InstaloaderException
+from instaloader.exceptions import (
+    AbortDownloadException,
+    ConnectionException,
+    InstaloaderException,
+    LoginRequiredException,
+)
 
 from models.errors import StylebeamError
 
@@ -26,6 +38,10 @@ class SessionError(StylebeamError):
 class ScrapeStopped(StylebeamError):
     """Scraping stopped before the end (checkpoint, logged out, persistent rate limit). Progress is saved:
     running the same command again resumes."""
+
+
+# instaloader's own "who am I" GraphQL query (InstaloaderContext.test_login, 4.16).
+TEST_LOGIN_QUERY = "d6f4427fbe92d846298cf93df0b937d3"
 
 
 class LoggingRateController(RateController):
@@ -87,7 +103,12 @@ def login_interactively(instagram: Instagram, username: str, session_file: str) 
     instagram.context.quiet = False  # instaloader refuses to prompt in quiet mode
     try:
         instagram.loader.interactive_login(username)
-    except InstaloaderException as exc:  # LoginException and its kin: one line is enough
+    except (InstaloaderException, requests.exceptions.RequestException) as exc:
+        network = network_failure(exc)
+        if network:
+            raise SessionError(
+                f"cannot reach Instagram to log in ({network}): check the network and try again"
+            ) from None
         raise SessionError(f"login as {username} failed: {exc}") from None
     instagram.loader.save_session_to_file(session_file)
     log.info("saved the session of %s to %s", username, session_file)
@@ -101,11 +122,9 @@ def load_session(instagram: Instagram, session_file: str) -> str:
             f"no session file at {session_file}; create one with "
             f"python -m pipelines.collect --login USER --session-file {session_file}"
         )
-    try:
-        instagram.loader.load_session_from_file("", session_file)
-    except Exception as exc:  # a truncated or foreign pickle
-        raise SessionError(f"cannot read the session file {session_file}: {exc}") from None
-    username = instagram.loader.test_login()
+    check_session_file(session_file)
+    instagram.loader.load_session("", read_session_file(session_file))
+    username = _logged_in_username(instagram.context, session_file)
     if not username:
         raise SessionError(
             f"the session in {session_file} is not logged in any more (expired or revoked); log in again with "
@@ -115,3 +134,76 @@ def load_session(instagram: Instagram, session_file: str) -> str:
     instagram.context.username = username
     log.info("logged in as %s", username)
     return username
+
+
+def check_session_file(path: str) -> None:
+    """Refuse a session file that is not the user's own or that group or others may read or write (ssh's rule for
+    private keys): whoever reads it has the account, whoever writes it runs code in the next scrape."""
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        raise SessionError(
+            f"the session file {path} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}): a session file "
+            "is a credential; use one you created with --login USER"
+        )
+    mode = info.st_mode & 0o777
+    if mode & 0o077:
+        raise SessionError(
+            f"the session file {path} is open to group or others (mode {mode:o}): it is a credential, and a pickle "
+            f"that runs code when loaded; chmod 600 {path}"
+        )
+
+
+class _CookieUnpickler(pickle.Unpickler):
+    """Builds dicts, lists and strings only: a pickle that names any class or function is refused unrun."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it names {module}.{name}")
+
+
+def read_session_file(path: str) -> dict[str, str]:
+    """The cookies of an instaloader session file (a pickled ``{name: value}`` dict), without running code."""
+    try:
+        with open(path, "rb") as handle:
+            cookies = _CookieUnpickler(io.BytesIO(handle.read())).load()
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise SessionError(f"{path} is not an instaloader session file ({exc})") from None
+    if not (isinstance(cookies, dict) and all(isinstance(v, str) for v in [*cookies, *cookies.values()])):
+        raise SessionError(f"{path} is not an instaloader session file (no cookie dict)")
+    if "csrftoken" not in cookies:
+        raise SessionError(f"{path} is not an instaloader session file (no csrftoken cookie)")
+    return cookies
+
+
+def _logged_in_username(context: instaloader.InstaloaderContext, session_file: str) -> str | None:
+    """instaloader's ``test_login``, without its ``except`` that reads every failure as "not logged in": being
+    offline or a checkpoint is reported as what it is."""
+    try:
+        data = context.graphql_query(TEST_LOGIN_QUERY, {})
+    except LoginRequiredException:  # redirected to the login page
+        return None
+    except AbortDownloadException as exc:
+        raise SessionError(
+            f"Instagram stopped the session in {session_file} ({exc}): open instagram.com in a browser with this "
+            "account and clear any checkpoint or challenge, then run again"
+        ) from None
+    except ConnectionException as exc:
+        network = network_failure(exc)
+        if network:
+            raise SessionError(
+                f"cannot reach Instagram to check the session ({network}): check the network and run again"
+            ) from None
+        raise SessionError(f"Instagram did not answer the login check ({exc}); try again later") from None
+    user = (data.get("data") or {}).get("user")
+    return user.get("username") if isinstance(user, dict) else None
+
+
+def network_failure(exc: BaseException) -> str | None:
+    """``"network: …"`` when ``exc`` (or what caused it: instaloader wraps ``requests`` errors) is a failure to
+    reach the server at all (connection refused or reset, DNS, timeout), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            return f"network: {exc}"
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -20,6 +20,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.errors import StylebeamError
 from scraping.records import MEDIA_RECORD
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 SIGHTINGS = pa.schema([("shortcode", pa.string()), ("hashtag", pa.string())])
 PROGRESS = "progress.json"
 FORMAT_VERSION = 1
+
+
+class StateDamaged(StylebeamError):
+    """The state folder cannot be read back (a file cut, edited or lost)."""
 
 
 @dataclass
@@ -63,18 +68,27 @@ class Spool:
         spool._fs.makedirs(spool._root, exist_ok=True)
         if not spool._fs.exists(spool._local(PROGRESS)):
             return spool
-        with spool._fs.open(spool._local(PROGRESS), "r") as handle:
-            state = json.load(handle)
-        spool.shards = state["shards"]
-        spool.hashtags = {tag: HashtagProgress(**value) for tag, value in state["hashtags"].items()}
-        spool.counts = Counter(state["counts"])
-        for shard in range(spool.shards):
-            with spool._fs.open(spool._local(f"sightings-{shard:05d}.parquet"), "rb") as handle:
-                table = pq.read_table(handle)
-            for shortcode, hashtag in zip(table["shortcode"].to_pylist(), table["hashtag"].to_pylist(), strict=True):
-                spool.sightings.setdefault(shortcode, set()).add(hashtag)
+        try:
+            spool._load()
+        except (OSError, ValueError, LookupError, TypeError, AttributeError, pa.ArrowException) as exc:
+            raise StateDamaged(
+                f"the scraper state in {spool.state_dir} is damaged ({type(exc).__name__}: {exc}); move it away "
+                "to start over (posts already fetched are fetched again)"
+            ) from None
         log.info("resuming from %s: %d posts in %d shards", spool.state_dir, len(spool.sightings), spool.shards)
         return spool
+
+    def _load(self) -> None:
+        with self._fs.open(self._local(PROGRESS), "rb") as handle:
+            state = json.loads(handle.read().decode("utf-8"))
+        self.shards = int(state["shards"])
+        self.hashtags = {tag: HashtagProgress(**value) for tag, value in state["hashtags"].items()}
+        self.counts = Counter(state["counts"])
+        for shard in range(self.shards):
+            with self._fs.open(self._local(f"sightings-{shard:05d}.parquet"), "rb") as handle:
+                table = pq.read_table(handle)
+            for shortcode, hashtag in zip(table["shortcode"].to_pylist(), table["hashtag"].to_pylist(), strict=True):
+                self.sightings.setdefault(shortcode, set()).add(hashtag)
 
     def _local(self, name: str) -> str:
         """``name`` inside the state folder, as the fsspec filesystem wants it."""

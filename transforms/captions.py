@@ -1,10 +1,10 @@
 """Caption normalisation for the corpus: raw Instagram caption → the ``text`` a text model learns from.
 
-``clean_caption`` strips URLs, @mentions and emoji (counting each), turns every hashtag into its words
-in place (``#joanmiro`` → ``joan miro``, ``#JoanMiroArt`` → ``joan miro art``), keeps accents (``Miró``
-stays ``miró``: Unicode NFC throughout, no ASCII folding), lowercases and collapses whitespace.
-``CaptionFilter`` then decides whether the caption is worth keeping: enough words, and a language in the
-keep-list when one is given (``py3langid``).
+``clean_caption`` strips terminal escape codes, URLs, @mentions and emoji (counting each), turns every hashtag
+into its words in place (``#joanmiro`` → ``joan miro``, ``#JoanMiroArt`` → ``joan miro art``), keeps accents
+(``Miró`` stays ``miró``: Unicode NFC throughout, no ASCII folding), lowercases and collapses whitespace.
+``CaptionFilter`` then decides whether the caption is worth keeping: not longer than a caption can be (checked
+before cleaning), enough words, and a language in the keep-list when one is given (``py3langid``).
 
 The word list (``wordsegment``, ~1 s and ~100 MB to load) and the language model (``py3langid``, ~1 s)
 load once per process, on first use or through ``load_models()`` from a DoFn's ``setup``.
@@ -26,6 +26,12 @@ MENTION_RE = re.compile(r"(?<![\w@.])@[\w](?:[\w.]{0,28}[\w])?")
 # instaloader's own hashtag pattern (structures._hashtag_regex): Unicode word characters after '#'.
 HASHTAG_RE = re.compile(r"#(\w{1,150})")
 WORD_RE = re.compile(r"\w+")
+# Terminal colour codes pasted from a console (ECMA-48): CSI sequences with ESC [ or the one-byte C1 introducer,
+# OSC strings (ESC ] ... BEL or ESC \), other two-byte escapes, and SGR codes whose ESC byte something
+# already stripped ("[31m"; not "[5m]", which is a bracketed measure).
+ANSI_RE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\^_]|\[[0-9;]{0,16}m(?!\])"
+)
 SPACE_RE = re.compile(r"\s+")
 
 # langid needs some prose before its answer means anything: on "joan miro" it answers Frisian with
@@ -33,6 +39,10 @@ SPACE_RE = re.compile(r"\s+")
 # letters, not words: Japanese or Chinese prose has no spaces between words.
 LANGUAGE_MIN_LETTERS = 15
 LANGUAGE_MIN_CONFIDENCE = 0.5
+# Instagram caps a caption at 2,200 characters. A longer one did not come from Instagram as one caption (a wrong
+# file, captions run together, spam); twice the cap leaves room for other ways of counting and still keeps a
+# 1 MB "caption" out of the text model and out of the cleaner's regexes.
+MAX_CAPTION_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -47,11 +57,13 @@ class CleanCaption:
     urls: int
     mentions: int
     emoji: int
+    ansi: int = 0
 
 
 def clean_caption(caption: str | None, *, lowercase: bool = True) -> CleanCaption:
     """Normalise one caption (``None`` reads as empty)."""
     text = unicodedata.normalize("NFC", caption or "")
+    text, ansi = ANSI_RE.subn(" ", text)
     text, urls = URL_RE.subn(" ", text)
     text, mentions = MENTION_RE.subn(" ", text)
     emoji_count = emoji.emoji_count(text)
@@ -64,7 +76,7 @@ def clean_caption(caption: str | None, *, lowercase: bool = True) -> CleanCaptio
     prose = HASHTAG_RE.sub(" ", text)
     with_words, prose = _normalise_space(with_words, lowercase), _normalise_space(prose, lowercase)
     words = sum(1 for token in WORD_RE.findall(with_words) if not token.isdigit())
-    return CleanCaption(with_words, prose, words, hashtags, urls, mentions, emoji_count)
+    return CleanCaption(with_words, prose, words, hashtags, urls, mentions, emoji_count, ansi)
 
 
 def _is_symbol_or_control(char: str) -> bool:
@@ -122,18 +134,26 @@ def _camel_parts(tag: str) -> list[str]:
 
 @dataclass(frozen=True)
 class CaptionFilter:
-    """Which captions to keep: at least ``min_words`` words (hashtag words count) and, when
-    ``languages`` is given, prose in one of them (ISO 639-1 codes as py3langid names them)."""
+    """Which captions to keep: at most ``max_chars`` characters as posted, at least ``min_words`` words (hashtag
+    words count) and, when ``languages`` is given, prose in one of them (ISO 639-1 codes as py3langid names them)."""
 
     min_words: int = 3
     languages: frozenset[str] | None = None
     min_confidence: float = LANGUAGE_MIN_CONFIDENCE
+    max_chars: int = MAX_CAPTION_CHARS
 
     def __post_init__(self):
         if self.languages is not None:
             unknown = set(self.languages) - set(_language_identifier().labels)
             if unknown:
                 raise ValueError(f"unknown language code(s) {sorted(unknown)}; py3langid knows e.g. en, es, ca, fr")
+
+    def length_rejection(self, caption: str | None) -> tuple[str, str] | None:
+        """``("too_long", detail)`` for a raw caption longer than ``max_chars``: checked before cleaning, which
+        would spend time on it for nothing."""
+        if caption is not None and len(caption) > self.max_chars:
+            return "too_long", f"{len(caption)} characters, above {self.max_chars}"
+        return None
 
     def rejection(self, caption: CleanCaption) -> tuple[str, str] | None:
         """``(reason, detail)`` when the caption should be dropped, else ``None``."""

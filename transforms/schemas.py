@@ -4,6 +4,8 @@ rely on (README, "The main job" and "Corpus"). Rows are plain dicts keyed by col
 
 import pyarrow as pa
 
+from scraping.records import MEDIA_FIELDS, printable
+
 # One dead-letter row per input record that could not be used (or per file or row group that could not be read:
 # ``records`` says how many input records the row stands for). ``reason`` is the slug summaries count; ``error`` is
 # the human line, "reason: detail".
@@ -23,7 +25,10 @@ AUGMENTED = pa.schema(
         ("source_id", pa.string()),
         ("label", pa.string()),
         ("style", pa.string()),
-        ("style_weights", pa.list_(pa.float32())),
+        ("style_weights", pa.list_(pa.float32())),  # checkpoint styles: the mixture; null for paintings
+        ("style_ids", pa.list_(pa.string())),  # paintings: the one (or those mixed) behind the row; else null
+        ("style_mix", pa.list_(pa.float32())),  # their weights
+        ("style_embedding", pa.list_(pa.float32())),  # paintings: the embedding the network was given
         ("alpha", pa.float32()),
         ("seed", pa.int64()),
         ("image", pa.binary()),
@@ -38,13 +43,7 @@ RAW_CORPUS = pa.schema(
     [
         ("id", pa.string()),
         ("source", pa.string()),
-        ("shortcode", pa.string()),
-        ("index", pa.int32()),
-        ("hashtags_queried", pa.list_(pa.string())),
-        ("caption", pa.string()),
-        ("caption_hashtags", pa.list_(pa.string())),
-        ("posted_at", pa.timestamp("us", tz="UTC")),
-        ("owner", pa.string()),
+        *MEDIA_FIELDS,
         ("image", pa.binary()),
         ("image_format", pa.string()),
         ("width", pa.int32()),
@@ -73,17 +72,3 @@ def rejected_row(source_id: str, stage: str, reason: str, detail: str = "", reco
         "reason": reason,
         "records": records,
     }
-
-
-def printable(text: str) -> str:
-    """``text`` as valid UTF-8 for a Parquet string column. A file name that is not UTF-8 reaches Python with its
-    bytes as lone surrogates (PEP 383), which Arrow refuses: those bytes become ``\\xNN`` escapes."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that stands for no byte: escape it as a code point
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")

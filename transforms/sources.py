@@ -22,7 +22,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputNotFoundError, InputUnreadableError, UsageError
-from transforms.schemas import printable
+from scraping.records import printable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 GLOB_CHARS = "*?["
@@ -226,13 +226,17 @@ def table_paths(spec: str, prefix: str) -> list[str]:
 
 
 def relative_id(path: str, root: str) -> str:
-    """A file's id: its path relative to the input root (``cats/1.png``), as valid UTF-8 text: the bytes of a file
-    name that is not UTF-8 are written as escapes (``caf\\xe9.png``), so the id stays unique and printable."""
+    """A file's id: its path relative to the input root (``cats/1.png``), as valid UTF-8 text. The bytes of a file
+    name that is not UTF-8 (which reach Python as lone surrogates, PEP 383) are written as escapes
+    (``caf\\xe9.png``): unlike a replacement character, escapes keep two such names two ids."""
     if root and path.startswith(root.rstrip("/") + "/"):
         relative = path[len(root.rstrip("/")) + 1 :]
     else:
         relative = posixpath.basename(path)
-    return printable(relative)
+    try:
+        return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (not from the file system)
+        return printable(relative)
 
 
 def label_of(source_id: str) -> str | None:

@@ -46,7 +46,7 @@ def test_reads_and_writes_gcs(gcs_bucket, stylizer):
             f"--input={gcs_bucket}/in",
             f"--output={gcs_bucket}/out",
             f"--stylizer={stylizer}",
-            "--styles=all",  # the job's default, random:4, needs 4 styles
+            "--styles=all",
             "--image-size=32",
             "--num-shards=1",
             "--no_auth",
@@ -84,6 +84,7 @@ def test_dataflow_job_builds_offline(gcs_bucket, stylizer, capsys):
             f"--input={gcs_bucket}/in",
             f"--output={gcs_bucket}/out",
             f"--stylizer={gcs_bucket}/two.safetensors",
+            "--styles=all",
             "--device=cuda",
             *dataflow,
             f"--setup_file={REPO / 'setup.py'}",
@@ -99,3 +100,6 @@ def test_dataflow_job_builds_offline(gcs_bucket, stylizer, capsys):
         "worker_accelerator=type:nvidia-l4" in option
         for option in result.job.options.get_all_options()["dataflow_service_options"]
     )
+    # A built-in stylizer is not a local file: workers build it from the installed wheel themselves.
+    result = augment.run([f"--input={gcs_bucket}/in", f"--output={gcs_bucket}/out2", *dataflow])
+    assert "Stylize" in {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}

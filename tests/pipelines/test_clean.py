@@ -5,6 +5,8 @@ import glob
 import hashlib
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -190,3 +192,113 @@ def test_dataflow_job_builds_offline(raw_corpus, gcs_bucket):
     transforms = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
     steps = ["ReadRaw", "CleanCorpus/DropDuplicates/Near/GroupByBand", "WriteClean", "WriteRejected", "WriteSummary"]
     assert set(steps) <= transforms
+
+
+def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
+    """Every input row is a clean row or a rejected row (weight 1 each; a file whose rows cannot even be counted is
+    one rejected row standing for the file); the CLI exits 0 with no traceback."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    good = [painting(seed) for seed in range(10, 16)]
+    ansi = "\x1b[31mBlue\x1b[0m [31mII[0m at the museum #joanmiro"
+    rows = [
+        raw_row("G1", jpeg(good[0]), GOOD),
+        raw_row("G2", jpeg(good[1]), ansi),
+        raw_row("HUGE", jpeg(good[2]), "miro " * 200_000),  # a 1 MB caption
+        raw_row("ZCOPY", jpeg(good[0]), GOOD),  # G1's bytes again
+        raw_row("G1", jpeg(good[0]), GOOD),  # the same row again (two collect runs read together)
+        raw_row("TRUNC", jpeg(good[4])[:300], GOOD),
+        raw_row("HTML", b"<html>login required</html>", GOOD),
+        {**raw_row("NULLIMG", b"", GOOD), "image": None},
+        raw_row("NOCAP", jpeg(good[5]), None),
+        {**raw_row("NOID", jpeg(painting(20)), GOOD), "id": None},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=RAW_CORPUS), folder / "raw-00000-of-00005.parquet")
+
+    valid = folder / "valid.parquet"
+    pq.write_table(pa.Table.from_pylist([raw_row("CUT", jpeg(painting(21)), GOOD)], schema=RAW_CORPUS), valid)
+    (folder / "raw-00001-of-00005.parquet").write_bytes(valid.read_bytes()[:-100])  # footer gone: rows unknowable
+    valid.unlink()
+
+    no_image = {"id": ["instagram:N1:0", "instagram:N2:0", "instagram:N3:0"], "caption": [GOOD] * 3}
+    pq.write_table(pa.table(no_image), folder / "raw-00002-of-00005.parquet")
+
+    mistyped = pa.Table.from_pylist([raw_row("STRIMG", b"", GOOD)], schema=RAW_CORPUS)
+    mistyped = mistyped.set_column(mistyped.schema.get_field_index("image"), "image", pa.array(["not bytes"]))
+    mistyped = mistyped.set_column(mistyped.schema.get_field_index("index"), "index", pa.array([0], pa.int64()))
+    pq.write_table(mistyped, folder / "raw-00003-of-00005.parquet")
+
+    groups = folder / "raw-00004-of-00005.parquet"
+    two = [raw_row("RG0", jpeg(painting(22)), GOOD), raw_row("RG1", jpeg(painting(23)), GOOD)]
+    pq.write_table(
+        pa.Table.from_pylist(two, schema=RAW_CORPUS),
+        groups,
+        row_group_size=1,
+        compression="none",
+        use_dictionary=False,
+    )
+    data = bytearray(groups.read_bytes())
+    first = pq.ParquetFile(groups).metadata.row_group(0).column(0).data_page_offset
+    data[first : first + 12] = b"\xff" * 12  # the first row group's page header
+    groups.write_bytes(bytes(data))
+    (folder / "rejected-00000-of-00001.parquet").write_bytes(b"")  # collect's other table: not read
+
+    out = tmp_path / "clean"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.clean", "--input", str(folder), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+    clean_rows = [r for path in sorted(glob.glob(f"{out}/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    rejected = [r for path in sorted(glob.glob(f"{out}/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    assert sorted(row["id"] for row in clean_rows) == [
+        "instagram:G1:0",
+        "instagram:G2:0",
+        "instagram:RG1:0",
+    ]
+    assert {row["id"]: row["text"] for row in clean_rows}["instagram:G2:0"] == "blue ii at the museum joan miro"
+    reasons = sorted((r["source_id"], r["stage"], r["error"].split(":")[0]) for r in rejected)
+    assert reasons == sorted(
+        [
+            ("instagram:HUGE:0", "caption", "too_long"),
+            ("instagram:ZCOPY:0", "dedup", "exact_duplicate"),
+            ("instagram:G1:0", "dedup", "duplicate_id"),
+            ("instagram:TRUNC:0", "image", "corrupt_image"),
+            ("instagram:HTML:0", "image", "not_an_image"),
+            ("instagram:NULLIMG:0", "image", "empty_file"),
+            ("instagram:NOCAP:0", "caption", "empty_caption"),
+            ("raw-00000-of-00005.parquet:9", "read", "missing_id"),
+            ("raw-00001-of-00005.parquet", "read", "unreadable_parquet"),
+            ("instagram:N1:0", "read", "missing_columns"),
+            ("instagram:N2:0", "read", "missing_columns"),
+            ("instagram:N3:0", "read", "missing_columns"),
+            ("instagram:STRIMG:0", "image", "not_an_image"),
+            ("raw-00004-of-00005.parquet:0", "read", "unreadable_row_group"),
+        ]
+    )
+    inputs = len(rows) + 1 + 3 + 1 + 2  # the cut file stands for itself: its rows cannot be counted
+    assert len(clean_rows) + len(rejected) == inputs
+    with open(out / "summary.json") as handle:
+        counts = json.load(handle)["counts"]
+    assert counts["rows_written"] + counts["rejected"] == inputs
+    assert counts["caption.removed.ansi"] == 4
+    assert f"kept 3 of {inputs} rows, rejected {inputs - 3}" in done.stderr
+
+
+def test_an_image_the_output_format_cannot_hold_is_a_reason(tmp_path):
+    """WebP stops at 16383 px a side: with --format webp a 17000 px panorama is rejected, not a ValueError."""
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    rows = [raw_row("WIDE", jpeg(painting(1, 17000, 128)), GOOD), raw_row("OK", jpeg(painting(2)), GOOD)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=RAW_CORPUS), folder / "raw-00000-of-00001.parquet")
+    out = tmp_path / "clean"
+    clean.run(["--input", str(folder), "--output", str(out), "--format", "webp", "--max-aspect", "200"])
+    kept = [r["id"] for path in glob.glob(f"{out}/clean-*.parquet") for r in pq.read_table(path).to_pylist()]
+    rejected = [r for path in glob.glob(f"{out}/rejected-*.parquet") for r in pq.read_table(path).to_pylist()]
+    assert kept == ["instagram:OK:0"]
+    assert [(r["source_id"], r["stage"], r["error"].split(":")[0]) for r in rejected] == [
+        ("instagram:WIDE:0", "image", "unencodable")
+    ]

@@ -158,3 +158,21 @@ def test_module_entry_point_exits_2_with_one_line(images):
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [f"error: file not found: {images / 'nope.png'}"]
+
+
+def test_style_image_stylises_with_any_painting(images, capsys):
+    paintings = [images / "starry.png", images / "dog.jpg"]
+    argv = ["--content", images / "cat.png", "--output", images / "out", "--style-image", *paintings[:1]]
+    code, out, err = run([*argv, "--style-image", paintings[1]], capsys)
+    assert code == 0, err
+    full = Image.open(images / "out" / "cat__starry.png")
+    assert full.size == (48, 36) and (images / "out" / "cat__dog.png").exists()
+    code, _, err = run([*argv, "--output", images / "weak", "--alpha", "0.1"], capsys)
+    assert code == 0, err
+    import numpy as np
+
+    photo = np.asarray(Image.open(images / "cat.png").convert("RGB"), np.float64)
+    weak = np.asarray(Image.open(images / "weak" / "cat__starry.png"), np.float64)
+    assert np.abs(weak - photo).mean() < np.abs(np.asarray(full, np.float64) - photo).mean()
+    code, _, err = run([*argv, "--steps", "3"], capsys)
+    assert code == 2 and "--steps does nothing with --style-image" in err

