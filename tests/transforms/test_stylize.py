@@ -12,10 +12,10 @@ from PIL import Image
 
 from models.checkpoint import load_stylizer, save_stylizer
 from models.inference import StylizerRunner
+from models.style_policy import parse_styles
 from models.stylizer import MultiStyleTransformer, StylizerConfig
 from tests.conftest import make_image
 from transforms.decode import DecodedImage
-from transforms.style_policy import parse_styles
 from transforms.stylize import Stylize
 
 STYLES = ["dots", "lines"]
