@@ -149,3 +149,18 @@ def run_unprivileged(args: list[str], **kwargs):
             pytest.skip("running as root and setpriv is not available to drop to nobody")
         args = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args]
     return subprocess.run(args, capture_output=True, text=True, timeout=180, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def two_style_stylizer(tmp_path_factory) -> str:
+    """A tiny two-style checkpoint (styles ``a`` and ``b``, random weights): fast input for the jobs' tests."""
+    import torch
+
+    from models.checkpoint import save_stylizer
+    from models.stylizer import MultiStyleTransformer, StylizerConfig
+
+    torch.manual_seed(0)
+    model = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1))
+    path = tmp_path_factory.mktemp("ckpt") / "two.safetensors"
+    save_stylizer(str(path), model, ["a", "b"])
+    return str(path)

@@ -67,7 +67,7 @@ def decode_image(
     # 26 formats cut at every length)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise ImageRejected("corrupt_image", str(exc) or type(exc).__name__) from None
-    except Exception as exc:  # and whatever else a plugin raises on a crafted file: struct.error, TypeError, MemoryError
+    except Exception as exc:  # whatever else a plugin raises on a crafted file: struct.error, TypeError, MemoryError
         raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from None
 
     # A broken EXIF block must not cost the pixels: keep the stored orientation.

@@ -11,10 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from models.checkpoint import save_stylizer
-from models.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines import augment, embed
 from pipelines.cli import run_main
 from tests.conftest import encode, make_image
@@ -100,12 +97,8 @@ def parquet_tree(tmp_path_factory) -> tuple[Path, int]:
 
 
 @pytest.fixture(scope="module")
-def stylizer(tmp_path_factory):
-    torch.manual_seed(0)
-    model = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1))
-    path = tmp_path_factory.mktemp("ckpt") / "two.safetensors"
-    save_stylizer(str(path), model, ["a", "b"])
-    return str(path)
+def stylizer(two_style_stylizer):
+    return two_style_stylizer
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from models.checkpoint import save_stylizer
-from models.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines import augment, clean, collect, embed
 from pipelines.cli import run_main
 from tests.conftest import encode, make_image, run_unprivileged
@@ -23,12 +20,8 @@ FAST = ["--image-size=32", "--min-side=16", "--styles=random:1"]
 
 
 @pytest.fixture(scope="module")
-def stylizer(tmp_path_factory):
-    torch.manual_seed(0)
-    model = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1))
-    path = tmp_path_factory.mktemp("ckpt") / "two.safetensors"
-    save_stylizer(str(path), model, ["a", "b"])
-    return str(path)
+def stylizer(two_style_stylizer):
+    return two_style_stylizer
 
 
 @pytest.fixture(scope="module")
