@@ -4,8 +4,8 @@ A job module describes itself as a ``BeamJob``: its flags (a ``JobOptions`` clas
 ``build`` that wires its transforms and returns what to write (``JobOutputs``). ``run_beam_job`` does the rest the
 same way for every job: the job's flags are parsed by its own argparse parser (a real ``--help``, one-line usage
 errors) and only the rest goes to Beam, so Beam never warns about flags it does not know; local paths are refused
-on remote runners; the tables, the dead letters (``rejected``) and ``summary.json`` are written; the finished job
-is reported on stderr.
+on remote runners; the output folder is checked (writable, and never a mix of two runs: ``prepare_output``); the
+tables, the dead letters (``rejected``) and ``summary.json`` are written; the finished job is reported on stderr.
 """
 
 import argparse
