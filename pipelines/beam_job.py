@@ -21,7 +21,15 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from models.errors import UsageError
 from pipelines.cli import ArgumentParser, non_negative_int
-from transforms.io import CountRejected, WriteSummary, WriteTable, clear_earlier_run, inspect_output, update_summary
+from transforms.io import (
+    CountRejected,
+    OutputFolder,
+    WriteSummary,
+    WriteTable,
+    clear_earlier_run,
+    inspect_output,
+    update_summary,
+)
 from transforms.schemas import REJECTED
 
 BEAM_HELP_EPILOG = (
@@ -140,8 +148,7 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
         job.check(opts)
     if job.worker_paths is not None:
         check_worker_paths(options, **job.worker_paths(opts))
-    if opts.output:  # collect's --login alone writes no output
-        prepare_output(job, opts, options)
+    earlier = prepare_output(job, opts, options) if opts.output else None  # collect's --login alone writes none
     prepared = None
     if job.prepare is not None:
         prepared = job.prepare(opts)
@@ -151,16 +158,25 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
     context = JobContext(options, cpu_threads_per_process(options, getattr(opts, "cpu_threads", 0)), prepared)
     outputs = job.build(pipeline, opts, context)
     write_outputs(pipeline, job, opts, outputs)
+    if earlier is not None:  # only now, once the job is built: a bad checkpoint must not cost the earlier output
+        deleted = clear_earlier_run(earlier, {*job.schemas, "rejected"})
+        LOGGER.info("cleared %d files and folders of an earlier run from %s", len(deleted), opts.output)
     return run_pipeline(pipeline, options, opts.output, job.describe, started=started)
 
 
-def prepare_output(job: BeamJob, opts, options: PipelineOptions) -> None:
+def prepare_output(job: BeamJob, opts, options: PipelineOptions) -> OutputFolder | None:
     """An output folder never holds a mix of runs: one that holds an earlier run's tables is refused unless
     ``--overwrite`` (or the job's own rule, ``replaces_own_output``), which deletes only this job's tables, its
     run files and temporary folders; another job's output is never mixed with this one's. A killed run's
-    temporary folders are deleted whenever this run claims the folder. A dry run deletes nothing."""
+    temporary folders are deleted whenever this run claims the folder. Returns what is to be deleted once the
+    job is built (``None``: nothing; a dry run deletes nothing)."""
     output = opts.output
     check_writable(output)
+    reading = [getattr(opts, name, None) for name in ("input", "style_images")] + list(
+        getattr(opts, "from_dir", None) or []
+    )
+    if any(path and _inside(path, output) for path in reading):
+        raise UsageError(f"--output {output} is where the input is read from; write to another folder")
     folder = inspect_output(output)
     own = {*job.schemas, "rejected"}
     foreign = sorted(set(folder.tables) - own)
@@ -177,9 +193,16 @@ def prepare_output(job: BeamJob, opts, options: PipelineOptions) -> None:
             "or choose another folder"
         )
     if options.view_as(TestOptions).dry_run or not (folder.earlier_run or folder.temp):
-        return
-    deleted = clear_earlier_run(folder, own)
-    LOGGER.info("cleared %d files and folders of an earlier run from %s", len(deleted), output)
+        return None
+    return folder
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or below it (the start of a glob counts as its folder)."""
+    if "://" not in path and "://" not in folder:
+        path, folder = os.path.abspath(path), os.path.abspath(folder)
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
 
 
 def check_writable(output: str) -> None:

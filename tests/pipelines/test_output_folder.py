@@ -219,3 +219,15 @@ def test_a_symlinked_folder_is_followed_once_and_a_loop_is_reported(stylizer, tm
         ("broken.png", "broken_symlink", 1),
         ("cats/loop", "symlink_to_folder_read", 0),
     ]
+
+
+def test_overwrite_deletes_nothing_until_the_job_is_built_and_never_its_own_input(photos, stylizer, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [f"--input={photos}", f"--output={out}", *FAST, "--num-shards=1"]
+    assert run_main(augment.run, [*argv, f"--stylizer={stylizer}"]) == 0
+    before = tables(out, "augmented")
+    assert run_main(augment.run, [*argv, f"--stylizer={tmp_path}/missing.safetensors", "--overwrite"]) == 2
+    assert tables(out, "augmented") == before  # the bad checkpoint failed the build: the earlier run is still there
+    capsys.readouterr()
+    assert run_main(augment.run, [f"--input={out}", f"--output={out}", f"--stylizer={stylizer}", "--overwrite"]) == 2
+    assert "is where the input is read from" in last_line(capsys) and tables(out, "augmented") == before
