@@ -158,8 +158,8 @@ def local_links(root: str) -> tuple[list[str], list[dict]]:
     would be lost silently. Each real folder is read once: a link to a folder outside everything read so far is
     followed (its files get ids under the link's name); a link to a folder read already, or to one that holds
     it (a loop), is a rejected row standing for no records (its files are read under their other path); a
-    broken link is a rejected row for one record; a folder that cannot be listed is a rejected row whose count
-    is unknown (0).
+    broken link is a rejected row for one record, and so is a folder that cannot be listed (its contents cannot be
+    counted).
     """
     from transforms.schemas import rejected_row
 
@@ -176,7 +176,7 @@ def local_links(root: str) -> tuple[list[str], list[dict]]:
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError as exc:
-            rejected.append(rejected_row(relative_id(folder, root), "read", "unreadable_folder", str(exc), records=0))
+            rejected.append(rejected_row(relative_id(folder, root), "read", "unreadable_folder", str(exc)))
             continue
         for entry in entries:
             if not entry.is_symlink():
