@@ -9,7 +9,6 @@ Checkpoints are one safetensors file: model tensors under ``model.``, the text m
 executes no code.
 """
 
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,7 +21,7 @@ from models.checkpoint import EMBEDDING_KIND, load_tensors, save_tensors
 from models.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.pixels import ImageNetNormalize
 from models.text_targets import TextTargets
-from models.weights import hub_cache_file, load_state_dict
+from models.weights import imagenet_file, load_state_dict
 
 BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
 IMAGENET_WEIGHTS = {
@@ -47,13 +46,10 @@ class EmbeddingNetConfig:
 
 
 def imagenet_weights_file(backbone: str) -> str:
-    """Path of torchvision's cached ImageNet weights for ``backbone``; never downloads."""
+    """Path of torchvision's ImageNet weights for ``backbone`` in the torch hub cache, downloaded when missing."""
     if backbone not in IMAGENET_WEIGHTS:
         raise WeightsUnavailableError(f"no ImageNet weights exist for {backbone}; use --weights random or a PATH")
-    filename = os.path.basename(IMAGENET_WEIGHTS[backbone].url)
-    return hub_cache_file(
-        filename, f"ImageNet {backbone}", "put the file there, pass --weights PATH, or ask for --weights random"
-    )
+    return imagenet_file(IMAGENET_WEIGHTS[backbone].url, f"ImageNet {backbone}", "pass --weights PATH or random")
 
 
 def build_backbone(name: str, weights: str = "random") -> tuple[nn.Module, int]:

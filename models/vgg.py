@@ -6,8 +6,8 @@ truncated after the deepest requested layer, so asking for ``relu2_2`` costs two
 
 Weight sources (``build_loss_network(weights=...)``):
 
-- ``"imagenet"``: torchvision's ImageNet weights, only when the file is already in the torch hub cache (this
-  function never downloads); otherwise ``WeightsUnavailableError`` says where it looked and what to pass instead.
+- ``"imagenet"``: torchvision's ImageNet weights, from the torch hub cache, downloaded there on first use (progress
+  bar, hash checked); offline, ``WeightsUnavailableError`` says which file, where it looked and what to pass instead.
 - ``"random"``: torchvision's initialisation scheme drawn from ``seed``; the same seed gives the same network.
 - a path: a state_dict saved with ``torch.save`` or safetensors, either torchvision's full VGG state_dict
   (``features.*`` and ``classifier.*``; the classifier is ignored) or only the ``features`` part (keys ``0.weight`` …
@@ -17,16 +17,21 @@ Weight sources (``build_loss_network(weights=...)``):
 from collections.abc import Iterable
 
 import torch
+import torchvision
 from torch import nn
 
 from models.errors import CheckpointError, UsageError
 from models.pixels import ImageNetNormalize
-from models.weights import hub_cache_file, load_state_dict
+from models.weights import imagenet_file, load_state_dict
 
 # Convolutions per block (Simonyan & Zisserman 2015, table 1, configurations D and E).
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 # torchvision's ImageNet weight files (torchvision.models.VGG{16,19}_Weights.IMAGENET1K_V1), looked up in the hub cache.
-IMAGENET_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
+# torchvision's ImageNet weights (the ones Gatys et al. and Johnson et al. used were Caffe VGGs; these are close).
+IMAGENET_URLS = {
+    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1.url,
+    "vgg19": torchvision.models.VGG19_Weights.IMAGENET1K_V1.url,
+}
 
 
 def layer_names(arch: str = "vgg19") -> list[str]:
@@ -134,8 +139,8 @@ def _modules(arch: str, pooling: str) -> list[nn.Module]:
 
 
 def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    path = hub_cache_file(
-        IMAGENET_FILES[arch], f"ImageNet {arch.upper()}", "pass --loss-network PATH or --loss-network random"
+    path = imagenet_file(
+        IMAGENET_URLS[arch], f"ImageNet {arch.upper()}", "pass --loss-network PATH or --loss-network random"
     )
     return load_state_dict(path)
 

@@ -25,6 +25,20 @@ def stylizer_cache(tmp_path_factory):
         os.environ["STYLEBEAM_CACHE"] = before
 
 
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """Tests never touch the network: a download of ImageNet weights fails as it does offline. Tests of the
+    download path replace ``models.weights.fetch`` themselves."""
+    import urllib.error
+
+    import models.weights
+
+    def offline(url, path, timeout_s=60.0):
+        raise urllib.error.URLError("tests never touch the network")
+
+    monkeypatch.setattr(models.weights, "fetch", offline)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Test tensors are tiny: intra-op threads only add synchronisation, and on a shared 2-core machine

@@ -1,13 +1,17 @@
 """models.weights: the one reader of foreign state_dicts (torch or safetensors) and of the torch hub cache."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+import models.weights
 from models.errors import CheckpointError, InputNotFoundError, WeightsUnavailableError
-from models.weights import hub_cache_file, load_state_dict
+from models.weights import imagenet_file, load_state_dict
+
+REAL_FETCH = models.weights.fetch  # before the autouse fixture replaces it
 
 
 def test_torch_safetensors_and_wrapped_state_dicts_load_alike(tmp_path):
@@ -33,13 +37,42 @@ def test_missing_directories_pickles_and_non_tensors_are_one_line_errors(tmp_pat
         load_state_dict(str(tmp_path / "numbers.pth"))
 
 
-def test_the_hub_cache_is_looked_up_never_downloaded(tmp_path, monkeypatch):
+URL = "https://download.pytorch.org/models/x-0123abcd.pth"
+
+
+def test_imagenet_weights_offline_is_one_line_saying_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(WeightsUnavailableError, match=r"looked for .*checkpoints/x\.pth.*; pass PATH"):
-        hub_cache_file("x.pth", "ImageNet X", "pass PATH")
+    with pytest.raises(WeightsUnavailableError) as error:
+        imagenet_file(URL, "ImageNet X", "pass PATH")
+    message = str(error.value)
+    assert len(message.splitlines()) == 1 and str(tmp_path / "checkpoints" / "x-0123abcd.pth") in message
+    assert URL in message and "tests never touch the network" in message and message.endswith("or pass PATH")
+
+
+def test_imagenet_weights_cache_hit_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "x.pth").write_bytes(b"")
-    assert hub_cache_file("x.pth", "ImageNet X", "pass PATH") == str(tmp_path / "checkpoints" / "x.pth")
+    (tmp_path / "checkpoints" / "x-0123abcd.pth").write_bytes(b"")
+    assert imagenet_file(URL, "ImageNet X", "pass PATH") == str(tmp_path / "checkpoints" / "x-0123abcd.pth")
+
+
+def test_imagenet_weights_download_the_torch_hub_way(tmp_path, monkeypatch):
+    """Where the network allows: torch.hub's downloader, into the hub cache, the hash prefix of the name checked."""
+    import models.weights
+
+    calls = []
+
+    def download(url, path, hash_prefix=None, progress=True):
+        calls.append((url, path, hash_prefix, progress))
+        with open(path, "wb") as handle:
+            handle.write(b"weights")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(models.weights, "fetch", REAL_FETCH)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    path = imagenet_file(URL, "ImageNet X", "pass PATH")
+    assert calls == [(URL, str(tmp_path / "hub" / "checkpoints" / "x-0123abcd.pth"), "0123abcd", True)]
+    assert Path(path).read_bytes() == b"weights"
 
 
 def test_only_a_missing_file_is_not_found(tmp_path):

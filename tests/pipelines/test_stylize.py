@@ -109,7 +109,7 @@ def test_imagenet_loss_network_without_weights_says_what_to_do(images, capsys, m
     argv = ["--content", images / "cat.png", "--style", images / "starry.png", "--output", images / "o.png"]
     code, out, err = run(argv, capsys)
     assert code == 2
-    assert "ImageNet VGG19 weights are not available offline" in err and "--loss-network random" in err
+    assert "ImageNet VGG19 weights are not in the torch hub cache" in err and "--loss-network random" in err
 
 
 def test_usage_errors(images, checkpoint, capsys):
