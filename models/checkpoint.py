@@ -32,6 +32,7 @@ FORMAT_VERSION = 1
 # trainer's resume state is "<kind>.resume" (models.resume). Kinds written by earlier versions map to today's.
 STYLIZER_KIND = "stylebeam.stylizer"
 EMBEDDING_KIND = "stylebeam.embedding"
+ARBITRARY_KIND = "stylebeam.arbitrary"  # a style predictor and an embedding-conditioned stylizer
 LEGACY_KINDS = {"stylebeam.embedding/1": EMBEDDING_KIND}
 
 
@@ -181,7 +182,6 @@ def load_stylizer(path: str, device: str | torch.device = "cpu") -> tuple[MultiS
     return model.to(device).eval(), info
 
 
-ARBITRARY_KIND = "stylebeam.arbitrary"
 
 
 @dataclass

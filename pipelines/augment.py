@@ -14,7 +14,7 @@ from pathlib import Path
 import apache_beam as beam
 
 from models.builtin import is_builtin
-from models.checkpoint import load_tensors
+from models.checkpoint import ARBITRARY_KIND, load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
 from models.style_policy import parse_alpha, parse_styles
@@ -34,7 +34,6 @@ SAMPLE_IMAGES = ASSETS / "samples"
 DEFAULT_STYLIZER = "magenta26"
 DEFAULT_OUTPUT = "augment-output"
 DEFAULT_ARBITRARY_STYLIZER = "magenta_arbitrary"
-ARBITRARY_KIND = "stylebeam.arbitrary"
 LOGGER = logging.getLogger("pipelines.augment")
 
 

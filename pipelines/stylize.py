@@ -221,16 +221,22 @@ def stylize_with_gatys(args: argparse.Namespace) -> None:
             print(f"{targets[index]}: {losses}")
 
 
-def stylize_with_checkpoint(args: argparse.Namespace) -> None:
-    from models.checkpoint import load_stylizer
-    from models.stylizer import one_hot
-
+def _feed_forward_checks(args: argparse.Namespace, mode: str) -> float:
+    """What the two fast modes check alike; returns alpha."""
     alpha = 1.0 if args.alpha is None else args.alpha
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
     if _image_format(args.output):
-        raise UsageError(f"--output must be a directory with --checkpoint, got {args.output}")
+        raise UsageError(f"--output must be a directory with {mode}, got {args.output}")
     _check_unique_stems(args.content)
+    return alpha
+
+
+def stylize_with_checkpoint(args: argparse.Namespace) -> None:
+    from models.checkpoint import load_stylizer
+    from models.stylizer import one_hot
+
+    alpha = _feed_forward_checks(args, "--checkpoint")
 
     contents = [_sized(load_image(path), args) for path in args.content]
     device = resolve_device(args.device)
@@ -264,12 +270,7 @@ def stylize_with_paintings(args: argparse.Namespace) -> None:
     from models.style_policy import blend_code
     from transforms.images import pil_to_uint8
 
-    alpha = 1.0 if args.alpha is None else args.alpha
-    if not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
-    if _image_format(args.output):
-        raise UsageError(f"--output must be a directory with --style-image, got {args.output}")
-    _check_unique_stems(args.content)
+    alpha = _feed_forward_checks(args, "--style-image")
     _check_unique_stems(args.style_image)
     device = resolve_device(args.device)
     predictor, transformer, info = load_arbitrary(args.checkpoint or "magenta_arbitrary", device="cpu")
