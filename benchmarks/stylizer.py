@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from models.checkpoint import load_stylizer
+from models.pixels import uint8_to_float
 from models.stylizer import MultiStyleTransformer, StylizerConfig, count_flops, one_hot
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipelines" / "assets" / "samples"
@@ -52,7 +53,7 @@ def sample_batch(size: int, batch_size: int) -> torch.Tensor:
     photos = []
     for path in sorted(SAMPLES.glob("*.jpg")):
         image = Image.open(path).convert("RGB")
-        tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255
+        tensor = uint8_to_float(np.asarray(image))
         photos.append(F.interpolate(tensor[None], size=(size, size), mode="bilinear", antialias=True)[0])
     if not photos:
         return torch.rand(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0))

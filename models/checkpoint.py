@@ -23,11 +23,17 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from models.errors import CheckpointError
+from models.files import read_file
 from models.style_predictor import StylePredictor
 from models.stylizer import MultiStyleTransformer, StylizerConfig
 
 FORMAT_VERSION = 1
+# Kinds name what a file holds, "stylebeam.<network>"; the layout's version is the document's format_version, and a
+# trainer's resume state is "<kind>.resume" (models.resume). Kinds written by earlier versions map to today's.
 STYLIZER_KIND = "stylebeam.stylizer"
+EMBEDDING_KIND = "stylebeam.embedding"
+ARBITRARY_KIND = "stylebeam.arbitrary"  # a style predictor and an embedding-conditioned stylizer
+LEGACY_KINDS = {"stylebeam.embedding/1": EMBEDDING_KIND}
 
 
 def digest_of(data: bytes) -> str:
@@ -91,13 +97,7 @@ def load_tensors(path: str, kind: str | None = None) -> tuple[dict[str, torch.Te
     ``CheckpointError`` with the path when the file is missing, foreign, corrupt (its tensors no longer match
     the SHA-256 written with them) or, when ``kind`` is given, of another kind."""
     path = resolve_checkpoint(path)
-    try:
-        with fsspec.open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"checkpoint is a directory, not a file: {path}") from None
+    data = read_file(path, "checkpoint", missing=CheckpointError, unreadable=CheckpointError)
     try:
         tensors = load_safetensors_bytes(data)
         document = json.loads(read_safetensors_metadata(data)["stylebeam"])
@@ -106,7 +106,8 @@ def load_tensors(path: str, kind: str | None = None) -> tuple[dict[str, torch.Te
     expected = document.get("tensors_sha256")  # absent in checkpoints written before it was added
     if expected is not None and tensors_sha256(tensors) != expected:
         raise CheckpointError(f"{path} is corrupt: its weights do not match the checksum written with them")
-    if kind is not None and document.get("kind") != kind:
+    document["kind"] = LEGACY_KINDS.get(document.get("kind"), document.get("kind"))
+    if kind is not None and document["kind"] != kind:
         raise CheckpointError(f"{path} is a {document.get('kind')!r} checkpoint, not a {kind!r} one")
     return tensors, document, digest_of(data)
 
@@ -181,7 +182,6 @@ def load_stylizer(path: str, device: str | torch.device = "cpu") -> tuple[MultiS
     return model.to(device).eval(), info
 
 
-ARBITRARY_KIND = "stylebeam.arbitrary"
 
 
 @dataclass

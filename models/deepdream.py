@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.embedding_net import IMAGENET_MEAN, IMAGENET_STD, EmbeddingNet, build_backbone
+from models.embedding_net import EmbeddingNet, build_backbone
 from models.errors import UsageError
+from models.pixels import ImageNetNormalize
 
 DEFAULT_LAYERS = {"resnet-tiny": "layer3", "resnet18": "layer3", "resnet50": "layer3", "googlenet": "inception4c"}
 MIN_OCTAVE_SIDE = 32
@@ -34,11 +35,10 @@ class ImageNetBackbone(nn.Module):
         super().__init__()
         self.name = name
         self.backbone, _ = build_backbone(name, weights)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNetNormalize()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone((images - self.mean) / self.std)
+        return self.backbone(self.normalize(images))
 
 
 def find_layer(model: nn.Module, name: str) -> nn.Module:

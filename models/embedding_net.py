@@ -9,7 +9,6 @@ Checkpoints are one safetensors file: model tensors under ``model.``, the text m
 executes no code.
 """
 
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,12 +17,12 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from models.checkpoint import load_tensors, save_tensors
+from models.checkpoint import EMBEDDING_KIND, load_tensors, save_tensors
 from models.errors import CheckpointError, UsageError, WeightsUnavailableError
+from models.pixels import ImageNetNormalize
 from models.text_targets import TextTargets
+from models.weights import imagenet_file, load_state_dict
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
 IMAGENET_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
@@ -31,7 +30,6 @@ IMAGENET_WEIGHTS = {
     "googlenet": torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1,
 }
 OUTPUTS = ("linear", "sigmoid")
-FORMAT = "stylebeam.embedding/1"
 
 
 @dataclass(frozen=True)
@@ -48,17 +46,10 @@ class EmbeddingNetConfig:
 
 
 def imagenet_weights_file(backbone: str) -> str:
-    """Path of torchvision's cached ImageNet weights for ``backbone``; never downloads."""
+    """Path of torchvision's ImageNet weights for ``backbone`` in the torch hub cache, downloaded when missing."""
     if backbone not in IMAGENET_WEIGHTS:
         raise WeightsUnavailableError(f"no ImageNet weights exist for {backbone}; use --weights random or a PATH")
-    filename = os.path.basename(IMAGENET_WEIGHTS[backbone].url)
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-    if not os.path.exists(path):
-        raise WeightsUnavailableError(
-            f"ImageNet {backbone} weights are not available offline (looked for {path}); "
-            "put the file there, pass --weights PATH, or ask for --weights random"
-        )
-    return path
+    return imagenet_file(IMAGENET_WEIGHTS[backbone].url, f"ImageNet {backbone}", "pass --weights PATH or random")
 
 
 def build_backbone(name: str, weights: str = "random") -> tuple[nn.Module, int]:
@@ -72,9 +63,7 @@ def build_backbone(name: str, weights: str = "random") -> tuple[nn.Module, int]:
         model = torchvision.models.get_model(name, weights=None)
     if weights != "random":
         path = imagenet_weights_file(name) if weights == "imagenet" else weights
-        if not os.path.exists(path):
-            raise WeightsUnavailableError(f"backbone weights file not found: {path}")
-        state = _load_state_dict(path)
+        state = load_state_dict(path)
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
         try:
             model.load_state_dict(state)
@@ -114,29 +103,17 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _load_state_dict(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsUnavailableError(f"cannot read weights file {path}: {exc}") from None
-
-
 class EmbeddingNet(nn.Module):
     def __init__(self, config: EmbeddingNetConfig, weights: str = "random"):
         super().__init__()
         self.config = config
         self.backbone, features = build_backbone(config.backbone, weights)
         self.head = nn.Linear(features, config.out_dim)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNetNormalize()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] → raw projection ``(B, out_dim)``."""
-        return self.head(self.backbone((images - self.mean) / self.std))
+        return self.head(self.backbone(self.normalize(images)))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The image's point in the text-target space, ``(B, out_dim)`` float32."""
@@ -156,7 +133,12 @@ def save_embedding_model(path: str, model: EmbeddingNet, text: TextTargets, trai
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     text_arrays, text_description = text.to_arrays()
     tensors.update({f"text.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in text_arrays.items()})
-    document = {"kind": FORMAT, "config": asdict(model.config), "text": text_description, "training": training or {}}
+    document = {
+        "kind": EMBEDDING_KIND,
+        "config": asdict(model.config),
+        "text": text_description,
+        "training": training or {},
+    }
     return save_tensors(path, tensors, document)
 
 
@@ -170,7 +152,7 @@ def load_embedding_model(
     """
     if not path.endswith(".safetensors"):
         path = path.rstrip("/") + "/model.safetensors"
-    tensors, document, digest = load_tensors(path, FORMAT)
+    tensors, document, digest = load_tensors(path, EMBEDDING_KIND)
     config = EmbeddingNetConfig(**document["config"])
     model = EmbeddingNet(config, weights="random")
     try:

@@ -6,11 +6,10 @@ Images arrive a little larger than ``image_size`` (``source_side``, the 256/224 
 randomly cropped and flipped here; held-out images are centre-cropped.
 
 Files in ``output_dir``: ``model.safetensors`` (model + text model, rewritten after every epoch),
-``train_state.pt`` (optimizer, scaler, loss parameters, history; loads with ``weights_only=True``) for
+``train_state.pt`` (optimizer, scaler, loss parameters, history: a checksummed ``models.resume`` state) for
 ``resume``, ``history.json`` and ``loss_curve.png``.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -26,11 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.embedding_net import EmbeddingNet, save_embedding_model
-from models.errors import CheckpointError, UsageError
+from models.embedding_net import EMBEDDING_KIND, EmbeddingNet, save_embedding_model
+from models.errors import TrainingDiverged, UsageError
+from models.loss_curve import Curve, draw_loss_curves
+from models.pixels import uint8_to_float
+from models.resume import load_resume_state, save_resume_state
 from models.text_targets import TextTargets
 
-HELDOUT_SALT = "stylebeam-heldout"
+RESUME_KIND = f"{EMBEDDING_KIND}.resume"
 
 
 class Example(NamedTuple):
@@ -44,20 +46,14 @@ def source_side(image_size: int) -> int:
     return round(image_size * 8 / 7)
 
 
-def is_heldout(post_id: str, fraction: float) -> bool:
-    """Stable split by a hash of the id: the same post is held out in every run, job and machine."""
-    digest = hashlib.sha256(f"{HELDOUT_SALT}:{post_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
 def images_to_tensor(images: list[np.ndarray], size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``(S, S, 3)`` uint8 arrays → ``(B, 3, size, size)`` float in [0, 1].
 
     With a ``generator``: a random crop and a random horizontal flip per image (training augmentation);
     without: the centre crop (evaluation, embedding).
     """
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    _, _, height, width = batch.shape
+    batch = np.stack(images)
+    _, height, width, _ = batch.shape
     if height < size or width < size:
         raise ValueError(f"images of {width}x{height} are smaller than the crop {size}")
     crops = []
@@ -67,11 +63,11 @@ def images_to_tensor(images: list[np.ndarray], size: int, generator: torch.Gener
         else:
             top = int(torch.randint(height - size + 1, (1,), generator=generator))
             left = int(torch.randint(width - size + 1, (1,), generator=generator))
-        crop = image[:, top : top + size, left : left + size]
+        crop = image[top : top + size, left : left + size]
         if generator is not None and torch.rand(1, generator=generator).item() < 0.5:
-            crop = crop.flip(-1)
+            crop = crop[:, ::-1]
         crops.append(crop)
-    return torch.stack(crops).float().div_(255.0)
+    return uint8_to_float(np.stack(crops))
 
 
 def batched(examples: Iterable[Example], batch_size: int) -> Iterator[list[Example]]:
@@ -184,9 +180,7 @@ class EmbeddingTrainer:
     def resume(self) -> int:
         """Load ``train_state.pt``; return the number of epochs already done."""
         path = self.path("train_state.pt")
-        if not os.path.exists(path):
-            raise CheckpointError(f"nothing to resume: {path} does not exist")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = load_resume_state(path, RESUME_KIND)
         if state["config"] != asdict(self.config) | {"epochs": state["config"]["epochs"]}:
             raise UsageError(f"cannot resume {path}: it was trained with other settings ({state['config']})")
         self.model.load_state_dict(state["model"])
@@ -212,8 +206,7 @@ class EmbeddingTrainer:
             "history": json.dumps(self.history),
             "step_losses": torch.tensor(self.step_losses, dtype=torch.float64),
         }
-        torch.save(state, self.path("train_state.pt.partial"))
-        os.replace(self.path("train_state.pt.partial"), self.path("train_state.pt"))
+        save_resume_state(self.path("train_state.pt"), RESUME_KIND, state)
         with open(self.path("history.json"), "w") as handle:
             json.dump(self.history, handle, indent=2)
         draw_loss_curve(self.step_losses, self.history, self.path("loss_curve.png"))
@@ -268,7 +261,7 @@ class EmbeddingTrainer:
             projection = self.model(images)
         loss = self.loss(projection.float(), targets)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training loss became {loss.item()}; lower --lr")
+            raise TrainingDiverged(f"the loss diverged at step {len(self.step_losses) + 1} ({loss.item()}); lower --lr")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -288,40 +281,15 @@ class EmbeddingTrainer:
         return {"heldout_loss": total / count if count else None, "heldout_examples": count}
 
 
-def draw_loss_curve(step_losses: list[float], history: list[dict], path: str, size=(640, 360)) -> None:
-    """A loss-curve PNG drawn with PIL: per-step training loss (grey), per-epoch train (blue) and held-out (red)."""
-    from PIL import Image, ImageDraw
-
-    width, height = size
-    left, right, top, bottom = 56, 16, 28, 36
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    values = list(step_losses) + [h[k] for h in history for k in ("train_loss", "heldout_loss") if h.get(k) is not None]
-    if not values:
-        image.save(path)
-        return
-    low, high = min(values), max(values)
-    high = high if high > low else low + 1.0
-    steps = max(len(step_losses), 1)
-
-    def point(step: float, value: float) -> tuple[float, float]:
-        x = left + (width - left - right) * step / steps
-        y = top + (height - top - bottom) * (1 - (value - low) / (high - low))
-        return x, y
-
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for fraction in (0.0, 0.5, 1.0):
-        value = low + fraction * (high - low)
-        draw.text((4, point(0, value)[1] - 6), f"{value:.3g}", fill="black")
-    draw.text((left, 8), "loss (grey: step, blue: epoch train, red: held-out)", fill="black")
-    draw.text((left, height - bottom + 8), f"steps 0..{len(step_losses)}, {len(history)} epochs", fill="black")
-    if len(step_losses) > 1:
-        draw.line([point(i, v) for i, v in enumerate(step_losses)], fill=(170, 170, 170), width=1)
-    per_epoch = steps / max(len(history), 1)
-    for key, colour in (("train_loss", (30, 90, 200)), ("heldout_loss", (210, 40, 40))):
-        points = [point((i + 1) * per_epoch, h[key]) for i, h in enumerate(history) if h.get(key) is not None]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-    image.save(path)
+def draw_loss_curve(step_losses: list[float], history: list[dict], path: str) -> None:
+    """Write the loss-curve PNG: per-step training loss (grey), per-epoch train (blue) and held-out (red) loss."""
+    per_epoch = max(len(step_losses), 1) / max(len(history), 1)
+    curves = [Curve("step", range(len(step_losses)), step_losses, (170, 170, 170), width=1)]
+    for key, name, colour in (
+        ("train_loss", "epoch train", (30, 90, 200)),
+        ("heldout_loss", "held-out", (210, 40, 40)),
+    ):
+        epochs = [(i + 1) * per_epoch for i, h in enumerate(history) if h.get(key) is not None]
+        curves.append(Curve(name, epochs, [h[key] for h in history if h.get(key) is not None], colour, markers=True))
+    title = f"loss over {len(history)} epochs"
+    draw_loss_curves(curves, log_scale=False, title=title, steps=len(step_losses)).save(path)

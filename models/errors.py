@@ -13,6 +13,10 @@ class InputNotFoundError(StylebeamError):
     """An input path, glob or URL matched nothing."""
 
 
+class InputUnreadableError(StylebeamError):
+    """An input exists but cannot be read: a directory where a file is wanted, no permission, a network failure."""
+
+
 class ImageRejected(StylebeamError):
     """An image that cannot be used. ``reason`` is a short slug counted in summaries."""
 
@@ -27,4 +31,8 @@ class WeightsUnavailableError(StylebeamError):
 
 
 class CheckpointError(StylebeamError):
-    """A checkpoint file is missing, corrupt or of an unknown layout."""
+    """A checkpoint or resume-state file is missing, corrupt or of an unknown layout."""
+
+
+class TrainingDiverged(StylebeamError):
+    """A training loss became NaN or infinite: the run stops, and the message says what to lower."""

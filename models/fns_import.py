@@ -11,42 +11,20 @@ Their forward takes pixels on the 0–255 scale and returns 0–255; ours takes 
 ``ours(x / 255) == theirs(x) / 255`` with the same weights.
 """
 
-import io
 import posixpath
 import re
 
-import fsspec
 import torch
 
 from models.checkpoint import save_stylizer
-from models.errors import CheckpointError, InputNotFoundError
+from models.errors import CheckpointError
 from models.stylizer import MultiStyleTransformer, StylizerConfig
+from models.weights import load_state_dict
 
 # Channels of their fixed architecture at width 1.0 (transformer_net.py: 32, 64, 128).
 BASE_CHANNELS = 32
 STRAY_BUFFER = re.compile(r"(^|\.)in\d+\.(running_mean|running_var|num_batches_tracked)$")
 INSTANCE_NORM = re.compile(r"(^|\.)in\d+\.(weight|bias)$")
-
-
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Load a ``.pth`` state_dict without executing code (``weights_only=True``)."""
-    try:
-        with fsspec.open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise InputNotFoundError(f"fast_neural_style file not found: {path}") from None
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickled modules, foreign formats and truncated files all land here
-        raise CheckpointError(
-            f"cannot read {path} as a state_dict ({type(exc).__name__}); expected a pytorch/examples "
-            "fast_neural_style .pth file saved with torch.save(model.state_dict())"
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a plain state_dict of tensors")
-    return state
 
 
 def stylizer_from_fast_neural_style(
@@ -83,6 +61,6 @@ def stylizer_from_fast_neural_style(
 def import_fast_neural_style(path: str, output: str, style_name: str | None = None) -> str:
     """Convert ``path`` into a one-style stylebeam checkpoint at ``output``; return its digest."""
     name = style_name or posixpath.splitext(posixpath.basename(path))[0]
-    model = stylizer_from_fast_neural_style(read_state_dict(path), source=path)
+    model = stylizer_from_fast_neural_style(load_state_dict(path), source=path)
     training = {"imported_from": posixpath.basename(path), "source": "pytorch/examples fast_neural_style"}
     return save_stylizer(output, model, [name], training)

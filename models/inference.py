@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from models.errors import UsageError
+from models.pixels import float_to_uint8, uint8_to_float
 from models.stylizer import MultiStyleTransformer
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -141,9 +142,7 @@ class StylizerRunner:
         batch = torch.from_numpy(pixels)
         if cuda:
             batch = batch.pin_memory()
-        batch = batch.to(self.device, non_blocking=cuda).permute(0, 3, 1, 2).float().div_(255.0)
-        if not cuda:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = uint8_to_float(batch.to(self.device, non_blocking=cuda), channels_last=True)
         weights = torch.from_numpy(np.asarray(style_weights, np.float32)).to(self.device)
         alphas = torch.from_numpy(np.asarray(alpha, np.float32)).to(self.device)
         if self.cast_model:
@@ -154,9 +153,8 @@ class StylizerRunner:
         finite = torch.isfinite(stylised[:count]).flatten(1).all(1)
         if not bool(finite.all()):
             raise NonFiniteOutput([int(i) for i in torch.nonzero(~finite).flatten()])
-        blended = torch.lerp(batch, stylised.float(), alphas.reshape(-1, 1, 1, 1)).clamp_(0, 1)
-        out = blended.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
-        return out[:count].cpu().numpy()
+        blended = torch.lerp(batch, stylised.float(), alphas.reshape(-1, 1, 1, 1))
+        return float_to_uint8(blended[:count]).cpu().numpy()
 
 
 class StyleEmbedder:

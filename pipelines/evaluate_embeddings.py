@@ -7,7 +7,6 @@ Image embeddings come from the model, or from pipelines.embed output with --embe
 writes the JSON report (default: retrieval.json beside the checkpoint).
 """
 
-import argparse
 import json
 import os
 import sys
@@ -17,20 +16,22 @@ import numpy as np
 
 from models.device import resolve_device
 from models.embedding_net import load_embedding_model
-from models.embedding_trainer import is_heldout
 from models.errors import InputNotFoundError, UsageError
+from models.heldout import is_heldout
 from models.retrieval import embed_posts, evaluate, format_table
-from pipelines.cli import add_common_args, positive_int, run_main
+from pipelines.cli import INPUT_HELP, OUTPUT_HELP, ArgumentParser, add_common_args, positive_int, run_main
 from transforms.embed import heldout_posts, iter_corpus_rows, post_tokens
 from transforms.sources import iter_parquet_batches, table_paths
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate_embeddings", description=__doc__.split("\n")[0])
-    parser.add_argument("--input", required=True, help="the clean corpus the model was trained on (Parquet)")
+    parser = ArgumentParser(prog="python -m pipelines.evaluate_embeddings", description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True, help=f"{INPUT_HELP}: the clean corpus the model was trained on")
     parser.add_argument("--model", required=True, help="checkpoint from pipelines.train_embeddings (file or folder)")
     parser.add_argument("--embeddings", help="embeddings-*.parquet from pipelines.embed, instead of running the model")
-    parser.add_argument("--output", help="report JSON path (default: retrieval.json beside the checkpoint)")
+    parser.add_argument(
+        "--output", help=f"{OUTPUT_HELP}: the report's JSON path (default: retrieval.json beside the checkpoint)"
+    )
     parser.add_argument("--queries", help="comma-separated query words (default: the most frequent caption words)")
     parser.add_argument("--max-queries", type=positive_int, default=50, help="automatic word queries (default: 50)")
     parser.add_argument(
@@ -38,8 +39,14 @@ def parse_args(argv):
     )
     parser.add_argument("--k", type=positive_int, default=5, help="precision cut-off (default: 5, Gómez's P@5)")
     parser.add_argument("--heldout-fraction", type=float, help="override the fraction the model was trained with")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_common_args(parser, batch_size=32, image_size=0)
+    add_common_args(
+        parser,
+        seed=False,
+        batch_size=32,
+        image_size=0,
+        image_size_zero="the size the model was trained at (a centre square)",
+        no_progress=True,
+    )
     return parser.parse_args(argv)
 
 

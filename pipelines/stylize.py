@@ -22,15 +22,16 @@ from tqdm import tqdm
 
 from models.device import resolve_device, seed_everything
 from models.errors import UsageError
-from pipelines.cli import add_common_args, positive_float, positive_int, run_main
-from transforms.images import encode_image, load_image, pil_to_tensor, resize_short_side, tensor_to_pil
+from models.pixels import tensor_to_pil
+from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
+from transforms.images import encode_image, load_image, pil_to_tensor, resize_short_side
 
-GATYS_IMAGE_SIZE = 256  # CPU-friendly default; Gatys et al. 2016 worked at 512 px (a GPU job)
+GATYS_MAX_SIZE = 256  # CPU-friendly default long side; Gatys et al. 2016 worked at 512 px (a GPU job)
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipelines.stylize",
         description="Stylise images by Gatys optimisation (slow, any style image), with a trained "
         "multi-style checkpoint (fast, the checkpoint's styles) or with any painting as the style (fast, "
@@ -40,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m pipelines.stylize --checkpoint magenta26 --content a.jpg b.jpg --output out/ --style all\n"
         "  python -m pipelines.stylize --style-image starry.jpg --content a.jpg --output out/ --alpha 0.8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        conflict_handler="resolve",  # --image-size means the long side here (see below)
     )
     parser.add_argument("--method", choices=["gatys"], help="gatys (the default when no --checkpoint is given)")
     parser.add_argument(
@@ -64,15 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="gatys: style image(s), repeatable, blended; --checkpoint: style name(s) or 'all' (default: all)",
     )
     parser.add_argument(
-        "--output", required=True, metavar="OUT", help="an image file (one content, gatys) or a directory"
+        "--output",
+        required=True,
+        metavar="OUT",
+        help=f"{OUTPUT_HELP}: an image file (one content, gatys) or a directory",
     )
-    add_common_args(parser, batch_size=4)
+    add_common_args(
+        parser,
+        batch_size=4,
+        image_size=0,
+        image_size_zero="see --max-size",
+        no_progress=True,
+    )
     parser.add_argument(
-        "--image-size",
+        "--max-size",
         type=positive_int,
         metavar="N",
-        help=f"long side of the output in pixels, aspect kept (default: {GATYS_IMAGE_SIZE} for gatys, "
-        "the content's own size with --checkpoint)",
+        help=f"long side of the output in pixels, aspect kept; instead of --image-size (default: {GATYS_MAX_SIZE} "
+        "for gatys, the content's own size with --checkpoint)",
     )
 
     checkpoint = parser.add_argument_group("with --checkpoint or --style-image")
@@ -172,12 +181,11 @@ def stylize_with_gatys(args: argparse.Namespace) -> None:
     }
     config = GatysConfig(seed=args.seed, **{key: value for key, value in given.items() if value is not None})
     style_weights = _style_weights(args.style_weights, len(args.style))
-    size = args.image_size or GATYS_IMAGE_SIZE
     style_label = "+".join(_stem(path) for path in args.style)
     targets = _output_paths(args.output, args.content, style_label)
 
-    contents = [_fit(load_image(path), size) for path in args.content]
-    styles = [pil_to_tensor(_fit(load_image(path), size)) for path in args.style]
+    contents = [_sized(load_image(path), args, GATYS_MAX_SIZE) for path in args.content]
+    styles = [pil_to_tensor(_sized(load_image(path), args, GATYS_MAX_SIZE)) for path in args.style]
     device = resolve_device(args.device)
     seed_everything(args.seed)
     network = build_loss_network(
@@ -199,7 +207,8 @@ def stylize_with_gatys(args: argparse.Namespace) -> None:
     for number, batch in enumerate(batches, start=1):
         content = torch.stack([pil_to_tensor(contents[i]) for i in batch]).to(device)
         width, height = contents[batch[0]].size
-        with tqdm(total=config.steps, desc=f"gatys {number}/{len(batches)} ({width}x{height})", file=sys.stderr) as bar:
+        description = f"gatys {number}/{len(batches)} ({width}x{height})"
+        with tqdm(total=config.steps, desc=description, file=sys.stderr, disable=args.no_progress) as bar:
 
             def progress(step, losses, bar=bar):
                 bar.update(1)
@@ -212,20 +221,24 @@ def stylize_with_gatys(args: argparse.Namespace) -> None:
             print(f"{targets[index]}: {losses}")
 
 
-def stylize_with_checkpoint(args: argparse.Namespace) -> None:
-    from models.checkpoint import load_stylizer
-    from models.stylizer import one_hot
-
+def _feed_forward_checks(args: argparse.Namespace, mode: str) -> float:
+    """What the two fast modes check alike; returns alpha."""
     alpha = 1.0 if args.alpha is None else args.alpha
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
     if _image_format(args.output):
-        raise UsageError(f"--output must be a directory with --checkpoint, got {args.output}")
+        raise UsageError(f"--output must be a directory with {mode}, got {args.output}")
     _check_unique_stems(args.content)
+    return alpha
 
-    contents = [load_image(path) for path in args.content]
-    if args.image_size:
-        contents = [_fit(image, args.image_size) for image in contents]
+
+def stylize_with_checkpoint(args: argparse.Namespace) -> None:
+    from models.checkpoint import load_stylizer
+    from models.stylizer import one_hot
+
+    alpha = _feed_forward_checks(args, "--checkpoint")
+
+    contents = [_sized(load_image(path), args) for path in args.content]
     device = resolve_device(args.device)
     seed_everything(args.seed)
     model, info = load_stylizer(args.checkpoint, device=device)
@@ -233,7 +246,8 @@ def stylize_with_checkpoint(args: argparse.Namespace) -> None:
     names = info.style_names if "all" in requested else list(dict.fromkeys(requested))
     indices = [info.style_index(name) for name in names]  # unknown names fail here, listing the known ones
 
-    with tqdm(total=len(contents) * len(names), desc="stylize", unit="image", file=sys.stderr) as bar:
+    total = len(contents) * len(names)
+    with tqdm(total=total, desc="stylize", unit="image", file=sys.stderr, disable=args.no_progress) as bar:
         for path, image in zip(args.content, contents, strict=True):
             tensor = pil_to_tensor(image).unsqueeze(0).to(device)
             for start in range(0, len(indices), args.batch_size):
@@ -256,23 +270,16 @@ def stylize_with_paintings(args: argparse.Namespace) -> None:
     from models.style_policy import blend_code
     from transforms.images import pil_to_uint8
 
-    alpha = 1.0 if args.alpha is None else args.alpha
-    if not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
-    if _image_format(args.output):
-        raise UsageError(f"--output must be a directory with --style-image, got {args.output}")
-    _check_unique_stems(args.content)
+    alpha = _feed_forward_checks(args, "--style-image")
     _check_unique_stems(args.style_image)
     device = resolve_device(args.device)
     predictor, transformer, info = load_arbitrary(args.checkpoint or "magenta_arbitrary", device="cpu")
     embedder = StyleEmbedder(predictor, device)
     runner = StylizerRunner(transformer, device, torch.float32, batch_size=args.batch_size)
     styles = embedder([pil_to_uint8(load_image(path)) for path in args.style_image])
-    contents = [load_image(path) for path in args.content]
-    if args.image_size:
-        contents = [_fit(image, args.image_size) for image in contents]
+    contents = [_sized(load_image(path), args) for path in args.content]
     count = len(contents) * len(args.style_image)
-    with tqdm(total=count, desc="stylize", unit="image", file=sys.stderr) as bar:
+    with tqdm(total=count, desc="stylize", unit="image", file=sys.stderr, disable=args.no_progress) as bar:
         for path, image in zip(args.content, contents, strict=True):
             pixels = pil_to_uint8(image)
             own = embedder([pixels])[0] if alpha < 1 else None
@@ -284,11 +291,18 @@ def stylize_with_paintings(args: argparse.Namespace) -> None:
     print(f"wrote {count} image(s) to {args.output} ({info.digest})")
 
 
-def _fit(image, size: int):
-    """Scale so the long side is ``size`` (never over it), aspect kept: the "max size" of neural-style tools."""
+def _sized(image, args: argparse.Namespace, default_max_size: int | None = None):
+    """``--image-size``: the short side; ``--max-size`` (or ``default_max_size``): the long side, aspect kept (the
+    "max size" of neural-style tools); neither: the image as it is."""
+    if args.image_size and args.max_size:
+        raise UsageError("give --image-size (the short side) or --max-size (the long side), not both")
+    if args.image_size:
+        return resize_short_side(image, args.image_size)
+    max_size = args.max_size or default_max_size
+    if not max_size:
+        return image
     width, height = image.size
-    short = max(1, min(width, height) * size // max(width, height))
-    return resize_short_side(image, short)
+    return resize_short_side(image, max(1, min(width, height) * max_size // max(width, height)))
 
 
 def _output_paths(output: str, contents: list[str], style_label: str) -> list[str]:

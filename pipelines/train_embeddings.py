@@ -7,7 +7,6 @@ OUT/loss_curve.png and OUT/summary.json. Posts whose id hashes into --heldout-fr
 pipelines.evaluate_embeddings evaluates on exactly those.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -20,15 +19,27 @@ from models.embedding_net import BACKBONES, EmbeddingNet, EmbeddingNetConfig, lo
 from models.embedding_trainer import EmbeddingTrainer, TrainConfig
 from models.errors import UsageError
 from models.text_targets import KINDS, TextTargetConfig, TextTargets
-from pipelines.cli import add_common_args, positive_float, positive_int, run_main
+from pipelines.cli import (
+    INPUT_HELP,
+    OUTPUT_HELP,
+    ArgumentParser,
+    add_common_args,
+    positive_float,
+    positive_int,
+    run_main,
+)
 from transforms.embed import corpus_examples, iter_split_tokens
 from transforms.sources import table_paths
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train_embeddings", description=__doc__.split("\n")[0])
-    parser.add_argument("--input", required=True, help="clean corpus: clean-*.parquet files, a glob or their folder")
-    parser.add_argument("--output", required=True, help="output folder for the checkpoint, curves and summary")
+    parser = ArgumentParser(prog="python -m pipelines.train_embeddings", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--input", required=True, help=f"{INPUT_HELP}: the clean corpus, clean-*.parquet files, a glob or their folder"
+    )
+    parser.add_argument(
+        "--output", required=True, help=f"{OUTPUT_HELP}: a folder for the checkpoint, curves and summary"
+    )
     text = parser.add_argument_group("text targets")
     text.add_argument("--text-model", choices=KINDS, default="word2vec", help="(default: %(default)s)")
     text.add_argument(
@@ -47,8 +58,7 @@ def parse_args(argv):
     model.add_argument("--heldout-fraction", type=float, default=0.1, help="posts kept for evaluation (default: 0.1)")
     model.add_argument("--decode-threads", type=positive_int, default=2, help="image decoding threads (default: 2)")
     model.add_argument("--resume", action="store_true", help="continue the run in --output from its last epoch")
-    model.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_common_args(parser, batch_size=32, image_size=224)
+    add_common_args(parser, batch_size=32, image_size=224, no_progress=True)
     args = parser.parse_args(argv)
     if not 0 <= args.heldout_fraction < 1:
         parser.error("--heldout-fraction must be in [0, 1)")

@@ -29,10 +29,9 @@ from models.trainer import (
     StylizerTrainer,
     TrainingConfig,
     artefact_paths,
-    load_resume_state,
 )
 from models.vgg import build_loss_network
-from pipelines.cli import add_common_args, positive_float, positive_int, run_main
+from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
 from transforms.images import center_crop, decode_image, load_image, pil_to_tensor, resize_short_side
 from transforms.sources import InputSpec, SourceRecord, iter_records, resolve_input
 
@@ -43,7 +42,7 @@ PREVIEW_IMAGES = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pipelines.train_stylizer",
         description="Train a feed-forward multi-style network (Johnson et al. 2016 with Dumoulin et al. 2017's "
         "conditional instance norm) on content images and N style images; or add styles to a trained one; or "
@@ -57,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     io_group.add_argument(
         "--style", metavar="IMG", action="append", default=[], help="a style image (repeat for N styles)"
     )
-    io_group.add_argument("--output", metavar="CKPT", required=True, help="checkpoint to write (.safetensors)")
+    io_group.add_argument(
+        "--output", metavar="CKPT", required=True, help=f"{OUTPUT_HELP}: the checkpoint (.safetensors)"
+    )
     io_group.add_argument(
         "--resume", action="store_true", help="continue from CKPT's .resume.pt up to --steps (same flags)"
     )
@@ -169,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fp32", "bf16"],
         help="forward passes under bf16 autocast (about 2x faster on CPUs with AVX-512 BF16) (default: %(default)s)",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_common_args(parser, batch_size=4, image_size=256)
+    add_common_args(parser, batch_size=4, image_size=256, no_progress=True)
     return parser
 
 
@@ -271,9 +271,9 @@ def main(argv: list[str] | None = None) -> None:
         metadata=metadata,
     )
     if args.resume:
-        trainer.resume_from(load_resume_state(artefact_paths(args.output)["resume"]))
+        trainer.resume(artefact_paths(args.output)["resume"])
     batches = content_batches(spec, args.image_size, args.batch_size, args.seed, skip_batches=trainer.step)
-    result = trainer.train(batches, args.output, progress=not args.quiet)
+    result = trainer.train(batches, args.output, progress=not args.no_progress)
     paths = artefact_paths(args.output)
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
     print(f"wrote {args.output} ({result.digest}) after {result.step} steps; last losses: {losses}")

@@ -25,6 +25,20 @@ def stylizer_cache(tmp_path_factory):
         os.environ["STYLEBEAM_CACHE"] = before
 
 
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """Tests never touch the network: a download of ImageNet weights fails as it does offline. Tests of the
+    download path replace ``models.weights.fetch`` themselves."""
+    import urllib.error
+
+    import models.weights
+
+    def offline(url, path, timeout_s=60.0):
+        raise urllib.error.URLError("tests never touch the network")
+
+    monkeypatch.setattr(models.weights, "fetch", offline)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Test tensors are tiny: intra-op threads only add synchronisation, and on a shared 2-core machine
@@ -118,3 +132,49 @@ def upload(local, remote: str) -> None:
         target = remote if local.is_file() else f"{remote}/{path.relative_to(local).as_posix()}"
         with FileSystems.create(target) as handle:
             handle.write(path.read_bytes())
+
+
+@pytest.fixture
+def world_tmp():
+    """A temporary folder every user can enter (pytest's own are root-only when the tests run as root)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="stylebeam-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def run_unprivileged(args: list[str], **kwargs):
+    """Run a command as a user who cannot write everywhere: as it is when the tests are not root, as ``nobody``
+    through ``setpriv`` when they are; skip the calling test where neither is possible."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is not available to drop to nobody")
+        args = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args]
+    return subprocess.run(args, capture_output=True, text=True, timeout=180, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def two_style_stylizer(tmp_path_factory) -> str:
+    """A tiny two-style checkpoint (styles ``a`` and ``b``, random weights): fast input for the jobs' tests."""
+    import torch
+
+    from models.checkpoint import save_stylizer
+    from models.stylizer import MultiStyleTransformer, StylizerConfig
+
+    torch.manual_seed(0)
+    model = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1))
+    path = tmp_path_factory.mktemp("ckpt") / "two.safetensors"
+    save_stylizer(str(path), model, ["a", "b"])
+    return str(path)

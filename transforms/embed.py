@@ -3,7 +3,7 @@
 Both decode each image once through ``decode_image`` and prepare it the same way (short side to
 ``source_side(image_size)``, centre square), so training, evaluation and the embedding job see the same
 pixels. Batched inference is our own DoFn over ``BatchElements`` rather than ``RunInference``: Beam 2.77's
-``max_batch_weight`` is broken and its PyTorch handler under-reports image tensor sizes (DESIGN.md), and a DoFn
+``max_batch_weight`` is broken and its PyTorch handler under-reports image tensor sizes, and a DoFn
 lets bad images leave through the same ``rejected`` output as every other job, with the model loaded once per
 worker in ``setup``.
 """
@@ -17,16 +17,20 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 import numpy as np
 import torch
+from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 
-from models.embedding_trainer import Example, images_to_tensor, is_heldout, source_side
+from models.embedding_trainer import Example, images_to_tensor, source_side
 from models.errors import ImageRejected
+from models.heldout import is_heldout
 from models.text_targets import TextTargets, caption_tokens
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
 from transforms.schemas import rejected_row
 from transforms.sources import iter_parquet_batches
 
 STAGE = "embed"
+REJECTED = "rejected"
+LOGGER = logging.getLogger(__name__)
 CORPUS_COLUMNS = ["id", "image", "text", "caption", "caption_hashtags"]
 
 
@@ -166,8 +170,6 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 class DecodeForEmbedding(beam.DoFn):
     """``SourceRecord`` → ``(source_id, (S, S, 3) uint8)``; undecodable images → tagged ``rejected`` rows."""
 
-    REJECTED = "rejected"
-
     def __init__(self, image_size: int):
         self.image_size = image_size
 
@@ -175,7 +177,7 @@ class DecodeForEmbedding(beam.DoFn):
         try:
             yield record.source_id, decode_and_prepare(record.data, self.image_size)
         except ImageRejected as exc:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, rejected_row(record.source_id, STAGE, exc.reason, exc.detail))
+            yield TaggedOutput(REJECTED, rejected_row(record.source_id, STAGE, exc.reason, exc.detail))
 
 
 class EmbedBatches(beam.DoFn):
@@ -183,10 +185,13 @@ class EmbedBatches(beam.DoFn):
 
     Every batch is padded to ``batch_size`` before the forward pass: CPU convolution kernels are chosen by
     batch shape, so a fixed shape makes an image's embedding independent of how Beam happened to batch it
-    (re-runs give bit-identical embeddings; checked in tests/pipelines/test_embed.py).
+    (re-runs give bit-identical embeddings; checked in tests/pipelines/test_embed.py). A batch whose forward pass
+    raises is retried one image at a time (padded the same way, so the bits do not change); an image that still
+    fails, or whose embedding is not finite, leaves as a rejected row (``inference_error``,
+    ``non_finite_embedding``) instead of ending the job or writing garbage.
     """
 
-    def __init__(self, model_path: str, image_size: int, batch_size: int, device: str = "auto", cpu_threads: int = 1):
+    def __init__(self, model_path: str, image_size: int, batch_size: int, device: str = "auto", cpu_threads: int = 0):
         self.model_path = model_path
         self.image_size = image_size
         self.batch_size = batch_size
@@ -203,26 +208,46 @@ class EmbedBatches(beam.DoFn):
             # oversubscribes the CPU (a tiny-ResNet step: 39 ms with 1 thread, 523 ms with 2, on a busy 2-core box).
             torch.set_num_threads(self.cpu_threads)
         self.model, _, info = load_embedding_model(self.model_path, self.device)
-        logging.info("embedding model %s (%s) loaded on %s", self.model_path, info.digest, self.device)
+        LOGGER.info("embedding model %s (%s) loaded on %s", self.model_path, info.digest, self.device)
 
     def process(self, batch):
         for start in range(0, len(batch), self.batch_size):
             part = batch[start : start + self.batch_size]
-            images = images_to_tensor([image for _, image in part], self.image_size)
-            if len(part) < self.batch_size:
-                padding = images[:1].expand(self.batch_size - len(part), -1, -1, -1)
-                images = torch.cat([images, padding])
-            with torch.no_grad():
-                embeddings = self.model.embed(images.to(self.device)).cpu().numpy()
-            for (post_id, _), embedding in zip(part, embeddings, strict=False):
-                yield {"id": post_id, "embedding": embedding.astype(np.float32).tolist()}
+            try:
+                embeddings = self._embed([image for _, image in part])
+            except RuntimeError as exc:  # one bad batch must not sink the job: retry alone, reject what still fails
+                LOGGER.warning("batch of %d failed (%s); retrying one by one", len(part), exc)
+                for post_id, image in part:
+                    try:
+                        yield from self._rows([post_id], self._embed([image]))
+                    except RuntimeError as single:
+                        yield TaggedOutput(REJECTED, rejected_row(post_id, STAGE, "inference_error", str(single)))
+                continue
+            yield from self._rows([post_id for post_id, _ in part], embeddings)
+
+    def _embed(self, images: list[np.ndarray]) -> np.ndarray:
+        batch = images_to_tensor(images, self.image_size)
+        if len(images) < self.batch_size:
+            padding = batch[:1].expand(self.batch_size - len(images), -1, -1, -1)
+            batch = torch.cat([batch, padding])
+        with torch.no_grad():
+            return self.model.embed(batch.to(self.device)).cpu().numpy()[: len(images)]
+
+    @staticmethod
+    def _rows(ids: list[str], embeddings: np.ndarray):
+        for post_id, embedding in zip(ids, embeddings, strict=True):
+            if not np.isfinite(embedding).all():
+                detail = f"{int((~np.isfinite(embedding)).sum())} of {embedding.size} values are NaN or Inf"
+                yield TaggedOutput(REJECTED, rejected_row(post_id, STAGE, "non_finite_embedding", detail))
+                continue
+            yield {"id": post_id, "embedding": embedding.astype(np.float32).tolist()}
 
 
 class EmbedImages(beam.PTransform):
     """``SourceRecord``s (``transforms.read.ReadImages``) → ``{"embeddings": EMBEDDINGS rows, "rejected": rows}``."""
 
     def __init__(
-        self, model_path: str, image_size: int, batch_size: int = 32, device: str = "auto", cpu_threads: int = 1
+        self, model_path: str, image_size: int, batch_size: int = 32, device: str = "auto", cpu_threads: int = 0
     ):
         super().__init__()
         self.model_path = model_path
@@ -233,14 +258,15 @@ class EmbedImages(beam.PTransform):
 
     def expand(self, rows):
         decoded = rows | "Decode" >> beam.ParDo(DecodeForEmbedding(self.image_size)).with_outputs(
-            DecodeForEmbedding.REJECTED, main="images"
+            REJECTED, main="images"
         )
-        embeddings = (
+        embedded = (
             decoded.images
             | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
             | "Embed"
             >> beam.ParDo(
                 EmbedBatches(self.model_path, self.image_size, self.batch_size, self.device, self.cpu_threads)
-            )
+            ).with_outputs(REJECTED, main="embeddings")
         )
-        return {"embeddings": embeddings, "rejected": decoded[DecodeForEmbedding.REJECTED]}
+        rejected = (decoded[REJECTED], embedded[REJECTED]) | "EmbedRejected" >> beam.Flatten()
+        return {"embeddings": embedded.embeddings, "rejected": rejected}

@@ -1,8 +1,8 @@
-"""The one image codec of the project: bytes → RGB, RGB → bytes, and PIL ↔ tensor.
+"""The one image codec of the project: bytes → RGB, RGB → bytes, and any PIL mode → RGB pixels.
 
 Every job decodes through ``decode_image`` exactly once per record, so every job rejects the same
-files for the same reasons. Tensor convention at every module boundary: float32 RGB, ``(3, H, W)``
-or ``(B, 3, H, W)``, values in [0, 1].
+files for the same reasons. Pixels leave here as uint8 ``(H, W, 3)`` or, through ``models.pixels``, as
+float32 ``(3, H, W)`` in [0, 1].
 """
 
 import contextlib
@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from models.errors import ImageRejected
+from models.errors import ImageRejected, InputNotFoundError
+from models.files import read_file
+from models.pixels import uint8_to_float
 
 # Decompression-bomb guard: 64 MP is above any camera photo we expect and far below what would
 # exhaust a worker (64 MP RGB = 192 MB decoded).
@@ -44,6 +46,9 @@ def decode_image(
         raise ImageRejected("empty_file", "0 bytes")
     try:
         with warnings.catch_warnings():
+            # Pillow warns (UserWarning) about broken EXIF or a short read it recovered from: the image either
+            # decodes or raises; one stderr line per crafted file in a 10M-image job would bury the real ones.
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
@@ -65,11 +70,19 @@ def decode_image(
     # 26 formats cut at every length)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise ImageRejected("corrupt_image", str(exc) or type(exc).__name__) from None
+    except Exception as exc:  # whatever else a plugin raises on a crafted file: struct.error, TypeError, MemoryError
+        raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from None
 
     # A broken EXIF block must not cost the pixels: keep the stored orientation.
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         image = ImageOps.exif_transpose(image)
-    rgb = to_rgb(image)
+    try:
+        rgb = to_rgb(image)
+    except Exception as exc:  # a mode Pillow decodes but cannot convert
+        raise ImageRejected(
+            "corrupt_image", f"cannot convert {image.mode} to RGB ({type(exc).__name__}: {exc})"
+        ) from None
     if min(rgb.size) < min_side:
         raise ImageRejected("too_small", f"{rgb.width}x{rgb.height} has a side below {min_side} px")
     return rgb
@@ -132,9 +145,8 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL → ``(3, H, W)`` float32 in [0, 1]."""
-    array = np.asarray(to_rgb(image), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    """Any PIL image → ``(3, H, W)`` float32 RGB in [0, 1] (``models.pixels`` convention)."""
+    return uint8_to_float(pil_to_uint8(image))
 
 
 def pil_to_uint8(image: Image.Image) -> np.ndarray:
@@ -142,27 +154,9 @@ def pil_to_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(to_rgb(image), dtype=np.uint8)
 
 
-def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
-    """``(3, H, W)`` float in [0, 1] → RGB PIL (values clamped, rounded to nearest)."""
-    if tensor.dim() == 4:
-        if tensor.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of {tensor.shape[0]}")
-        tensor = tensor[0]
-    array = tensor.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")
-
-
 def read_bytes(path: str) -> bytes:
-    """Read a local path or any fsspec URL (``gs://``, ``memory://``, …)."""
-    import fsspec
-
-    from models.errors import InputNotFoundError
-
-    try:
-        with fsspec.open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise InputNotFoundError(f"file not found: {path}") from None
+    """Read a local path or any fsspec URL (``gs://``, ``memory://``, …); only a missing file is "not found"."""
+    return read_file(path, "file", missing=InputNotFoundError)
 
 
 def load_image(path: str, **decode_kwargs) -> Image.Image:

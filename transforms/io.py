@@ -1,16 +1,23 @@
-"""Writing the jobs' outputs: Parquet tables with an explicit schema, and ``summary.json``.
+"""Writing the jobs' outputs: Parquet tables with an explicit schema, ``summary.json``, and what an output folder
+holds before a job writes into it.
 
-File layout of every job: ``OUT/{prefix}-SSSSS-of-NNNNN.parquet`` per table, ``OUT/summary.json``.
-Paths are local or any filesystem Beam knows (``gs://``).
+File layout of every job: ``OUT/{prefix}-SSSSS-of-NNNNN.parquet`` per table, ``OUT/summary.json`` (and augment's
+``OUT/preview.png``); while a job runs, Beam writes its shards under ``OUT/beam-temp-{prefix}-{uuid}/`` and renames
+them into place at the end. Paths are local or any filesystem Beam knows (``gs://``).
 """
 
 import json
+import re
+import shutil
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.schemas import rejection_reason
+SHARD = re.compile(r"^(?P<prefix>[a-z_]+)-\d{5}-of-\d{5}\.parquet$")
+RUN_FILES = ("summary.json", "preview.png")
+TEMP_PREFIX = "beam-temp-"
 
 
 def output_path(output_dir: str, name: str) -> str:
@@ -45,56 +52,49 @@ class WriteTable(beam.PTransform):
 
 
 class CountRejected(beam.PTransform):
-    """Rejected rows → ``(key, 1)`` pairs for ``WriteSummary``: per stage and per ``stage/reason``."""
+    """Rejected rows → ``(key, amount)`` tallies for ``WriteSummary``: rows per stage and per ``stage/reason``, and
+    ``rejected_records``, the input records they stand for (a file that cannot be read stands for all its rows)."""
 
     def expand(self, rejected):
-        def keys(row):
-            yield f"rejected.stage.{row['stage']}"
-            yield f"rejected.reason.{row['stage']}/{rejection_reason(row)}"
+        def tallies(row):
+            yield f"rejected.stage.{row['stage']}", 1
+            yield f"rejected.reason.{row['stage']}/{row['reason']}", 1
+            yield "rejected_records", row["records"]
 
-        return rejected | beam.FlatMap(keys)
+        return rejected | beam.FlatMap(tallies)
 
 
 class WriteSummary(beam.PTransform):
-    """Count named PCollections and write one ``summary.json``.
+    """Count what a job did and write one ``OUT/summary.json``: ``{"output", "counts", **facts}``.
 
-    ``counted`` maps a summary key to a PCollection: each element adds one to that key, except for a
-    PCollection of string keys given under ``"*"`` (such as ``CountRejected`` output), whose elements
-    are the keys themselves. Every key in ``counted`` appears in the summary, zero when empty.
-    ``extra`` holds static facts (settings, versions) copied into the file.
+    ``counted`` maps a summary key to a PCollection; each element adds one to its key, and every key appears, zero
+    when its PCollection is empty. ``tallies`` are PCollections of ``(key, amount)`` pairs (``CountRejected``), added
+    up per key. ``facts`` (job name, settings, digests) are copied into the file as they are.
     """
 
-    def __init__(self, output_dir: str, counted: dict, extra: dict | None = None):
+    def __init__(self, output_dir: str, counted: dict, tallies: tuple = (), facts: dict | None = None):
         super().__init__()
         self.output_dir = output_dir
         self.counted = counted
-        self.extra = extra or {}
+        self.tallies = tuple(tallies)
+        self.facts = facts or {}
 
     def expand(self, pbegin):
-        named = [
-            pcoll | f"Key{name}" >> beam.Map(lambda _, key=name: key)
-            for name, pcoll in self.counted.items()
-            if name != "*"
-        ]
-        if "*" in self.counted:
-            named.append(self.counted["*"])
-        zero_keys = [name for name in self.counted if name != "*"]
-        extra = self.extra
-        output_dir = self.output_dir
+        ones = [pcoll | f"Count{key}" >> beam.Map(lambda _, key=key: (key, 1)) for key, pcoll in self.counted.items()]
+        zero = dict.fromkeys(self.counted, 0)
+        facts, output_dir = self.facts, self.output_dir
         path = output_path(output_dir, "summary.json")
 
         def write(counts):
-            summary = {"output": output_dir, "counts": {key: 0 for key in zero_keys}}
-            summary["counts"].update(dict(sorted(counts)))
-            summary.update(extra)
+            summary = {"output": output_dir, "counts": {**zero, **dict(sorted(counts))}, **facts}
             with FileSystems.create(path, mime_type="application/json") as handle:
                 handle.write(json.dumps(summary, indent=2, sort_keys=True).encode())
             return summary
 
         return (
-            tuple(named)
-            | "FlattenKeys" >> beam.Flatten(pipeline=pbegin.pipeline)
-            | "CountKeys" >> beam.combiners.Count.PerElement()
+            (*ones, *self.tallies)
+            | "AllTallies" >> beam.Flatten(pipeline=pbegin.pipeline)
+            | "SumPerKey" >> beam.CombinePerKey(sum)
             | "AllCounts" >> beam.combiners.ToList()
             | "WriteJson" >> beam.Map(write)
         )
@@ -109,3 +109,65 @@ def update_summary(output_dir: str, **fields) -> dict:
     with FileSystems.create(path, mime_type="application/json") as handle:
         handle.write(json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary
+
+
+@dataclass
+class OutputFolder:
+    """What an output folder holds from earlier runs: ``tables`` (prefix → shard paths), ``run_files``
+    (``summary.json``, ``preview.png``) and ``temp`` (the ``beam-temp-*`` folders a killed run left behind).
+    ``summary_job`` is the job named in its ``summary.json``, when there is one that says."""
+
+    path: str
+    tables: dict = field(default_factory=dict)
+    run_files: list = field(default_factory=list)
+    temp: list = field(default_factory=list)
+    summary_job: str | None = None
+
+    @property
+    def earlier_run(self) -> bool:
+        return bool(self.tables or self.run_files)
+
+
+def inspect_output(output_dir: str) -> OutputFolder:
+    """List ``output_dir`` (local or remote; a missing folder is empty) and sort what an earlier run left there."""
+    folder = OutputFolder(output_dir)
+    root = output_dir.rstrip("/")
+    try:
+        found = FileSystems.match([f"{root}/**"])[0].metadata_list
+    except Exception:  # nothing there yet (a missing local folder or bucket prefix): nothing to keep apart
+        return folder
+    temp = set()
+    for metadata in found:
+        relative = metadata.path[len(root) + 1 :] if metadata.path.startswith(root + "/") else metadata.path
+        first, _, rest = relative.partition("/")
+        shard = SHARD.match(relative)
+        if first.startswith(TEMP_PREFIX):
+            temp.add(output_path(output_dir, first))
+        elif shard:
+            folder.tables.setdefault(shard.group("prefix"), []).append(metadata.path)
+        elif relative in RUN_FILES:
+            folder.run_files.append(metadata.path)
+    folder.temp = sorted(temp)
+    summary = output_path(output_dir, "summary.json")
+    if summary in folder.run_files:
+        try:
+            with FileSystems.open(summary) as handle:
+                folder.summary_job = json.loads(handle.read()).get("job")
+        except Exception:  # an unreadable or foreign summary.json names no job
+            folder.summary_job = None
+    return folder
+
+
+def clear_earlier_run(folder: OutputFolder, prefixes) -> list[str]:
+    """Delete the shards of the tables named in ``prefixes``, the run files and the temporary folders; return what
+    was deleted. Anything else in the folder (a user's files, collect's ``_state/``) stays."""
+    files = [path for prefix in prefixes for path in folder.tables.get(prefix, [])] + folder.run_files
+    temp_files = []
+    for temp in folder.temp:
+        temp_files += [m.path for m in FileSystems.match([f"{temp}/**"])[0].metadata_list]
+    if files or temp_files:
+        FileSystems.delete(files + temp_files)
+    if "://" not in folder.path:  # local folders stay behind once their files are gone
+        for temp in folder.temp:
+            shutil.rmtree(temp, ignore_errors=True)
+    return files + folder.temp

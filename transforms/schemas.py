@@ -1,18 +1,21 @@
-"""Every Parquet schema the project writes: the contracts of ../shared/DESIGN.md, in one place.
-
-Rows are plain dicts keyed by column name. ``validate_row`` is for tests and for DoFns that want a
-clear error at the point a bad row is built rather than deep inside the Parquet writer.
+"""Every Parquet schema the project writes, in one place: the column contracts that users and downstream jobs
+rely on (README, "The main job" and "Corpus"). Rows are plain dicts keyed by column name.
 """
 
 import pyarrow as pa
 
-from scraping.records import MEDIA_FIELDS
+from scraping.records import MEDIA_FIELDS, printable
 
+# One dead-letter row per input record that could not be used (or per file or row group that could not be read:
+# ``records`` says how many input records the row stands for). ``reason`` is the slug summaries count; ``error`` is
+# the human line, "reason: detail".
 REJECTED = pa.schema(
     [
         ("source_id", pa.string()),
         ("stage", pa.string()),
         ("error", pa.string()),
+        ("reason", pa.string()),
+        ("records", pa.int64()),
     ]
 )
 
@@ -58,32 +61,14 @@ EMBEDDINGS = pa.schema(
     ]
 )
 
-# Output file prefixes: OUT/{prefix}-SSSSS-of-NNNNN.parquet
-PREFIXES = {
-    "augmented": AUGMENTED,
-    "rejected": REJECTED,
-    "raw": RAW_CORPUS,
-    "clean": CLEAN_CORPUS,
-    "embeddings": EMBEDDINGS,
-}
 
-
-def rejected_row(source_id: str, stage: str, reason: str, detail: str = "") -> dict:
-    """A dead-letter row. ``error`` is ``"{reason}: {detail}"``; summaries count by the ``reason`` slug."""
-    error = f"{reason}: {detail}" if detail else reason
-    return {"source_id": str(source_id), "stage": stage, "error": error}
-
-
-def rejection_reason(row: dict) -> str:
-    """The slug part of a rejected row's ``error`` (what summaries count)."""
-    return row["error"].split(":", 1)[0]
-
-
-def validate_row(row: dict, schema: pa.Schema) -> dict:
-    """Raise ``ValueError`` naming the column when ``row`` does not fit ``schema``; return the row."""
-    missing = [name for name in schema.names if name not in row]
-    extra = [name for name in row if name not in schema.names]
-    if missing or extra:
-        raise ValueError(f"row does not fit schema: missing {missing}, unexpected {extra}")
-    pa.Table.from_pylist([row], schema=schema)
-    return row
+def rejected_row(source_id: str, stage: str, reason: str, detail: str = "", records: int = 1) -> dict:
+    """A dead-letter row: ``reason`` is a slug (``corrupt_image``), ``detail`` what a person needs to see."""
+    error = printable(f"{reason}: {detail}" if detail else reason)
+    return {
+        "source_id": printable(str(source_id)),
+        "stage": stage,
+        "error": error,
+        "reason": reason,
+        "records": records,
+    }

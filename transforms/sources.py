@@ -11,14 +11,18 @@ parallel) and for the torch tools (which iterate here, lazily). Paths are local 
   ``image`` binary column; ``id`` and ``label`` columns are carried over when present.
 """
 
+import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from models.errors import InputNotFoundError, UsageError
+from models.errors import InputNotFoundError, InputUnreadableError, UsageError
+from scraping.records import printable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 GLOB_CHARS = "*?["
@@ -37,12 +41,19 @@ class SourceRecord:
 
 @dataclass(frozen=True)
 class InputPattern:
-    """What ``--input`` means, without listing it: ``kind`` ("files" or "parquet"), the ``root`` that
-    labels and ids are relative to, and the ``pattern`` to match (Beam ``FileSystems`` syntax, ``**`` recursive)."""
+    """What ``--input`` means, without listing it: ``kind`` ("files" or "parquet"), the ``root`` that labels and
+    ids are relative to, and the ``patterns`` to match (Beam ``FileSystems`` syntax, ``**`` recursive): the input
+    itself, then one per symlinked folder followed below a local root. ``rejected``: rejected rows for what the
+    search found and could not read (a broken link, a link back into folders read already, an unreadable folder)."""
 
     kind: str
     root: str
-    pattern: str
+    patterns: tuple[str, ...]
+    rejected: tuple[dict, ...] = ()
+
+    @property
+    def pattern(self) -> str:
+        return self.patterns[0]
 
 
 @dataclass(frozen=True)
@@ -59,57 +70,149 @@ def is_image_path(path: str) -> bool:
 
 
 def _match(pattern: str, limit: int | None = None) -> list[str]:
+    """Paths matching ``pattern``; none when nothing is there (a missing folder or bucket). Any other failure (no
+    permission, the network, the service) is an ``InputUnreadableError`` that says which."""
     try:
         result = FileSystems.match([pattern], limits=[limit] if limit else None)[0]
-    except Exception:  # Beam raises BeamIOError for a pattern under a missing directory
-        return []
+    except BeamIOError as exc:
+        problems = [failure for failure in _failures(exc) if not _is_not_found(failure)]
+        if not problems:
+            return []
+        raise InputUnreadableError(f"cannot list input {pattern}: {_describe(problems[0])}") from None
     return sorted(m.path for m in result.metadata_list)
 
 
+def _exists(path: str) -> bool:
+    try:
+        return FileSystems.exists(path)
+    except Exception as exc:  # the back end's own error types: permissions, network, service
+        raise InputUnreadableError(f"cannot read input {path}: {_describe(exc)}") from None
+
+
+def _failures(exc: BaseException) -> list[BaseException]:
+    """The underlying errors of a (nested) ``BeamIOError``."""
+    details = getattr(exc, "exception_details", None)
+    if not details:
+        return [exc]
+    return [failure for inner in details.values() for failure in _failures(inner)]
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, FileNotFoundError) or getattr(exc, "code", None) == 404
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError) or getattr(exc, "code", None) in (401, 403):
+        return f"permission denied ({type(exc).__name__}: {exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def glob_escape(path: str) -> str:
+    """``path`` as a Beam pattern that matches itself: ``photos[1]`` → ``photos[\\[]1]`` (Beam's patterns have no
+    escape character; a one-character class does it, and ``[\\[]`` rather than ``[[]``, which Python's ``re``
+    warns may one day mean a nested set)."""
+    return "".join("[\\[]" if ch == "[" else f"[{ch}]" if ch in GLOB_CHARS else ch for ch in path)
+
+
 def input_pattern(spec: str) -> InputPattern:
-    """Decide what ``spec`` is from a sample of its files; raise ``InputNotFoundError`` when nothing matches."""
+    """Decide what ``spec`` is from a sample of its files; raise ``InputNotFoundError`` when nothing matches.
+
+    A folder is a folder even when its name holds glob characters (``photos[1]``); only a spec that names no
+    folder is a pattern. Below a local folder, symlinked folders are followed once (``local_links``).
+    """
     spec = spec.rstrip("/") if len(spec) > 1 else spec
-    if any(ch in spec for ch in GLOB_CHARS):
+    if any(ch in spec for ch in GLOB_CHARS) and not _match(f"{glob_escape(spec)}/**", 1):
         pattern = spec
         root = spec[: min(spec.index(ch) for ch in GLOB_CHARS if ch in spec)].rsplit("/", 1)[0]
     elif spec.endswith(".parquet") or is_image_path(spec):
-        if not FileSystems.exists(spec):
+        if not _exists(spec):
             raise InputNotFoundError(f"input not found: {spec}")
-        pattern, root = spec, posixpath.dirname(spec)
+        pattern, root = glob_escape(spec), posixpath.dirname(spec)
     else:
-        pattern, root = f"{spec}/**", spec
-    sample = _match(pattern, KIND_SAMPLE)
-    if not sample:
+        pattern, root = f"{glob_escape(spec)}/**", spec
+    links, rejected = local_links(spec) if pattern.endswith("/**") and os.path.isdir(spec) else ((), ())
+    sample = [path for path in _match(pattern, KIND_SAMPLE) if not is_side_file(path, root)]
+    for link in links:
+        sample += [path for path in _match(link, KIND_SAMPLE) if not is_side_file(path, root)]
+    if not sample and not rejected:
         raise InputNotFoundError(f"input not found or empty: {spec}")
     has_parquet = any(p.endswith(".parquet") for p in sample)
-    has_images = any(is_image_path(p) for p in sample)
+    # A job's contact sheet sits beside its tables: it does not make a table folder a mix of kinds.
+    has_images = any(is_image_path(p) and not (has_parquet and relative_id(p, root) == "preview.png") for p in sample)
     if has_parquet and has_images:
         raise UsageError(f"input mixes Parquet and image files: {spec}; point --input at one kind")
     if has_parquet:
-        if pattern.endswith("/**"):
-            pattern += ".parquet"  # Beam's ** spans folders: dir/**.parquet is every Parquet file below dir
-        return InputPattern("parquet", root, pattern)
-    if not has_images:
+        # Beam's ** spans folders: dir/**.parquet is every Parquet file below dir
+        patterns = [p + ".parquet" if p.endswith("/**") else p for p in (pattern, *links)]
+        return InputPattern("parquet", root, tuple(patterns), tuple(rejected))
+    if not has_images and not rejected:
         raise InputNotFoundError(f"no image files (or .parquet) found under {spec}")
-    return InputPattern("files", root, pattern)
+    return InputPattern("files", root, (pattern, *links), tuple(rejected))
+
+
+def local_links(root: str) -> tuple[list[str], list[dict]]:
+    """Below a local ``root``: patterns for the symlinked folders to follow, and rejected rows for the links
+    that are not followed.
+
+    Beam's listing (``os.walk``) neither enters a symlinked folder nor keeps a link that points nowhere, so both
+    would be lost silently. Each real folder is read once: a link to a folder outside everything read so far is
+    followed (its files get ids under the link's name); a link to a folder read already, or to one that holds
+    it (a loop), is a rejected row standing for no records (its files are read under their other path); a
+    broken link is a rejected row for one record, and so is a folder that cannot be listed (its contents cannot be
+    counted).
+    """
+    from transforms.schemas import rejected_row
+
+    read = [os.path.realpath(root)]
+    patterns, rejected, folders = [], [], [root]
+
+    def overlaps(target: str) -> bool:
+        return any(
+            target == seen or target.startswith(seen + os.sep) or seen.startswith(target + os.sep) for seen in read
+        )
+
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError as exc:
+            rejected.append(rejected_row(relative_id(folder, root), "read", "unreadable_folder", str(exc)))
+            continue
+        for entry in entries:
+            if not entry.is_symlink():
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                continue
+            source_id, target = relative_id(entry.path, root), os.path.realpath(entry.path)
+            if not os.path.exists(entry.path):
+                rejected.append(rejected_row(source_id, "read", "broken_symlink", f"points to {target}"))
+            elif os.path.isdir(target) and overlaps(target):
+                detail = f"points to {target}, a folder read already under another path"
+                rejected.append(rejected_row(source_id, "read", "symlink_to_folder_read", detail, records=0))
+            elif os.path.isdir(target):
+                read.append(target)
+                patterns.append(f"{glob_escape(entry.path)}/**")
+                folders.append(entry.path)
+    return patterns, rejected
 
 
 def is_side_file(path: str, root: str) -> bool:
-    """Parquet a job writes beside its tables, never an input: ``rejected-*.parquet`` and anything in a folder
-    named ``_…`` or ``.…`` (collect's ``_state/`` spool). Pointing ``--input`` at a job's output folder reads
-    its table only."""
+    """A file a job writes beside its tables, never an input: ``rejected-*.parquet``, a run's ``summary.json``,
+    anything in a folder named ``_…`` or ``.…`` (collect's ``_state/`` spool) or ``beam-temp-…`` (the shards of
+    a running or killed Beam job). Pointing ``--input`` at a job's output folder reads its table only."""
     parts = relative_id(path, root).split("/")
-    return parts[-1].startswith("rejected-") or any(part.startswith(("_", ".")) for part in parts[:-1])
+    name = parts[-1]
+    if (name.startswith("rejected-") and name.endswith(".parquet")) or parts == ["summary.json"]:
+        return True
+    return any(part.startswith(("_", ".", "beam-temp-")) for part in parts[:-1])
 
 
 def resolve_input(spec: str) -> InputSpec:
     """List every file of ``spec`` (images only, or Parquet tables only). For tools that iterate on one machine."""
     found = input_pattern(spec)
-    paths = _match(found.pattern)
-    if found.kind == "parquet":
-        kept = [p for p in paths if p.endswith(".parquet") and not is_side_file(p, found.root)]
-    else:
-        kept = [p for p in paths if is_image_path(p)]
+    paths = sorted({path for pattern in found.patterns for path in _match(pattern)})
+    wanted = (lambda p: p.endswith(".parquet")) if found.kind == "parquet" else is_image_path
+    kept = [p for p in paths if wanted(p) and not is_side_file(p, found.root)]
     return InputSpec(found.kind, found.root, tuple(kept))
 
 
@@ -123,10 +226,17 @@ def table_paths(spec: str, prefix: str) -> list[str]:
 
 
 def relative_id(path: str, root: str) -> str:
-    """A file's id: its path relative to the input root (``cats/1.png``)."""
+    """A file's id: its path relative to the input root (``cats/1.png``), as valid UTF-8 text. The bytes of a file
+    name that is not UTF-8 (which reach Python as lone surrogates, PEP 383) are written as escapes
+    (``caf\\xe9.png``): unlike a replacement character, escapes keep two such names two ids."""
     if root and path.startswith(root.rstrip("/") + "/"):
-        return path[len(root.rstrip("/")) + 1 :]
-    return posixpath.basename(path)
+        relative = path[len(root.rstrip("/")) + 1 :]
+    else:
+        relative = posixpath.basename(path)
+    try:
+        return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (not from the file system)
+        return printable(relative)
 
 
 def label_of(source_id: str) -> str | None:
@@ -140,11 +250,6 @@ def read_file(path: str) -> bytes:
         return handle.read()
 
 
-def parquet_columns(path: str) -> list[str]:
-    with FileSystems.open(path, compression_type="uncompressed") as handle:
-        return pq.ParquetFile(handle).schema_arrow.names
-
-
 def iter_parquet_batches(paths, columns: list[str] | None = None, batch_rows: int = 64):
     """Stream ``pyarrow.RecordBatch``es of ``columns`` (those present) from Parquet files, a batch at a time."""
     for path in paths:
@@ -154,21 +259,42 @@ def iter_parquet_batches(paths, columns: list[str] | None = None, batch_rows: in
             yield from parquet.iter_batches(batch_size=batch_rows, columns=present)
 
 
+def image_column_problem(schema: pa.Schema) -> tuple[str, str] | None:
+    """Why no row of a Parquet file with ``schema`` can be an image, as ``(reason, detail)``; ``None`` if they can."""
+    if "image" not in schema.names:
+        return "no_image_column", "no 'image' column"
+    kind = schema.field("image").type
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        return "image_not_binary", f"the 'image' column holds {kind}, not encoded image bytes"
+    return None
+
+
+def table_records(columns: dict[str, list], file_id: str, first_row: int) -> Iterator[SourceRecord]:
+    """Rows of one Parquet batch (``RecordBatch.to_pydict()`` of ``id``, ``label``, ``image``) as records.
+
+    ``id`` falls back to ``{file}:{row}`` when the column is absent or the value null; ``label`` is a string (a
+    numeric class becomes ``"3"``) or ``None``; a null ``image`` is empty bytes (rejected as ``empty_file``).
+    The one reading of a row, for the Beam reader and for ``iter_records`` alike.
+    """
+    ids, labels = columns.get("id"), columns.get("label")
+    for i, data in enumerate(columns["image"]):
+        row_id = None if ids is None else ids[i]
+        label = None if labels is None else labels[i]
+        source_id = f"{file_id}:{first_row + i}" if row_id is None else str(row_id)
+        yield SourceRecord(source_id, None if label is None else str(label), data or b"")
+
+
 def parquet_records(spec: InputSpec, batch_rows: int = 64) -> Iterator[SourceRecord]:
-    """Rows of Parquet inputs as records. ``id`` falls back to ``{file}:{row}`` when the column is absent."""
+    """Rows of Parquet inputs as records (``table_records``), one batch in memory at a time."""
     for path in spec.paths:
         row_number = 0
         file_id = relative_id(path, spec.root)
         for batch in iter_parquet_batches([path], ["id", "label", "image"], batch_rows):
-            if "image" not in batch.schema.names:
-                raise UsageError(f"Parquet input {path} has no 'image' column")
-            columns = batch.to_pydict()
-            for i, data in enumerate(columns["image"]):
-                has_id = "id" in columns and columns["id"][i] is not None
-                source_id = columns["id"][i] if has_id else f"{file_id}:{row_number}"
-                label = columns["label"][i] if "label" in columns else None
-                row_number += 1
-                yield SourceRecord(str(source_id), label, data or b"")
+            problem = image_column_problem(batch.schema)
+            if problem is not None:
+                raise UsageError(f"Parquet input {path}: {problem[1]}")
+            yield from table_records(batch.to_pydict(), file_id, row_number)
+            row_number += batch.num_rows
 
 
 def iter_records(spec: str | InputSpec) -> Iterator[SourceRecord]:

@@ -30,7 +30,7 @@ def test_projects_images_into_the_text_space(backbone):
 
 def test_imagenet_weights_come_only_from_the_cache_or_a_path(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-cache"))
-    with pytest.raises(WeightsUnavailableError, match="not available offline.*--weights random"):
+    with pytest.raises(WeightsUnavailableError, match="could not be downloaded.*--weights PATH or random"):
         build_backbone("resnet18", "imagenet")
     with pytest.raises(WeightsUnavailableError, match="no ImageNet weights exist for resnet-tiny"):
         build_backbone("resnet-tiny", "imagenet")
@@ -63,3 +63,18 @@ def test_bad_checkpoints_name_the_problem(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x10" * 64)
     with pytest.raises(CheckpointError, match="not a stylebeam checkpoint"):
         load_embedding_model(str(tmp_path / "junk.safetensors"))
+
+
+def test_checkpoints_written_under_the_old_kind_name_still_load(tmp_path, text):
+    from models.checkpoint import load_tensors, save_tensors
+
+    model = EmbeddingNet(EmbeddingNetConfig("resnet-tiny", text.dim)).eval()
+    new = str(tmp_path / "new.safetensors")
+    save_embedding_model(new, model, text)
+    tensors, document, _ = load_tensors(new)
+    assert document["kind"] == "stylebeam.embedding"
+    old = str(tmp_path / "old.safetensors")
+    save_tensors(old, tensors, {**document, "kind": "stylebeam.embedding/1"})  # the kind before the one naming
+    loaded, _, _ = load_embedding_model(old)
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded.embed(images), model.embed(images))

@@ -9,7 +9,8 @@ from PIL import Image
 
 from models.embedding_losses import default_loss, make_loss
 from models.embedding_net import EmbeddingNet, EmbeddingNetConfig
-from models.embedding_trainer import EmbeddingTrainer, TrainConfig, images_to_tensor, is_heldout, prefetched
+from models.embedding_trainer import EmbeddingTrainer, TrainConfig, images_to_tensor, prefetched
+from models.heldout import is_heldout
 from models.retrieval import embed_posts, evaluate
 from models.text_targets import TextTargetConfig, TextTargets
 from tests.models.corpus_fixture import COLOURS, SHAPES, corpus_rows, write_corpus

@@ -7,13 +7,14 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_stylizer
+from models.resume import load_resume_state
 from models.stylizer import MultiStyleTransformer, StylizerConfig, one_hot
 from models.trainer import (
+    RESUME_KIND,
     StylizerTrainer,
     TrainingConfig,
     artefact_paths,
     cycled_styles,
-    load_resume_state,
     loss_curve,
 )
 from models.vgg import build_loss_network
@@ -77,7 +78,7 @@ def test_checkpoint_sample_grid_and_loss_curve_are_written(loss_network, tmp_pat
     grid = Image.open(paths["samples"])
     assert grid.width > 3 * SIZE and grid.height > 3 * SIZE  # header + 2 content rows, content + 2 style columns
     assert Image.open(paths["loss_curve"]).size == (640, 360)
-    state = torch.load(paths["resume"], weights_only=True)  # plain tensors and numbers: no code runs
+    state = load_resume_state(paths["resume"], RESUME_KIND)  # checksummed, then torch.load(weights_only=True)
     assert state["step"] == 3 and state["history"].shape == (3, 4)
 
 
@@ -90,7 +91,7 @@ def test_resume_continues_like_an_uninterrupted_run(loss_network, tmp_path):
     output = str(tmp_path / "resumed.safetensors")
     first_half.train(iter(batches), output, progress=False)
     second_half = make_trainer(loss_network, steps=6)
-    second_half.resume_from(load_resume_state(artefact_paths(output)["resume"]))
+    second_half.resume(artefact_paths(output)["resume"])
     assert second_half.step == 3 and second_half.optimizer.state_dict()["state"]
     second_half.train(itertools.islice(batches, 3, None), output, progress=False)
 

@@ -4,7 +4,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from models.errors import CheckpointError, InputNotFoundError, UsageError, WeightsUnavailableError
-from models.vgg import IMAGENET_FILES, IMAGENET_MEAN, IMAGENET_STD, build_loss_network, layer_names
+from models.pixels import IMAGENET_MEAN, IMAGENET_STD
+from models.vgg import IMAGENET_URLS, build_loss_network, layer_names
+
+IMAGENET_FILES = {arch: url.rsplit("/", 1)[1] for arch, url in IMAGENET_URLS.items()}
 
 
 def images(batch=2, size=32, seed=0):
@@ -89,7 +92,7 @@ def test_imagenet_without_cached_weights_raises_a_clear_error(tmp_path, monkeypa
     with pytest.raises(WeightsUnavailableError) as error:
         build_loss_network("vgg19", "imagenet", layers=["relu1_1"])
     message = str(error.value)
-    assert "ImageNet VGG19 weights are not available offline" in message
+    assert "ImageNet VGG19 weights are not in the torch hub cache" in message and IMAGENET_URLS["vgg19"] in message
     assert str(tmp_path / "checkpoints" / IMAGENET_FILES["vgg19"]) in message
     assert "--loss-network random" in message
 

@@ -186,8 +186,11 @@ def test_parquet_input_carries_ids_and_labels_and_mix_policy(tmp_path, stylizer)
     assert sorted(r["id"] for r in rows) == ["p1#0", "p1#1", "p3#0", "p3#1"]
     assert {r["source_id"]: r["label"] for r in rows} == {"p1": "a", "p3": None}
     assert all(r["style"] == "mix" and abs(sum(r["style_weights"]) - 1) < 1e-5 and r["alpha"] == 0.5 for r in rows)
-    assert rejected.to_pylist() == [{"source_id": "p2", "stage": "decode", "error": rejected.to_pylist()[0]["error"]}]
-    assert rejected.to_pylist()[0]["error"].startswith("not_an_image")
+    error = rejected.to_pylist()[0]["error"]
+    assert rejected.to_pylist() == [
+        {"source_id": "p2", "stage": "decode", "error": error, "reason": "not_an_image", "records": 1}
+    ]
+    assert error.startswith("not_an_image")
 
 
 def test_cli_errors_are_one_line(tmp_path, stylizer, dataset, capsys):
@@ -286,3 +289,16 @@ def test_non_finite_outputs_are_rejected_not_encoded(dataset, tmp_path):
     stylize_rejects = [r for r in rejected.to_pylist() if r["stage"] == "stylize"]
     assert len(stylize_rejects) == len(good)
     assert all(r["error"].startswith("non_finite_output") for r in stylize_rejects)
+
+
+def test_a_parquet_image_column_of_the_wrong_type_is_one_rejected_row_not_a_crash(tmp_path, stylizer):
+    """Issue 12 item 3: a string ``image`` column used to end the job with a TypeError."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": ["s1", "s2"], "image": ["not", "bytes"]}), folder / "strings.parquet")
+    pq.write_table(pa.table({"id": ["g1"], "image": [encode(make_image(40, 40))]}), folder / "good.parquet")
+    augmented, rejected = run_job(folder, tmp_path / "out", stylizer, "--styles=random:1")
+    assert augmented.column("source_id").to_pylist() == ["g1"]
+    assert [(r["source_id"], r["stage"], r["reason"], r["records"]) for r in rejected.to_pylist()] == [
+        ("strings.parquet", "read", "image_not_binary", 2)
+    ]

@@ -73,6 +73,7 @@ def test_dataflow_job_builds_offline(gcs_bucket, stylizer, capsys):
         "--region=us-central1",
         f"--temp_location={gcs_bucket}/tmp",
         "--no_auth",
+        "--styles=all",
     ]
     # a local checkpoint cannot reach Dataflow workers: refused up front, in one line
     argv = [f"--input={gcs_bucket}/in", f"--output={gcs_bucket}/out", f"--stylizer={stylizer}", *dataflow]

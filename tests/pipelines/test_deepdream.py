@@ -78,7 +78,7 @@ def test_torchvision_network_by_name(inputs, tmp_path):
 def test_errors_are_one_line(inputs, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "no-cache"))
     assert run_main(deepdream.main, [f"--input={inputs / 'in'}", f"--output={tmp_path}", *FAST]) == 2
-    assert "ImageNet googlenet weights are not available offline" in capsys.readouterr().err
+    assert "ImageNet googlenet weights are not in the torch hub cache" in capsys.readouterr().err
     argv = [f"--input={inputs / 'in'}", f"--output={tmp_path}", f"--model={inputs / 'model.safetensors'}"]
     assert run_main(deepdream.main, [*argv, "--text=zzzz qqqq", *FAST]) == 2
     assert "no word of 'zzzz qqqq' is in the model's text vocabulary" in capsys.readouterr().err

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from models.embedding_trainer import images_to_tensor
 from pipelines import embed
-from tests.conftest import upload
+from tests.conftest import encode, upload
 from tests.models.corpus_fixture import corpus_rows, save_untrained_checkpoint, write_corpus
 from transforms.embed import decode_and_prepare
 
@@ -116,3 +117,34 @@ def test_bad_model_is_a_one_line_error(corpus, capsys):
 
     code = run_main(embed.run, [f"--input={root / 'clean'}", f"--output={root / 'x'}", f"--model={root / 'nothing'}"])
     assert code == 2 and capsys.readouterr().err.startswith("error: checkpoint not found")
+
+
+def test_a_failing_or_non_finite_forward_pass_rejects_its_images_not_the_job(corpus, tmp_path, monkeypatch):
+    """Issue 12 item 3: a batch whose forward pass raises is retried image by image; what still fails, and an
+    embedding that is not finite, is a rejected row with its reason."""
+    from models.embedding_net import EmbeddingNet
+
+    root, rows, _ = corpus
+    black = encode(Image.new("RGB", (40, 40), (0, 0, 0)))
+    white = encode(Image.new("RGB", (40, 40), (255, 255, 255)))
+    (tmp_path / "in").mkdir()
+    for name, data in {"black.png": black, "white.png": white, "a.png": rows[0]["image"]}.items():
+        (tmp_path / "in" / name).write_bytes(data)
+    real_embed = EmbeddingNet.embed
+
+    def flaky_embed(self, images):
+        means = images.flatten(1).mean(1)
+        if bool((means < 0.01).any()):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        out = real_embed(self, images)
+        return torch.where((means > 0.99)[:, None], torch.full_like(out, float("nan")), out)
+
+    monkeypatch.setattr(EmbeddingNet, "embed", flaky_embed)
+    out = tmp_path / "out"
+    embed.run([f"--input={tmp_path / 'in'}", f"--output={out}", f"--model={root / 'model'}", "--batch-size=4"])
+    assert list(embeddings(sorted(out.glob("embeddings-*.parquet")))["id"]) == ["a.png"]
+    rejected = pd.read_parquet(sorted(out.glob("rejected-*.parquet")))
+    assert sorted(zip(rejected["source_id"], rejected["stage"], rejected["reason"], strict=True)) == [
+        ("black.png", "embed", "inference_error"),
+        ("white.png", "embed", "non_finite_embedding"),
+    ]

@@ -1,6 +1,7 @@
 """pipelines.train_embeddings and pipelines.evaluate_embeddings end to end, on a generated clean corpus."""
 
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -111,3 +112,19 @@ def test_help_lists_the_flags(module, flags, capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert all(flag in text for flag in flags)
+
+
+def test_a_damaged_resume_state_is_one_line_that_says_what_is_wrong(corpus, trained, tmp_path, capsys):
+    from tests.pipelines.test_train_stylizer import damaged_copies
+
+    root, _ = corpus
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = run / "train_state.pt"
+    for damage, content in damaged_copies(state.read_bytes()).items():
+        state.write_bytes(content)
+        argv = [f"--input={root / 'clean'}", f"--output={run}", *TINY, "--epochs=9", "--resume"]
+        assert run_main(train_embeddings.main, argv) == 2, damage
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (damage, err)
+        assert damage in err and str(state) in err, (damage, err)

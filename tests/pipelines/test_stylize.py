@@ -13,7 +13,7 @@ from pipelines.stylize import main
 from tests.conftest import make_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GATYS_FAST = ["--loss-network", "random", "--steps", "3", "--image-size", "32"]
+GATYS_FAST = ["--loss-network", "random", "--steps", "3", "--max-size", "32"]
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_gatys_writes_a_png_and_prints_final_losses(images, capsys):
     code, out, err = run([*argv, *GATYS_FAST], capsys)
     assert code == 0, err
     with Image.open(output) as result:
-        assert result.format == "PNG" and result.size == (32, 24)  # long side = --image-size, aspect kept
+        assert result.format == "PNG" and result.size == (32, 24)  # long side = --max-size, aspect kept
     assert "content" in out and "style" in out and "total" in out
     assert "3/3" in err  # the progress bar ran every step
 
@@ -109,7 +109,7 @@ def test_imagenet_loss_network_without_weights_says_what_to_do(images, capsys, m
     argv = ["--content", images / "cat.png", "--style", images / "starry.png", "--output", images / "o.png"]
     code, out, err = run(argv, capsys)
     assert code == 2
-    assert "ImageNet VGG19 weights are not available offline" in err and "--loss-network random" in err
+    assert "ImageNet VGG19 weights are not in the torch hub cache" in err and "--loss-network random" in err
 
 
 def test_usage_errors(images, checkpoint, capsys):

@@ -10,7 +10,7 @@ from pipelines.train_stylizer import content_batches, main
 from tests.conftest import encode, make_image
 from transforms.sources import resolve_input
 
-TINY = ["--loss-network", "random", "--width", "0.25", "--image-size", "32", "--batch-size", "2", "--quiet"]
+TINY = ["--loss-network", "random", "--width", "0.25", "--image-size", "32", "--batch-size", "2", "--no-progress"]
 TINY_LAYERS = ["--content-layers", "relu2_2", "--style-layers", "relu1_2,relu2_2"]
 
 
@@ -104,8 +104,8 @@ def test_duplicate_style_names_are_refused(data, capsys):
 def test_imagenet_loss_network_without_weights_fails_clearly(data, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", data / "x.safetensors"]
-    code, _, err = run([*argv, "--steps", "1", "--image-size", "32", "--quiet"], capsys)
-    assert code == 2 and "not available offline" in err and "random" in err
+    code, _, err = run([*argv, "--steps", "1", "--image-size", "32", "--no-progress"], capsys)
+    assert code == 2 and "could not be downloaded" in err and "random" in err
 
 
 def test_import_fns_writes_a_one_style_checkpoint(tmp_path, capsys):
@@ -134,6 +134,29 @@ def test_content_batches_skip_unreadable_images(tmp_path, capsys):
     batch = next(content_batches(resolve_input(str(tmp_path)), 32, 3, seed=0))
     assert batch.shape == (3, 3, 32, 32)
     assert "skipping content image bad.jpg" in capsys.readouterr().err
+
+
+def damaged_copies(state: bytes) -> dict[str, bytes]:
+    """An empty file, the first half of the file, and the file with bytes overwritten in the middle."""
+    middle = len(state) // 2
+    return {
+        "empty": b"",
+        "truncated": state[:middle],
+        "corrupt": state[:middle] + bytes(255 - b for b in state[middle : middle + 64]) + state[middle + 64 :],
+    }
+
+
+def test_a_damaged_resume_state_is_one_line_that_says_what_is_wrong(data, capsys):
+    output = data / "out" / "two.safetensors"
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output, *TINY]
+    code, _, err = run([*argv, "--steps", "2", *TINY_LAYERS], capsys)
+    assert code == 0, err
+    resume = data / "out" / "two.resume.pt"
+    for damage, content in damaged_copies(resume.read_bytes()).items():
+        resume.write_bytes(content)
+        code, _, err = run([*argv, "--steps", "4", "--resume", *TINY_LAYERS], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), (damage, err)
+        assert damage in err and str(resume) in err, (damage, err)
 
 
 def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
@@ -165,6 +188,6 @@ def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
     tuned = data / "tuned.safetensors"
     argv = ["--init", "arbitrary", "--style", styles[0], "--content", data / "content", "--output", tuned]
     code, out, err = run([*argv, "--steps", "2", "--loss-network", "random", "--image-size", "32",
-                          "--batch-size", "2", *TINY_LAYERS, "--quiet"], capsys)  # fmt: skip
+                          "--batch-size", "2", *TINY_LAYERS, "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
     assert load_stylizer(str(tuned))[1].training["init"] == "arbitrary"

@@ -1,6 +1,7 @@
 """The one decoder: every mode to upright RGB, every broken file to a reason."""
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -8,13 +9,13 @@ import torch
 from PIL import Image
 
 from models.errors import ImageRejected
+from models.pixels import tensor_to_pil
 from tests.conftest import encode, make_image
 from transforms.images import (
     decode_image,
     encode_image,
     pil_to_tensor,
     resize_short_side,
-    tensor_to_pil,
 )
 
 
@@ -109,3 +110,21 @@ def test_tensor_round_trip_and_resize():
     assert tensor.shape == (3, 30, 50) and tensor.dtype == torch.float32 and 0 <= tensor.min() <= tensor.max() <= 1
     assert np.array_equal(np.asarray(tensor_to_pil(tensor)), np.asarray(image))
     assert resize_short_side(image, 60).size == (100, 60)
+
+
+@pytest.mark.parametrize("failure", [struct.error("unpack requires a buffer of 4 bytes"), TypeError("bad header")])
+def test_any_decoder_failure_is_a_rejection_not_a_crash(monkeypatch, failure):
+    """Issue 12 item 3: Pillow's plugins raise more than OSError/ValueError on crafted files."""
+    from PIL import Image
+
+    real_open = Image.open
+
+    def open_then_fail(*args, **kwargs):
+        image = real_open(*args, **kwargs)
+        monkeypatch.setattr(image, "load", lambda: (_ for _ in ()).throw(failure))
+        return image
+
+    monkeypatch.setattr(Image, "open", open_then_fail)
+    with pytest.raises(ImageRejected) as rejected:
+        decode_image(encode(make_image(20, 20)))
+    assert rejected.value.reason == "corrupt_image" and type(failure).__name__ in rejected.value.detail

@@ -82,3 +82,60 @@ def test_side_files_are_not_inputs_and_null_ids_fall_back(tmp_path):
     pq.write_table(pa.table({"image": [b"3"]}), tmp_path / "_state" / "spool-0.parquet")
     records = list(iter_records(str(tmp_path)))
     assert [r.source_id for r in records] == ["clean-00000-of-00001.parquet:0", "b"]
+
+
+def test_one_reading_of_a_parquet_row_for_every_reader(tmp_path):
+    """ids fall back to {file}:{row}, numeric labels become strings, null images are empty: in iter_records as in
+    the Beam reader (both go through table_records)."""
+    from transforms.sources import table_records
+
+    columns = {"id": ["a", None], "label": [3, None], "image": [b"\x89PNG", None]}
+    records = list(table_records(columns, "f.parquet", 10))
+    assert [(r.source_id, r.label, r.data) for r in records] == [("a", "3", b"\x89PNG"), ("f.parquet:11", None, b"")]
+    pq.write_table(pa.table(columns), tmp_path / "f.parquet")
+    assert [(r.source_id, r.label, r.data) for r in iter_records(str(tmp_path))] == [
+        ("a", "3", b"\x89PNG"),
+        ("f.parquet:1", None, b""),
+    ]
+
+
+def test_a_parquet_file_whose_image_column_is_text_is_a_usage_error_for_the_torch_tools(tmp_path):
+    pq.write_table(pa.table({"image": ["not bytes"]}), tmp_path / "s.parquet")
+    with pytest.raises(UsageError, match="holds string, not encoded image bytes"):
+        list(iter_records(str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (PermissionError(13, "Permission denied"), "permission denied"),
+        (ConnectionError("connection reset by peer"), "ConnectionError: connection reset by peer"),
+    ],
+)
+def test_only_a_missing_input_is_reported_as_not_found(monkeypatch, failure, message):
+    """Issue 11 item 5: a permission or network failure while listing says what it is."""
+    from apache_beam.io.filesystem import BeamIOError
+    from apache_beam.io.filesystems import FileSystems
+
+    from models.errors import InputUnreadableError
+
+    def failing(patterns, limits=None):
+        inner = BeamIOError("List operation failed", {"gs://b/x/": failure})
+        raise BeamIOError("Match operation failed", {patterns[0]: inner})
+
+    monkeypatch.setattr(FileSystems, "match", failing)
+    with pytest.raises(InputUnreadableError, match=f"cannot list input gs://b/x/\\*\\*: {message}"):
+        resolve_input("gs://b/x")
+
+
+def test_a_missing_bucket_is_not_found(monkeypatch):
+    from apache_beam.io.filesystem import BeamIOError
+    from apache_beam.io.filesystems import FileSystems
+    from google.api_core.exceptions import NotFound
+
+    def missing(patterns, limits=None):
+        raise BeamIOError("Match operation failed", {patterns[0]: NotFound("no such bucket")})
+
+    monkeypatch.setattr(FileSystems, "match", missing)
+    with pytest.raises(InputNotFoundError, match="input not found or empty: gs://b/x"):
+        resolve_input("gs://b/x")

@@ -1,0 +1,60 @@
+import importlib
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.beam_job import JobOptions
+
+JOBS = ["augment", "collect", "clean", "embed"]
+
+
+def test_all_jobs_import_side_by_side_and_beam_still_parses():
+    """Beam parses every direct PipelineOptions subclass together: jobs sharing --input must not clash."""
+    modules = [importlib.import_module(f"pipelines.{name}") for name in JOBS]
+    for module in modules:
+        job_options = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, JobOptions)]
+        assert job_options and all(JobOptions in cls.__mro__[1:] for cls in job_options if cls is not JobOptions)
+    options = PipelineOptions(["--runner=FnApiRunner", "--input=x", "--output=y"])
+    assert options.get_all_options()["runner"] == "FnApiRunner"
+
+
+def test_cpu_threads_one_per_process_only_where_runners_start_many():
+    from pipelines.beam_job import cpu_threads_per_process
+
+    def threads(*args, requested=0):
+        return cpu_threads_per_process(PipelineOptions(list(args)), requested)
+
+    assert threads("--runner=FnApiRunner") == 0
+    assert threads("--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2") == 1
+    assert threads("--runner=DataflowRunner") == 1
+    assert threads("--runner=DataflowRunner", requested=4) == 4
+
+
+def test_beam_never_sees_a_jobs_own_flags(caplog):
+    """The jobs' flags are parsed by their own parser; Beam gets the rest and has nothing to warn about."""
+    from pipelines import augment, clean, embed
+    from pipelines.beam_job import parse_job_args
+
+    argv = {
+        augment: ["--input=in", "--output=out", "--stylizer=s.safetensors", "--batch-size=2", "--cpu-threads=1"],
+        clean: ["--input", "in", "--output", "out", "--min-words=2", "--num-shards=3"],
+        embed: ["--input=in", "--output=out", "--model=m", "--image-size=32"],
+    }
+    for module, flags in argv.items():
+        opts, options = parse_job_args(module.JOB, [*flags, "--direct_num_workers=2", "--runner", "FnApiRunner"])
+        with caplog.at_level("WARNING"):
+            every = options.get_all_options(display_warnings=True)
+        assert every["direct_num_workers"] == 2 and every["runner"] == "FnApiRunner" and opts.output == "out"
+        assert not [r for r in caplog.records if "Unparseable" in r.getMessage()], module.__name__
+    _, options = parse_job_args(clean.JOB, ["--input=in", "--output=out", "--nmu_workers=3"])
+    with caplog.at_level("WARNING"):
+        options.get_all_options(display_warnings=True)
+    assert any("--nmu_workers" in r.getMessage() for r in caplog.records)  # a real typo still gets Beam's warning
+
+
+def test_bad_flag_values_are_one_error_line(capsys):
+    from pipelines import embed
+    from pipelines.cli import run_main
+
+    assert run_main(embed.run, ["--input=in", "--output=out", "--model=m", "--batch-size=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --batch-size: must be a positive integer, got 0") and err.count("\n") == 1
