@@ -182,8 +182,6 @@ def load_stylizer(path: str, device: str | torch.device = "cpu") -> tuple[MultiS
     return model.to(device).eval(), info
 
 
-
-
 @dataclass
 class ArbitraryInfo:
     config: StylizerConfig  # the transformer's
