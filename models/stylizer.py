@@ -154,7 +154,7 @@ class ResidualBlock(nn.Module):
         self.in2 = ConditionalInstanceNorm2d(channels, code_size, with_base)
 
     def forward(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.in1(self.conv1(x), codes))
+        y = self.in1(self.conv1(x), codes).relu_()  # in place: the norm's output is fresh
         return x + self.in2(self.conv2(y), codes)
 
 
@@ -209,11 +209,11 @@ class MultiStyleTransformer(nn.Module):
         y = x
         for conv, norm in ((self.conv1, self.in1), (self.conv2, self.in2), (self.conv3, self.in3)):
             y = conv(y)
-            y = F.relu(norm(y, style_weights) if norm is not None else y)
+            y = (norm(y, style_weights) if norm is not None else y).relu_()
         for i in range(self.config.num_residual):
             y = getattr(self, f"res{i + 1}")(y, style_weights)
-        y = F.relu(self.in4(self.deconv1(y), style_weights))
-        y = F.relu(self.in5(self.deconv2(y), style_weights))
+        y = self.in4(self.deconv1(y), style_weights).relu_()
+        y = self.in5(self.deconv2(y), style_weights).relu_()
         y = self.deconv3(y)
         if self.in6 is not None:
             return torch.sigmoid(self.in6(y, style_weights))[..., :height, :width]
