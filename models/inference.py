@@ -12,6 +12,7 @@ On CUDA it is the whole batch.
 
 import copy
 import logging
+import threading
 
 import numpy as np
 import torch
@@ -121,16 +122,26 @@ class StylizerRunner:
         # 118 img/s vs 58 eager, width 1.0 56 vs 22; it costs 10-30 s of compiling per process and shape.
         self.forward = torch.compile(self.model) if compile else self.model
         self.compiled = compile
+        self._compile_lock = threading.Lock()
+        self._compiled_shapes: set = set()
 
     def _forward(self, batch: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if not self.compiled:
             return self.forward(batch, weights)
-        try:
+        key = (tuple(batch.shape), batch.dtype)
+        if key in self._compiled_shapes:
             return self.forward(batch, weights)
-        except Exception as exc:  # no C++ compiler on the worker, an unsupported op: say so, go on eagerly
-            LOGGER.warning("torch.compile failed (%s: %s); running the stylizer eagerly", type(exc).__name__, exc)
-            self.forward, self.compiled = self.model, False
-            return self.forward(batch, weights)
+        # The first pass of a shape compiles: one thread at a time. Worker threads sharing this runner (the local
+        # job runs one per core) that compiled concurrently made dynamo throw its work away and recompile.
+        with self._compile_lock:
+            try:
+                output = self.forward(batch, weights)
+            except Exception as exc:  # no C++ compiler on the worker, an unsupported op: say so, go on eagerly
+                LOGGER.warning("torch.compile failed (%s: %s); running the stylizer eagerly", type(exc).__name__, exc)
+                self.forward, self.compiled = self.model, False
+                return self.forward(batch, weights)
+            self._compiled_shapes.add(key)
+            return output
 
     @property
     def num_styles(self) -> int:

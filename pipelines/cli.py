@@ -21,8 +21,8 @@ DEVICE_HELP = "where models run: auto picks CUDA when torch sees a GPU"
 BATCH_SIZE_HELP = "images per forward pass"
 IMAGE_SIZE_HELP = "short side of the images the model sees, in pixels"
 CPU_THREADS_HELP = (
-    "torch threads per worker process on CPU; 0: one where the runner starts a process per core "
-    "(Dataflow, multi_processing), else torch's default"
+    "torch threads per worker process on CPU; 0: one where the runner runs a worker per core (Dataflow, the "
+    "local default of a worker thread per core, multi_processing), else torch's default"
 )
 NO_PROGRESS_HELP = "no progress bars"
 
