@@ -9,6 +9,8 @@ tables, the dead letters (``rejected``) and ``summary.json`` are written; the fi
 """
 
 import argparse
+import contextlib
+import difflib
 import logging
 import os
 import sys
@@ -134,6 +136,12 @@ def parse_job_args(job: BeamJob, argv: list[str] | None) -> tuple[argparse.Names
     )
     argv = list(sys.argv[1:] if argv is None else argv)
     opts, beam_argv = parser.parse_known_args(argv)
+    unknown = unknown_beam_flags(beam_argv)
+    if unknown:
+        ours = [flag for action in parser._actions for flag in action.option_strings]
+        close = difflib.get_close_matches(unknown[0].split("=", 1)[0], ours, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (neither this job's nor Beam's){hint}")
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_argv):
         beam_argv.append("--runner=FnApiRunner")
         if not any(arg.startswith("--direct_running_mode") for arg in beam_argv):
@@ -142,6 +150,28 @@ def parse_job_args(job: BeamJob, argv: list[str] | None) -> tuple[argparse.Names
             # scale poorly on these small convs; decode/encode run beside the model instead of between its calls).
             beam_argv += ["--direct_running_mode=multi_threading", f"--direct_num_workers={os.cpu_count() or 1}"]
     return opts, PipelineOptions(beam_argv)
+
+
+def unknown_beam_flags(beam_argv: list[str]) -> list[str]:
+    """The flags in ``beam_argv`` that no Beam ``PipelineOptions`` knows (a typo, another command's flag). Beam
+    itself only warns about them and runs on, which turns ``--stlyes all`` into a silent default run."""
+    with _quiet("apache_beam.options.pipeline_options"):
+        options = PipelineOptions(beam_argv)
+        names = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    return [
+        arg for arg in beam_argv if arg.startswith("-") and arg.lstrip("-").split("=", 1)[0].replace("-", "_") in names
+    ]
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
@@ -286,9 +316,9 @@ def cpu_threads_per_process(options: PipelineOptions, requested: int) -> int:
         return requested
     runner = options.view_as(StandardOptions).runner or ""
     direct = options.view_as(DirectOptions)
-    many_local = direct.direct_running_mode in ("multi_processing", "multi_threading") and (
-        direct.direct_num_workers or 0
-    ) != 1
+    many_local = (
+        direct.direct_running_mode in ("multi_processing", "multi_threading") and (direct.direct_num_workers or 0) != 1
+    )
     return 1 if runner.endswith("DataflowRunner") or many_local else 0
 
 

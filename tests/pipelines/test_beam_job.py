@@ -45,10 +45,28 @@ def test_beam_never_sees_a_jobs_own_flags(caplog):
             every = options.get_all_options(display_warnings=True)
         assert every["direct_num_workers"] == 2 and every["runner"] == "FnApiRunner" and opts.output == "out"
         assert not [r for r in caplog.records if "Unparseable" in r.getMessage()], module.__name__
-    _, options = parse_job_args(clean.JOB, ["--input=in", "--output=out", "--nmu_workers=3"])
-    with caplog.at_level("WARNING"):
-        options.get_all_options(display_warnings=True)
-    assert any("--nmu_workers" in r.getMessage() for r in caplog.records)  # a real typo still gets Beam's warning
+
+
+def test_a_flag_nobody_knows_is_a_usage_error_not_a_warning(capsys):
+    """Beam only warns about unknown flags and runs on: a typo of a job flag would silently run with the default."""
+    from pipelines import augment, clean
+    from pipelines.beam_job import parse_job_args
+    from pipelines.cli import run_main
+
+    for argv, expected in [
+        (["--stlyes=all"], "unrecognized arguments: --stlyes=all (neither this job's nor Beam's); did you mean"),
+        (["--nmu_workers=3", "--no-progress"], "unrecognized arguments: --nmu_workers=3 --no-progress"),
+    ]:
+        assert run_main(augment.run, ["--input=in", "--output=out", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
+        assert ("did you mean --styles?" in err) == (argv == ["--stlyes=all"])
+    # Beam's own flags, with values in either form, are not unknown
+    opts, options = parse_job_args(
+        clean.JOB,
+        ["--input=in", "--output=out", "--experiments", "a", "--temp_location=gs://b/t", "--num_workers", "3"],
+    )
+    assert options.get_all_options()["num_workers"] == 3 and opts.input == "in"
 
 
 def test_bad_flag_values_are_one_error_line(capsys):
