@@ -208,7 +208,7 @@ def main() -> None:
         print(f"embedding a painting (predictor, fp32, 256²): {painting_ms():.1f} ms, once per painting per job")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for size in [int(s) for s in args.sizes.split(",")]:
+        for size in [int(s) for s in args.sizes.split(",") if s]:
             photos = tmp / f"photos{size}"
             make_photos(photos, args.images, size)
             rows = []
