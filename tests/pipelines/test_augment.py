@@ -5,6 +5,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -273,6 +274,12 @@ def test_no_flag_run_uses_the_built_in_26_style_network(tmp_path, monkeypatch):
     assert {r["stylizer"] for r in rows} == {load_stylizer("magenta26")[1].digest}
     assert not pq.read_table(glob.glob(f"{out}/rejected-*.parquet")).num_rows
     assert Image.open(out / "preview.png").width > 500
+    # the README's quick start reads exactly these rows (however many shards the machine's workers wrote)
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(quick_start, namespace)
+    assert sorted(namespace["rows"]["id"]) == sorted(r["id"] for r in rows)
 
 
 def test_non_finite_outputs_are_rejected_not_encoded(dataset, tmp_path):
