@@ -26,6 +26,21 @@ def thumbnail(image: Image.Image, size: int = THUMB) -> np.ndarray:
     return np.asarray(image.resize(new_size, Image.Resampling.LANCZOS), np.uint8)
 
 
+def fit_caption(draw: ImageDraw.ImageDraw, caption: str, width: int) -> str:
+    """``caption`` as it fits in ``width`` pixels: cut in the middle (``sun_and_b...alpha 1.00``) so that both the
+    start of a style's name and the end of the caption (its alpha) stay readable."""
+    if draw.textlength(caption) <= width:
+        return caption
+    keep = len(caption)
+    while keep > 1:
+        keep -= 1
+        head = (keep + 1) // 2
+        cut = f"{caption[:head]}...{caption[len(caption) - (keep - head) :]}"
+        if draw.textlength(cut) <= width:
+            return cut
+    return caption[:1]
+
+
 def draw_contact_sheet(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]]) -> Image.Image:
     """``[(source_id, original, [(caption, stylised), ...]), ...]`` → one RGB image, a row per source. Each row
     is as tall as its tallest thumbnail, captions right under the pictures."""
@@ -43,7 +58,7 @@ def draw_contact_sheet(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndar
         for c, (caption, pixels) in enumerate(cells):
             x = c * cell_w + 4
             sheet.paste(Image.fromarray(pixels, "RGB"), (x, top))
-            draw.text((x, top + height + 1), caption[:26], fill=(40, 40, 40))
+            draw.text((x, top + height + 1), fit_caption(draw, caption, THUMB), fill=(40, 40, 40))
         top += height + LABEL_HEIGHT + 8
     return sheet
 
