@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from models.checkpoint import EMBEDDING_KIND, load_tensors, save_tensors
+from models.checkpoint import EMBEDDING_KIND, check_finite, load_tensors, save_tensors
 from models.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.pixels import ImageNetNormalize
 from models.text_targets import TextTargets
@@ -153,6 +153,7 @@ def load_embedding_model(
     if not path.endswith(".safetensors"):
         path = path.rstrip("/") + "/model.safetensors"
     tensors, document, digest = load_tensors(path, EMBEDDING_KIND)
+    check_finite(tensors, path)
     config = EmbeddingNetConfig(**document["config"])
     model = EmbeddingNet(config, weights="random")
     try:

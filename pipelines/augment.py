@@ -14,7 +14,7 @@ from pathlib import Path
 import apache_beam as beam
 
 from models.builtin import is_builtin
-from models.checkpoint import ARBITRARY_KIND, load_tensors
+from models.checkpoint import ARBITRARY_KIND, check_finite, load_tensors
 from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
 from models.style_policy import parse_alpha, parse_styles
@@ -116,8 +116,11 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
     policy, alpha_range = parse_styles(opts.styles), parse_alpha(opts.alpha)
     source = input_pattern(opts.input)
     stylizer = stylizer_of(opts)
-    # Fail here, not on a worker, if the checkpoint is bad; a built-in is built into the cache here first.
-    _, document, digest = load_tensors(stylizer)
+    # Fail here, not on a worker, if the checkpoint is bad (unreadable, or weights that are not numbers: a worker
+    # would only fail in its setup, behind a wall of Beam tracebacks); a built-in is built into the cache here first.
+    tensors, document, digest = load_tensors(stylizer)
+    check_finite(tensors, stylizer)
+    del tensors
     arbitrary = document.get("kind") == ARBITRARY_KIND
     if opts.style_images and not arbitrary:
         raise UsageError(

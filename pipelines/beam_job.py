@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 
+from models.device import resolve_device
 from models.errors import UsageError
 from pipelines.cli import ArgumentParser, non_negative_int
 from transforms.io import (
@@ -183,6 +184,7 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
         job.check(opts)
     if job.worker_paths is not None:
         check_worker_paths(options, **job.worker_paths(opts))
+    check_local_device(options, getattr(opts, "device", None))
     earlier = prepare_output(job, opts, options) if opts.output else None  # collect's --login alone writes none
     prepared = None
     if job.prepare is not None:
@@ -320,6 +322,14 @@ def cpu_threads_per_process(options: PipelineOptions, requested: int) -> int:
         direct.direct_running_mode in ("multi_processing", "multi_threading") and (direct.direct_num_workers or 0) != 1
     )
     return 1 if runner.endswith("DataflowRunner") or many_local else 0
+
+
+def check_local_device(options: PipelineOptions, device: str | None) -> None:
+    """On a local runner the workers are this machine: ``--device cuda`` without a GPU is refused here, in one line,
+    instead of in every worker's setup behind Beam's tracebacks. (A remote runner's workers have their own GPUs.)"""
+    runner = (options.view_as(StandardOptions).runner or "FnApiRunner").rsplit(".", 1)[-1]
+    if device and runner in LOCAL_RUNNERS:
+        resolve_device(device)
 
 
 def check_worker_paths(options: PipelineOptions, **paths: str | None) -> None:

@@ -65,6 +65,16 @@ def test_bad_checkpoints_name_the_problem(tmp_path):
         load_embedding_model(str(tmp_path / "junk.safetensors"))
 
 
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, text):
+    model = EmbeddingNet(EmbeddingNetConfig("resnet-tiny", text.dim)).eval()
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    path = str(tmp_path / "nan.safetensors")
+    save_embedding_model(path, model, text)
+    with pytest.raises(CheckpointError, match=r"tensor model\.head\.weight holds 1 non-finite"):
+        load_embedding_model(path)
+
+
 def test_checkpoints_written_under_the_old_kind_name_still_load(tmp_path, text):
     from models.checkpoint import load_tensors, save_tensors
 

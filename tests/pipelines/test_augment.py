@@ -224,6 +224,27 @@ def test_module_entry_point_prints_one_line_and_exits_2(tmp_path):
     assert done.returncode == 2 and done.stderr.strip() == f"error: input not found or empty: {tmp_path}/missing"
 
 
+def test_what_a_worker_would_fail_on_is_refused_before_the_job_runs(tmp_path, capsys, monkeypatch):
+    """Weights that are not numbers, or --device cuda on a local runner without a GPU, used to pass the launcher and
+    fail in every worker's setup: exit 1 behind a wall of Beam tracebacks (the NaN checkpoint, before issue 12:
+    exit 0 and black images). Now one line, exit 2, and no output folder."""
+    from pipelines.cli import run_main
+
+    model = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1))
+    with torch.no_grad():
+        model.conv1.conv2d.weight[0, 0, 0, 0] = float("nan")
+    save_stylizer(str(tmp_path / "nan.safetensors"), model, ["a", "b"])
+    assert run_main(augment.run, [f"--stylizer={tmp_path}/nan.safetensors", f"--output={tmp_path}/o1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"error: {tmp_path}/nan.safetensors: tensor conv1.conv2d.weight holds 1 non-finite values (NaN or Inf)\n"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_main(augment.run, ["--device=cuda", f"--output={tmp_path}/o2"]) == 2
+    assert capsys.readouterr().err == "error: --device cuda was asked for but no CUDA GPU is visible to torch\n"
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
 def test_job_output_folders_null_ids_and_corrupt_row_groups(tmp_path, stylizer):
     """A folder another job wrote: its table is read, its side files are not; null ids fall back to row ids;
     a corrupt row group is dead-lettered and the rest of the file still read."""
