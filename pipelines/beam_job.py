@@ -154,14 +154,22 @@ def parse_job_args(job: BeamJob, argv: list[str] | None) -> tuple[argparse.Names
 
 
 def unknown_beam_flags(beam_argv: list[str]) -> list[str]:
-    """The flags in ``beam_argv`` that no Beam ``PipelineOptions`` knows (a typo, another command's flag). Beam
-    itself only warns about them and runs on, which turns ``--stlyes all`` into a silent default run."""
+    """The arguments in ``beam_argv`` that no Beam ``PipelineOptions`` takes (a typo, another command's flag, a
+    path without its flag), found by Beam's own parser. Beam itself only warns about them and runs on, which turns
+    ``--stlyes all`` or a bare ``photos/`` into a silent run with the defaults."""
+    parsers = []
+
+    def capture(parser: argparse.ArgumentParser) -> None:
+        parser.error = _beam_usage_error  # a bad value of a Beam flag: one line, not Beam's 300-line usage
+        parsers.append(parser)
+
     with _quiet("apache_beam.options.pipeline_options"):
-        options = PipelineOptions(beam_argv)
-        names = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
-    return [
-        arg for arg in beam_argv if arg.startswith("-") and arg.lstrip("-").split("=", 1)[0].replace("-", "_") in names
-    ]
+        PipelineOptions(beam_argv).get_all_options(add_extra_args_fn=capture)
+    return parsers[0].parse_known_args(beam_argv)[1]
+
+
+def _beam_usage_error(message: str):
+    raise UsageError(f"{message} (a Beam pipeline option)")
 
 
 @contextlib.contextmanager
