@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from models.errors import CheckpointError
+from models.errors import CheckpointError, OutputUnwritableError, StylebeamError
 from models.files import read_file
 from models.style_predictor import StylePredictor
 from models.stylizer import MultiStyleTransformer, StylizerConfig
@@ -66,7 +66,18 @@ def save_tensors(path: str, tensors: dict[str, torch.Tensor], document: dict) ->
 
 def write_atomically(path: str, data: bytes) -> None:
     """Write ``data`` to a local path (a temporary file beside it, then renamed into place, so concurrent
-    writers of the same file never interleave) or any fsspec URL (object-store uploads are atomic)."""
+    writers of the same file never interleave) or any fsspec URL (object-store uploads are atomic). A failure is
+    an ``OutputUnwritableError`` that says what happened (permission, network), not a storage library's traceback."""
+    try:
+        _write_atomically(path, data)
+    except StylebeamError:
+        raise
+    except Exception as exc:  # OSError locally; fsspec back ends raise their own types for network failures
+        detail = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise OutputUnwritableError(f"cannot write {path} ({type(exc).__name__}: {detail})") from None
+
+
+def _write_atomically(path: str, data: bytes) -> None:
     if "://" in path and not path.startswith("file://"):
         with fsspec.open(path, "wb") as handle:
             handle.write(data)

@@ -17,6 +17,10 @@ class InputUnreadableError(StylebeamError):
     """An input exists but cannot be read: a directory where a file is wanted, no permission, a network failure."""
 
 
+class OutputUnwritableError(StylebeamError):
+    """An output cannot be written: no permission, a directory in the way, a network or storage failure."""
+
+
 class ImageRejected(StylebeamError):
     """An image that cannot be used. ``reason`` is a short slug counted in summaries."""
 

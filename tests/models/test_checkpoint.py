@@ -94,3 +94,27 @@ def test_checkpoints_written_before_the_family_grew_still_load(tmp_path):
 def test_a_directory_is_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="directory"):
         load_stylizer(str(tmp_path))
+
+
+def test_a_write_that_fails_says_so_in_one_line(tmp_path, monkeypatch):
+    """A file in the way locally, or a storage library's own network error remotely: an OutputUnwritableError
+    naming the path, not a traceback (stylizers export to gs:// offline printed 215 lines of aiohttp tracebacks)."""
+    import fsspec
+
+    from models.checkpoint import write_atomically
+    from models.errors import OutputUnwritableError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputUnwritableError, match=r"cannot write .*/file/x\.safetensors \(FileExistsError"):
+        write_atomically(str(tmp_path / "file" / "x.safetensors"), b"data")
+
+    class ClientConnectorDNSError(Exception):  # what aiohttp raises under gcsfs when DNS fails
+        pass
+
+    def unreachable(*args, **kwargs):
+        raise ClientConnectorDNSError("Cannot connect to host storage.googleapis.com:443\nmore lines")
+
+    monkeypatch.setattr(fsspec, "open", unreachable)
+    expected = r"^cannot write gs://b/x\.safetensors \(ClientConnectorDNSError: Cannot connect to host [^\n]*443\)$"
+    with pytest.raises(OutputUnwritableError, match=expected):
+        write_atomically("gs://b/x.safetensors", b"data")
