@@ -24,7 +24,7 @@ from models.device import resolve_device, seed_everything
 from models.errors import UsageError
 from models.pixels import tensor_to_pil
 from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
-from transforms.images import encode_image, load_image, pil_to_tensor, resize_short_side
+from transforms.images import encode_image, load_image, pil_to_tensor, resize_long_side, resize_short_side
 
 GATYS_MAX_SIZE = 256  # CPU-friendly default long side; Gatys et al. 2016 worked at 512 px (a GPU job)
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -301,8 +301,7 @@ def _sized(image, args: argparse.Namespace, default_max_size: int | None = None)
     max_size = args.max_size or default_max_size
     if not max_size:
         return image
-    width, height = image.size
-    return resize_short_side(image, max(1, min(width, height) * max_size // max(width, height)))
+    return resize_long_side(image, max_size)
 
 
 def _output_paths(output: str, contents: list[str], style_label: str) -> list[str]:

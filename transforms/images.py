@@ -138,6 +138,16 @@ def resize_short_side(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
+def resize_long_side(image: Image.Image, size: int) -> Image.Image:
+    """Scale so the long side is exactly ``size`` (aspect kept, the short side rounded). Antialiased."""
+    width, height = image.size
+    scale = size / max(width, height)
+    if abs(scale - 1) < 1e-9:
+        return image
+    new_size = (size, max(1, round(height * scale))) if width >= height else (max(1, round(width * scale)), size)
+    return image.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
 def center_crop(image: Image.Image, size: int) -> Image.Image:
     width, height = image.size
     left, top = (width - size) // 2, (height - size) // 2

@@ -128,3 +128,14 @@ def test_any_decoder_failure_is_a_rejection_not_a_crash(monkeypatch, failure):
     with pytest.raises(ImageRejected) as rejected:
         decode_image(encode(make_image(20, 20)))
     assert rejected.value.reason == "corrupt_image" and type(failure).__name__ in rejected.value.detail
+
+
+def test_resize_long_side_makes_the_long_side_exactly_the_size():
+    """stylize --max-size N: 3:2 photos came out N-1 wide (the short side was floored first)."""
+    from transforms.images import resize_long_side
+
+    cases = [((385, 256), 64, (64, 43)), ((256, 383), 100, (67, 100)), ((600, 400), 99, (99, 66))]
+    for size, target, expected in cases:
+        assert resize_long_side(Image.new("RGB", size), target).size == expected
+    image = Image.new("RGB", (50, 20))
+    assert resize_long_side(image, 50) is image
