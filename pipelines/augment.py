@@ -137,8 +137,8 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
     decoded = read["records"] | "DecodeImages" >> DecodeImages(opts.image_size, opts.min_side, opts.max_pixels)
     paintings, rejected_paintings = None, []
     if arbitrary:
-        style_source = input_pattern(opts.style_images)
-        policy.check(len(resolve_input(opts.style_images).paths), paintings=True)
+        style_source = input_pattern(opts.style_images, "--style-images")
+        policy.check(len(resolve_input(opts.style_images, "--style-images").paths), paintings=True)
         LOGGER.info("input %s (%s), paintings %s", source.pattern, source.kind, style_source.pattern)
         embedded = pipeline | "EmbedPaintings" >> EmbedPaintings(
             style_source, stylizer, opts.device, opts.precision, cpu_threads

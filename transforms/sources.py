@@ -114,11 +114,12 @@ def glob_escape(path: str) -> str:
     return "".join("[\\[]" if ch == "[" else f"[{ch}]" if ch in GLOB_CHARS else ch for ch in path)
 
 
-def input_pattern(spec: str) -> InputPattern:
+def input_pattern(spec: str, what: str = "input") -> InputPattern:
     """Decide what ``spec`` is from a sample of its files; raise ``InputNotFoundError`` when nothing matches.
 
     A folder is a folder even when its name holds glob characters (``photos[1]``); only a spec that names no
-    folder is a pattern. Below a local folder, symlinked folders are followed once (``local_links``).
+    folder is a pattern. Below a local folder, symlinked folders are followed once (``local_links``). ``what``
+    names the flag in messages (``--style-images``).
     """
     spec = spec.rstrip("/") if len(spec) > 1 else spec
     if any(ch in spec for ch in GLOB_CHARS) and not _match(f"{glob_escape(spec)}/**", 1):
@@ -126,7 +127,7 @@ def input_pattern(spec: str) -> InputPattern:
         root = spec[: min(spec.index(ch) for ch in GLOB_CHARS if ch in spec)].rsplit("/", 1)[0]
     elif spec.endswith(".parquet") or is_image_path(spec):
         if not _exists(spec):
-            raise InputNotFoundError(f"input not found: {spec}")
+            raise InputNotFoundError(f"{what} not found: {spec}")
         pattern, root = glob_escape(spec), posixpath.dirname(spec)
     else:
         pattern, root = f"{glob_escape(spec)}/**", spec
@@ -135,7 +136,13 @@ def input_pattern(spec: str) -> InputPattern:
     for link in links:
         sample += [path for path in _match(link, KIND_SAMPLE) if not is_side_file(path, root)]
     if not sample and not rejected:
-        raise InputNotFoundError(f"input not found or empty: {spec}")
+        if pattern.endswith("/**") and os.path.isfile(spec):  # local only: a remote check would cost a request
+            raise UsageError(
+                f"{what} {spec} is a file but not an image or .parquet file; give a folder, a glob, an image or Parquet"
+            )
+        if os.path.isdir(spec):
+            raise InputNotFoundError(f"{what} folder is empty: {spec}")
+        raise InputNotFoundError(f"{what} not found or empty: {spec}")
     has_parquet = any(p.endswith(".parquet") for p in sample)
     # A job's contact sheet sits beside its tables: it does not make a table folder a mix of kinds.
     has_images = any(is_image_path(p) and not (has_parquet and relative_id(p, root) == "preview.png") for p in sample)
@@ -146,7 +153,9 @@ def input_pattern(spec: str) -> InputPattern:
         patterns = [p + ".parquet" if p.endswith("/**") else p for p in (pattern, *links)]
         return InputPattern("parquet", root, tuple(patterns), tuple(rejected))
     if not has_images and not rejected:
-        raise InputNotFoundError(f"no image files (or .parquet) found under {spec}")
+        raise InputNotFoundError(
+            f"no image files (or .parquet) found under {spec}" + ("" if what == "input" else f" ({what})")
+        )
     return InputPattern("files", root, (pattern, *links), tuple(rejected))
 
 
@@ -207,9 +216,9 @@ def is_side_file(path: str, root: str) -> bool:
     return any(part.startswith(("_", ".", "beam-temp-")) for part in parts[:-1])
 
 
-def resolve_input(spec: str) -> InputSpec:
+def resolve_input(spec: str, what: str = "input") -> InputSpec:
     """List every file of ``spec`` (images only, or Parquet tables only). For tools that iterate on one machine."""
-    found = input_pattern(spec)
+    found = input_pattern(spec, what)
     paths = sorted({path for pattern in found.patterns for path in _match(pattern)})
     wanted = (lambda p: p.endswith(".parquet")) if found.kind == "parquet" else is_image_path
     kept = [p for p in paths if wanted(p) and not is_side_file(p, found.root)]

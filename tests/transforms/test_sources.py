@@ -54,7 +54,13 @@ def test_parquet_without_id_gets_stable_row_ids(tmp_path):
 def test_bad_inputs_say_what_is_wrong(tmp_path):
     with pytest.raises(InputNotFoundError, match="input not found"):
         resolve_input(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputNotFoundError, match=f"^--style-images folder is empty: {tmp_path}/empty$"):
+        resolve_input(str(tmp_path / "empty"), "--style-images")
     (tmp_path / "a.txt").write_text("x")
+    # a file that exists is not "not found": it is the wrong kind of file
+    with pytest.raises(UsageError, match=f"^input {tmp_path}/a.txt is a file but not an image or .parquet file"):
+        resolve_input(str(tmp_path / "a.txt"))
     with pytest.raises(InputNotFoundError, match="no image files"):
         resolve_input(str(tmp_path))
     pq.write_table(pa.table({"image": [b"1"]}), tmp_path / "p.parquet")
