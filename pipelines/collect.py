@@ -18,7 +18,7 @@ import sys
 
 import apache_beam as beam
 
-from models.errors import UsageError
+from models.errors import InputNotFoundError, UsageError
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import OUTPUT_HELP, positive_int, run_main
 from scraping.hashtags import HashtagScraper
@@ -46,7 +46,8 @@ class CollectOptions(JobOptions):
         session.add_argument(
             "--login",
             metavar="USER",
-            help="log in as USER (password asked on the terminal) and save the session; alone: only that",
+            help="log in as USER (password asked on the terminal, else read from stdin) and save the session; "
+            "alone: only that",
         )
         session.add_argument(
             "--session-file", help="instaloader session file (default with --login: ~/.config/instaloader/session-USER)"
@@ -74,9 +75,18 @@ def parse_date(text: str | None, *, end_of_day: bool = False) -> datetime.dateti
     return moment.replace(tzinfo=datetime.timezone.utc) if moment.tzinfo is None else moment
 
 
+def date_window(opts: CollectOptions) -> tuple[datetime.datetime | None, datetime.datetime | None]:
+    """``(since, until)`` of --since/--until, ``until`` exclusive; a window no post can fall in is refused."""
+    since, until = parse_date(opts.since), parse_date(opts.until, end_of_day=True)
+    if since is not None and until is not None and since >= until:
+        raise UsageError(f"--since {opts.since} is not before --until {opts.until}: no post can fall between them")
+    return since, until
+
+
 def check(opts: CollectOptions) -> None:
     if opts.hashtags and opts.from_dir:
         raise UsageError("give --hashtags or --from-dir, not both")
+    date_window(opts)  # a bad date is reported now, not after logging in
     if not (opts.hashtags or opts.from_dir):
         if opts.login:
             return
@@ -102,7 +112,7 @@ def scrape(opts: CollectOptions, instagram) -> Spool:
     if opts.login and not os.path.isfile(session_file):
         login_interactively(instagram, opts.login, session_file)
     load_session(instagram, session_file)
-    since, until = parse_date(opts.since), parse_date(opts.until, end_of_day=True)
+    since, until = date_window(opts)
     spool = Spool.open(opts.state_dir or output_path(opts.output, "_state"))
     hashtags = [tag.strip() for tag in opts.hashtags.split(",") if tag.strip()]
     scraper = HashtagScraper(
@@ -112,9 +122,10 @@ def scrape(opts: CollectOptions, instagram) -> Spool:
 
 
 def build(pipeline: beam.Pipeline, opts: CollectOptions, context: JobContext) -> JobOutputs:
-    """records (the spool ``context.prepared``, or folders) → raw rows; the entry writes what it returns."""
-    spool = context.prepared if isinstance(context.prepared, Spool) else None
-    if spool is not None:
+    """records (``context.prepared``: the spool, or the folders' listing) → raw rows; the entry writes what it
+    returns."""
+    if isinstance(context.prepared, Spool):
+        spool = context.prepared
         read = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
         records, read_rejected = read["records"], read["rejected"]
         notes = pipeline | "NoNotes" >> beam.Create([])
@@ -126,7 +137,7 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, context: JobContext) ->
             }
         }
     else:
-        listing = list_folders(opts.from_dir)
+        listing = context.prepared
         read = pipeline | "ReadInstaloaderDirs" >> ReadInstaloaderDirs(listing)
         records, read_rejected, notes = read["records"], read["rejected"], read["notes"]
         source_facts = {
@@ -155,8 +166,16 @@ def build(pipeline: beam.Pipeline, opts: CollectOptions, context: JobContext) ->
 
 
 def list_folders(roots: list[str]) -> FolderListing:
-    """List the download folders here, on the launcher, and say what a user should know about them."""
+    """List the download folders here, on the launcher, and say what a user should know about them. Folders with
+    no post at all are refused: a wrong folder would otherwise be a run that writes empty tables."""
     listing = list_posts(roots)
+    if not listing.posts:
+        unreadable = "".join(f"; cannot list {printable(folder)} ({error})" for folder, error in listing.unreadable)
+        folders = ", ".join(printable(root) for root in roots)
+        raise InputNotFoundError(
+            f"no instaloader posts under --from-dir {folders} (no image, video or .json.xz metadata files in it or "
+            f"its subfolders){unreadable}"
+        )
     for link in listing.links_followed:
         log.info("followed the symlinked folder %s", link)
     for link in listing.links_already_read:
@@ -175,18 +194,15 @@ def describe_collect(summary: dict) -> str:
     )
 
 
-FOLDERS = "folders"  # what ``prepare`` returns for --from-dir: no spool, the folders are read by the pipeline
-
-
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None, instagram_factory=new_instagram):
     """``instagram_factory`` makes the ``scraping.session.Instagram`` to scrape with (tests pass one without sleeps)."""
 
     def prepare(opts: CollectOptions):
-        """Log in only (``--login`` alone: nothing more to run), or scrape into the spool, or read folders."""
+        """Log in only (``--login`` alone: nothing more to run), or scrape into the spool, or list the folders."""
         if not (opts.hashtags or opts.from_dir):
             login_interactively(instagram_factory(), opts.login, opts.session_file or default_session_file(opts.login))
             return None
-        return scrape(opts, instagram_factory()) if opts.hashtags else FOLDERS
+        return scrape(opts, instagram_factory()) if opts.hashtags else list_folders(opts.from_dir)
 
     job = BeamJob(
         "collect",

@@ -2,18 +2,21 @@
 
 Hashtag feeds need a logged-in account (since 2025). The session file is instaloader's own (a pickle of
 the session cookies, as ``instaloader --login`` writes it). ``login_interactively`` creates one: the
-password is read with ``getpass`` (instaloader's ``interactive_login``), goes to Instagram and nowhere
-else: not into argv, logs or any output.
+password is read with ``getpass`` (from the terminal, or from stdin when there is none), goes to Instagram and
+nowhere else: not into argv, logs or any output.
 
 A session file is a credential (whoever reads it is logged in as you) and, being a pickle, would run code
 when instaloader loads it. So, as ssh does with private keys, a file that is not yours or that others may
 read or write is refused; and it is read here with an unpickler that builds plain dicts and strings only.
 """
 
+import getpass
 import io
 import logging
 import os
 import pickle
+import sys
+import warnings
 from dataclasses import dataclass
 
 import instaloader
@@ -24,6 +27,7 @@ from instaloader.exceptions import (
     ConnectionException,
     InstaloaderException,
     LoginRequiredException,
+    TwoFactorAuthRequiredException,
 )
 
 from models.errors import StylebeamError
@@ -99,10 +103,21 @@ def default_session_file(username: str) -> str:
 
 
 def login_interactively(instagram: Instagram, username: str, session_file: str) -> str:
-    """Ask for the password (and a 2FA code if needed) on the terminal, log in, save the session file (mode 0600)."""
-    instagram.context.quiet = False  # instaloader refuses to prompt in quiet mode
+    """Ask for the password (and a 2FA code if needed) on the terminal, or read them from stdin where there is no
+    terminal (``echo PASSWORD | …``), log in, save the session file (mode 0600)."""
+    password = read_secret(
+        f"Enter Instagram password for {username}: ",
+        "no password: --login asks for it on a terminal (or piped on stdin)",
+    )
     try:
-        instagram.loader.interactive_login(username)
+        try:
+            instagram.loader.login(username, password)
+        except TwoFactorAuthRequiredException:
+            code = read_secret(
+                "Enter 2FA verification code: ",
+                "no 2FA code: --login asks for it on a terminal (or piped on stdin, on the line after the password)",
+            )
+            instagram.loader.two_factor_login(code)
     except (InstaloaderException, requests.exceptions.RequestException) as exc:
         network = network_failure(exc)
         if network:
@@ -113,6 +128,40 @@ def login_interactively(instagram: Instagram, username: str, session_file: str) 
     instagram.loader.save_session_to_file(session_file)
     log.info("saved the session of %s to %s", username, session_file)
     return session_file
+
+
+def read_secret(prompt: str, missing: str) -> str:
+    """A line typed without echo on the terminal, or, with no terminal (cron, a pipe, ``< /dev/null``), the next line
+    of stdin, read without getpass's "input may be echoed" warning and prompt: nobody is there to read them. An empty
+    answer or end of input raises ``SessionError(missing)``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", getpass.GetPassWarning)
+        try:
+            secret = getpass.getpass(prompt, stream=None if has_terminal() else io.StringIO())
+        except EOFError:
+            secret = ""
+    if not secret.strip():
+        raise SessionError(missing)
+    return secret
+
+
+def has_terminal() -> bool:
+    """Whether ``getpass`` can prompt on a terminal (the controlling tty, else stdin) rather than fall back to stdin."""
+    try:
+        import termios  # POSIX only; getpass itself uses stdin elsewhere
+    except ImportError:
+        return sys.stdin is not None and sys.stdin.isatty()
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return sys.stdin is not None and sys.stdin.isatty()
+    try:
+        termios.tcgetattr(fd)
+        return True
+    except termios.error:
+        return False
+    finally:
+        os.close(fd)
 
 
 def load_session(instagram: Instagram, session_file: str) -> str:

@@ -130,6 +130,55 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys, tmp_path, monkeypa
     assert message in capsys.readouterr().err
 
 
+def test_login_without_a_terminal_or_a_piped_password_is_one_line(tmp_path):
+    """``--login`` from cron or a script with nothing on stdin: no getpass warning, no EOFError traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.collect", "--login", "someone", "--session-file", str(tmp_path / "s")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,  # no controlling terminal, even when pytest runs in one
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: no password: --login asks for it on a terminal (or piped on stdin)"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "dates, message",
+    [
+        (["--since", "2024-13-01"], "not a date: '2024-13-01'"),
+        (["--since", "yesterday"], "not a date: 'yesterday'"),
+        (["--until", "2024-02-30"], "not a date: '2024-02-30'"),
+        (["--since", "2024-03-02", "--until", "2024-03-01"], "--since 2024-03-02 is not before --until 2024-03-01"),
+    ],
+)
+def test_bad_dates_are_refused_before_the_session_is_loaded(dates, message, capsys, tmp_path, monkeypatch):
+    def no_session(*_):
+        raise AssertionError("the session was loaded before the dates were checked")
+
+    monkeypatch.setattr(collect, "load_session", no_session)
+    monkeypatch.setattr(collect, "login_interactively", no_session)
+    out = tmp_path / "out"
+    argv = ["--hashtags", "miro", "--output", str(out), "--session-file", str(tmp_path / "missing"), *dates]
+    assert run_main(collect.run, argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and message in error and "\n" not in error
+    assert not out.exists()
+
+
+def test_a_from_dir_with_no_posts_is_refused_before_anything_is_written(capsys, tmp_path):
+    downloads = tmp_path / "downloads"
+    (downloads / "#miro").mkdir(parents=True)
+    (downloads / "notes.md").write_text("nothing downloaded yet")
+    out = tmp_path / "out"
+    assert run_main(collect.run, ["--from-dir", str(downloads), "--output", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: no instaloader posts under --from-dir {downloads}") and "\n" not in error
+    assert not out.exists()
+
+
 def post_json(shortcode: str, caption: str | None, *, typename="GraphImage", is_videos=None) -> bytes:
     """A post's ``.json.xz`` as instaloader's ``save_structure_to_file`` writes it."""
     node = {"__typename": typename, "shortcode": shortcode, "taken_at_timestamp": 1_709_288_100, "owner": {"id": "7"}}

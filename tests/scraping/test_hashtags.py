@@ -156,7 +156,7 @@ def test_a_missing_hashtag_is_reported_and_skipped(fake, instagram, tmp_path):
 
 def test_login_asks_for_the_password_and_never_stores_it(fake, tmp_path, monkeypatch):
     prompts = []
-    monkeypatch.setattr(getpass, "getpass", lambda prompt: prompts.append(prompt) or fi.PASSWORD)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt, stream=None: prompts.append(prompt) or fi.PASSWORD)
     session_file = str(tmp_path / "session-tester")
 
     login_interactively(fi.test_instagram(), fi.USERNAME, session_file)

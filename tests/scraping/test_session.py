@@ -2,12 +2,15 @@
 others could have written is refused, a crafted pickle runs nothing, and a network failure is not "logged out"."""
 
 import getpass
+import io
 import os
 import pickle
+import sys
 
 import pytest
 import requests
 
+from scraping import session as session_module
 from scraping.hashtags import HashtagScraper
 from scraping.session import ScrapeStopped, SessionError, load_session, login_interactively
 from scraping.spool import Spool
@@ -107,10 +110,26 @@ def test_a_checkpoint_at_the_login_check_says_what_to_do(fake, tmp_path):
 
 
 def test_logging_in_offline_is_a_network_failure(fake, tmp_path, monkeypatch):
-    monkeypatch.setattr(getpass, "getpass", lambda prompt: fi.PASSWORD)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt, stream=None: fi.PASSWORD)
     fake.fail(("home",), NETWORK_FAILURES["no DNS"])
     with pytest.raises(SessionError, match="cannot reach Instagram to log in.*network"):
         login_interactively(fi.test_instagram(), fi.USERNAME, str(tmp_path / "session"))
+
+
+def test_without_a_terminal_the_password_is_read_from_stdin(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(session_module, "has_terminal", lambda: False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(fi.PASSWORD + "\n"))
+    session = login_interactively(fi.test_instagram(), fi.USERNAME, str(tmp_path / "session"))
+    assert load_session(fi.test_instagram(), session) == fi.USERNAME
+
+
+@pytest.mark.parametrize("stdin", ["", "\n"])
+def test_no_password_on_stdin_without_a_terminal_is_one_line(fake, tmp_path, monkeypatch, stdin):
+    monkeypatch.setattr(session_module, "has_terminal", lambda: False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    with pytest.raises(SessionError, match=r"^no password: --login asks for it on a terminal \(or piped on stdin\)$"):
+        login_interactively(fi.test_instagram(), fi.USERNAME, str(tmp_path / "session"))
+    assert not (tmp_path / "session").exists()
 
 
 def test_a_network_failure_while_scraping_stops_as_one(fake, tmp_path):
