@@ -4,7 +4,8 @@
     python -m pipelines.deepdream --input IMG --output OUT --model CKPT [--layer layer3 | --text "red circle"]
 
 Writes OUT/<name>.png (the dream), OUT/<name>-strip.png (input, then snapshots through the octaves and
-iterations, coarse to fine) and OUT/deepdream.json (the objective at every iteration, per image).
+iterations, coarse to fine) and OUT/deepdream.json (the network the run used, a checkpoint's path and digest or the
+torchvision network and its weights, and the objective at every iteration, per image).
 """
 
 import json
@@ -40,6 +41,8 @@ from pipelines.cli import (
 from transforms.images import decode_image, pil_to_tensor, resize_short_side
 from transforms.sources import iter_records
 
+OBJECTIVE_FLAGS = ("model", "torchvision", "weights", "layer", "text")
+
 
 def parse_args(argv):
     parser = ArgumentParser(prog="python -m pipelines.deepdream", description=__doc__.split("\n")[0])
@@ -47,12 +50,9 @@ def parse_args(argv):
     parser.add_argument("--output", required=True, help=f"{OUTPUT_HELP}: a folder")
     net = parser.add_argument_group("network (one of)")
     net.add_argument("--model", help="a checkpoint from pipelines.train_embeddings (the text-supervised CNN)")
-    net.add_argument(
-        "--torchvision", choices=BACKBONES, default="googlenet", help="a torchvision network (default: %(default)s)"
-    )
-    net.add_argument(
-        "--weights", default="imagenet", help="for --torchvision: imagenet (torch cache), random or a PATH"
-    )
+    # No argparse defaults: the report records only the network a run used, never a default it ignored.
+    net.add_argument("--torchvision", choices=BACKBONES, help="a torchvision network (default: googlenet)")
+    net.add_argument("--weights", help="for --torchvision: imagenet (torch cache, the default), random or a PATH")
     goal = parser.add_argument_group("objective (one of)")
     goal.add_argument("--layer", help="layer whose activations to amplify (default: inception4c / layer3)")
     goal.add_argument("--text", help="with --model: dream towards this text query's embedding")
@@ -72,6 +72,10 @@ def parse_args(argv):
     steps.add_argument("--smooth", type=float, default=defaults.smooth_sigma, help="gradient blur sigma (default: 1.0)")
     add_common_args(parser, image_size=384, no_progress=True)
     args = parser.parse_args(argv)
+    if args.model and args.torchvision:
+        parser.error("give --model or --torchvision, not both")
+    if args.model and args.weights:
+        parser.error("--weights is for --torchvision; a --model checkpoint holds its own weights")
     if args.text and not args.model:
         parser.error("--text needs --model (a text-supervised CNN and its text model)")
     if args.text and args.layer:
@@ -80,20 +84,23 @@ def parse_args(argv):
 
 
 def build_objective(args, device):
-    """The network and what to maximise: a layer's activations, or similarity to a text query."""
+    """The network and what to maximise (a layer's activations, or similarity to a text query), and a description
+    of exactly those: the checkpoint and its digest, or the torchvision network and its weights."""
     if args.model:
         model, text, info = load_embedding_model(args.model, device)
         freeze(model)
+        network = {"model": {"path": args.model, "digest": info.digest}}
         if args.text:
             targets, known = text.encode([caption_tokens(args.text)])
             if not known[0]:
                 raise UsageError(f"no word of {args.text!r} is in the model's text vocabulary")
-            return TextObjective(model, torch.from_numpy(targets[0])), {"model": args.model, "text": args.text}
+            return TextObjective(model, torch.from_numpy(targets[0])), {**network, "text": args.text}
         layer = args.layer or DEFAULT_LAYERS[info.config.backbone]
-        return LayerObjective(model, layer), {"model": args.model, "layer": layer}
-    model = freeze(ImageNetBackbone(args.torchvision, args.weights).to(device))
-    layer = args.layer or DEFAULT_LAYERS[args.torchvision]
-    return LayerObjective(model, layer), {"torchvision": args.torchvision, "weights": args.weights, "layer": layer}
+        return LayerObjective(model, layer), {**network, "layer": layer}
+    name, weights = args.torchvision or "googlenet", args.weights or "imagenet"
+    model = freeze(ImageNetBackbone(name, weights).to(device))
+    layer = args.layer or DEFAULT_LAYERS[name]
+    return LayerObjective(model, layer), {"torchvision": name, "weights": weights, "layer": layer}
 
 
 def main(argv=None):
@@ -105,7 +112,9 @@ def main(argv=None):
         args.octaves, args.octave_scale, args.iterations, args.step, args.jitter, args.smooth, seed=args.seed
     )
     os.makedirs(args.output, exist_ok=True)
-    report = {"objective": described, "config": vars(args), "images": {}, "rejected": {}}
+    # The network and objective flags are in "objective" as the run resolved them; "config" holds the rest.
+    settings = {key: value for key, value in vars(args).items() if key not in OBJECTIVE_FLAGS}
+    report = {"objective": described, "config": settings, "images": {}, "rejected": {}}
     for record in iter_records(args.input):
         name = os.path.splitext(record.source_id.replace("/", "__"))[0]
         try:

@@ -21,7 +21,7 @@ from models.heldout import is_heldout
 from models.retrieval import embed_posts, evaluate, format_table
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, ArgumentParser, add_common_args, positive_int, run_main
 from transforms.embed import heldout_posts, iter_corpus_rows, post_tokens
-from transforms.sources import iter_parquet_batches, table_paths
+from transforms.sources import clean_corpus_paths, iter_parquet_batches, table_paths
 
 
 def parse_args(argv):
@@ -52,6 +52,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    paths = clean_corpus_paths(args.input)
     device = resolve_device(args.device)
     model, text, info = load_embedding_model(args.model, device)
     trained = info.training.get("train", {})
@@ -59,7 +60,6 @@ def main(argv=None):
     if not 0 < fraction < 1:
         raise UsageError("the model was trained on every post (held-out fraction 0); pass --heldout-fraction")
     image_size = args.image_size or trained.get("image_size", 224)
-    paths = table_paths(args.input, "clean")
     counts = Counter()
 
     if args.embeddings:

@@ -29,7 +29,7 @@ from pipelines.cli import (
     run_main,
 )
 from transforms.embed import corpus_examples, iter_split_tokens
-from transforms.sources import table_paths
+from transforms.sources import clean_corpus_paths
 
 
 def parse_args(argv):
@@ -96,7 +96,7 @@ def resumed_run(args):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
-    paths = table_paths(args.input, "clean")
+    paths = clean_corpus_paths(args.input)
     device = resolve_device(args.device)
     seed_everything(args.seed)
     state_file = os.path.join(args.output, "train_state.pt")

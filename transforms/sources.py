@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputNotFoundError, InputUnreadableError, UsageError
 from scraping.records import printable
+from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 GLOB_CHARS = "*?["
@@ -315,3 +316,28 @@ def iter_records(spec: str | InputSpec) -> Iterator[SourceRecord]:
     for path in spec.paths:
         source_id = relative_id(path, spec.root)
         yield SourceRecord(source_id, label_of(source_id), read_file(path))
+
+
+# What makes a table a clean corpus: the columns pipelines.clean adds to the raw corpus (the cleaned caption ``text``
+# and the ``phash`` it deduplicated on), and the ``id`` and ``image`` every post needs.
+CLEAN_COLUMNS = ("id", "image", *(name for name in CLEAN_CORPUS.names if name not in RAW_CORPUS.names))
+
+
+def clean_corpus_paths(spec: str) -> list[str]:
+    """The clean-*.parquet files of ``--input``; a ``UsageError`` when a table lacks the clean corpus's columns (a raw
+    corpus from pipelines.collect would otherwise train on uncleaned captions)."""
+    paths = table_paths(spec, "clean")
+    for path in paths:
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                names = pq.ParquetFile(handle).schema_arrow.names
+        except (OSError, pa.ArrowException) as exc:
+            raise InputUnreadableError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        missing = [name for name in CLEAN_COLUMNS if name not in names]
+        if missing:
+            columns = f"{', '.join(missing)} column{'s' if len(missing) > 1 else ''}"
+            raise UsageError(
+                f"{spec} is not a clean corpus ({posixpath.basename(path)} has no {columns}); "
+                f"clean it first: python -m pipelines.clean --input {spec} --output CLEAN, then pass --input CLEAN"
+            )
+    return paths

@@ -45,6 +45,18 @@ def test_layer_dream_on_a_folder(inputs, tmp_path):
     assert len(saved["images"]["a.png"]["history"]) == 2 * 4
 
 
+def test_the_report_records_the_checkpoint_used_and_no_torchvision_defaults(inputs, tmp_path):
+    from models.embedding_net import load_embedding_model
+
+    checkpoint = str(inputs / "model.safetensors")
+    deepdream.main([f"--input={inputs / 'in' / 'a.png'}", f"--output={tmp_path}", f"--model={checkpoint}", *FAST])
+    saved = json.loads((tmp_path / "deepdream.json").read_text())
+    digest = load_embedding_model(checkpoint)[2].digest
+    assert saved["objective"] == {"model": {"path": checkpoint, "digest": digest}, "layer": "layer3"}
+    assert not {"model", "torchvision", "weights", "layer", "text"} & set(saved["config"])
+    assert "googlenet" not in json.dumps(saved) and "imagenet" not in json.dumps(saved)
+
+
 def test_text_guided_dream(inputs, tmp_path):
     report = deepdream.main(
         [
@@ -73,6 +85,8 @@ def test_torchvision_network_by_name(inputs, tmp_path):
         ]
     )
     assert report["images"]["a.png"]["after"] > report["images"]["a.png"]["before"]
+    saved = json.loads((tmp_path / "deepdream.json").read_text())
+    assert saved["objective"] == {"torchvision": "resnet18", "weights": "random", "layer": "layer2"}
 
 
 def test_errors_are_one_line(inputs, tmp_path, monkeypatch, capsys):
@@ -84,3 +98,7 @@ def test_errors_are_one_line(inputs, tmp_path, monkeypatch, capsys):
     assert "no word of 'zzzz qqqq' is in the model's text vocabulary" in capsys.readouterr().err
     assert run_main(deepdream.main, [*argv, "--layer=inception4c", *FAST]) == 2
     assert "top-level layers: conv1" in capsys.readouterr().err
+    assert run_main(deepdream.main, [*argv, "--torchvision=resnet18", *FAST]) == 2
+    assert "give --model or --torchvision, not both" in capsys.readouterr().err
+    assert run_main(deepdream.main, [*argv, "--weights=random", *FAST]) == 2
+    assert "--weights is for --torchvision" in capsys.readouterr().err

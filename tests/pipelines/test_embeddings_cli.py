@@ -10,7 +10,7 @@ import pytest
 from pipelines import deepdream, embed, evaluate_embeddings, train_embeddings
 from pipelines.cli import run_main
 from tests.models.corpus_fixture import corpus_rows, write_corpus
-from transforms.schemas import REJECTED, rejected_row
+from transforms.schemas import EMBEDDINGS, RAW_CORPUS, REJECTED, rejected_row
 
 TINY = ["--backbone=resnet-tiny", "--weights=random", "--image-size=32", "--min-count=2", "--text-dim=16"]
 TINY += ["--heldout-fraction=0.25", "--batch-size=32", "--no-progress"]
@@ -128,3 +128,26 @@ def test_a_damaged_resume_state_is_one_line_that_says_what_is_wrong(corpus, trai
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (damage, err)
         assert damage in err and str(state) in err, (damage, err)
+
+
+@pytest.mark.parametrize("table", ["raw", "embeddings"])
+def test_a_corpus_that_is_not_clean_is_one_line_that_says_to_clean_it(corpus, trained, table, tmp_path, capsys):
+    _, rows = corpus
+    folder = tmp_path / table
+    folder.mkdir()
+    if table == "raw":  # pipelines.collect's output: captions never cleaned, no text or phash column
+        written = pa.Table.from_pylist([{k: v for k, v in row.items() if k in RAW_CORPUS.names} for row in rows])
+        pq.write_table(written.cast(RAW_CORPUS), folder / "raw-00000-of-00001.parquet")
+    else:
+        written = pa.Table.from_pylist([{"id": row["id"], "embedding": [0.5]} for row in rows], EMBEDDINGS)
+        pq.write_table(written, folder / "embeddings-00000-of-00001.parquet")
+    commands = {
+        train_embeddings.main: [f"--input={folder}", f"--output={tmp_path / 'run'}", *TINY],
+        evaluate_embeddings.main: [f"--input={folder}", f"--model={trained}", "--no-progress"],
+    }
+    for main, argv in commands.items():
+        assert run_main(main, argv) == 2, main.__module__
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {folder} is not a clean corpus"), err
+        assert "text, phash columns)" in err and f"python -m pipelines.clean --input {folder}" in err, err
+    assert not (tmp_path / "run").exists()
