@@ -95,7 +95,9 @@ class AugmentOptions(JobOptions):
         parser.add_argument(
             "--max-pixels", type=positive_int, default=MAX_PIXELS, help="reject larger images (bomb guard)"
         )
-        add_common_args(parser, batch_size=8, image_size=256, image_size_zero="each image's own size", cpu_threads=True)
+        add_common_args(
+            parser, batch_size=8, image_size=256, image_size_zero="each image's own short side", cpu_threads=True
+        )
 
 
 def check_options(opts: AugmentOptions) -> None:
