@@ -56,6 +56,9 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+    # gcsfs logs each request it gives up on with the whole aiohttp traceback, then raises: the exception reaches
+    # the command, which says what failed in one line (an unreachable bucket printed ~100 lines before it).
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 
 def add_common_args(
