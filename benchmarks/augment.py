@@ -186,7 +186,9 @@ def augment_job(folder: Path, output: Path, size: int, *extra: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.augment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=1000, help="photos per size (default: %(default)s)")
     parser.add_argument("--sizes", default="256,512", help="photo sides (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget of each model-only row")
