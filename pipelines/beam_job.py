@@ -11,6 +11,7 @@ tables, the dead letters (``rejected``) and ``summary.json`` are written; the fi
 import argparse
 import contextlib
 import difflib
+import functools
 import logging
 import os
 import sys
@@ -136,10 +137,19 @@ def parse_job_args(job: BeamJob, argv: list[str] | None) -> tuple[argparse.Names
         "temporary files are deleted; other files stay)",
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    opts, beam_argv = parser.parse_known_args(argv)
+    ours = [flag for action in parser._actions for flag in action.option_strings]
+    try:
+        opts, beam_argv = parser.parse_known_args(argv)
+    except UsageError as exc:  # e.g. a required flag missing because it was mistyped (--modle): name the typo too
+        strays = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
+        typos = [arg for arg in strays if arg not in ours and arg not in beam_option_strings()]
+        close = [difflib.get_close_matches(arg, ours, n=1) for arg in typos]
+        hints = [f"{arg} (did you mean {match[0]}?)" for arg, match in zip(typos, close, strict=True) if match]
+        if hints:
+            raise UsageError(f"{exc}; unrecognized: {', '.join(hints)}") from None
+        raise
     unknown = unknown_beam_flags(beam_argv)
     if unknown:
-        ours = [flag for action in parser._actions for flag in action.option_strings]
         close = difflib.get_close_matches(unknown[0].split("=", 1)[0], ours, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (neither this job's nor Beam's){hint}")
@@ -166,6 +176,15 @@ def unknown_beam_flags(beam_argv: list[str]) -> list[str]:
     with _quiet("apache_beam.options.pipeline_options"):
         PipelineOptions(beam_argv).get_all_options(add_extra_args_fn=capture)
     return parsers[0].parse_known_args(beam_argv)[1]
+
+
+@functools.cache
+def beam_option_strings() -> frozenset[str]:
+    """Every flag Beam's own parser takes (``--runner``, ``--num_workers``, …)."""
+    parsers = []
+    with _quiet("apache_beam.options.pipeline_options"):
+        PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    return frozenset(flag for action in parsers[0]._actions for flag in action.option_strings)
 
 
 def _beam_usage_error(message: str):

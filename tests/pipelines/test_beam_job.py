@@ -63,6 +63,13 @@ def test_a_flag_nobody_knows_is_a_usage_error_not_a_warning(capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
         assert ("did you mean --styles?" in err) == (argv == ["--stlyes=all"])
+    # a mistyped required flag: the missing flag and the typo, in one line
+    from pipelines import embed
+
+    assert run_main(embed.run, ["--input=in", "--output=out", "--modle=m", "--num_workers=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: the following arguments are required: --model")
+    assert err.rstrip().endswith("unrecognized: --modle (did you mean --model?)")
     # Beam's own flags, with values in either form, are not unknown
     opts, options = parse_job_args(
         clean.JOB,
