@@ -25,6 +25,7 @@ from models.errors import UsageError
 from models.pixels import tensor_to_pil
 from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
 from transforms.images import encode_image, load_image, pil_to_tensor, resize_long_side, resize_short_side
+from transforms.sources import is_image_path
 
 GATYS_MAX_SIZE = 256  # CPU-friendly default long side; Gatys et al. 2016 worked at 512 px (a GPU job)
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -226,7 +227,7 @@ def _feed_forward_checks(args: argparse.Namespace, mode: str) -> float:
     alpha = 1.0 if args.alpha is None else args.alpha
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
-    if _image_format(args.output):
+    if is_image_path(args.output):
         raise UsageError(f"--output must be a directory with {mode}, got {args.output}")
     _check_unique_stems(args.content)
     return alpha
@@ -305,6 +306,11 @@ def _sized(image, args: argparse.Namespace, default_max_size: int | None = None)
 
 
 def _output_paths(output: str, contents: list[str], style_label: str) -> list[str]:
+    if is_image_path(output) and not _image_format(output):
+        suffix = os.path.splitext(output)[1]
+        raise UsageError(
+            f"--output {output}: {suffix} images cannot be written here; name a .png or .jpg (or a folder)"
+        )
     if _image_format(output):
         if len(contents) != 1:
             raise UsageError(

@@ -176,3 +176,13 @@ def test_style_image_stylises_with_any_painting(images, capsys):
     assert np.abs(weak - photo).mean() < np.abs(np.asarray(full, np.float64) - photo).mean()
     code, _, err = run([*argv, "--steps", "3"], capsys)
     assert code == 2 and "--steps does nothing with --style-image" in err
+
+
+def test_an_output_named_like_an_image_it_cannot_write_is_refused(images, checkpoint, capsys):
+    """--output one.gif used to become a folder named one.gif holding PNGs."""
+    content = ["--content", str(images / "cat.png")]
+    code, _, err = run([*content, "--checkpoint", checkpoint, "--output", str(images / "one.gif")], capsys)
+    assert code == 2 and err == f"error: --output must be a directory with --checkpoint, got {images / 'one.gif'}\n"
+    code, _, err = run([*content, "--style", str(images / "starry.png"), *GATYS_FAST, "--output", "o.webp"], capsys)
+    assert code == 2 and err.startswith("error: --output o.webp: .webp images cannot be written here")
+    assert not (images / "one.gif").exists()
