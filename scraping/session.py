@@ -94,7 +94,22 @@ def new_instagram(*, sleep: bool = True, quiet: bool = True, rate_controller=Log
         request_timeout=60.0,
         rate_controller=make_controller,
     )
+    route_errors_to_log(loader.context)
     return Instagram(loader, controllers[0])
+
+
+def route_errors_to_log(context: instaloader.InstaloaderContext, width: int = 160) -> None:
+    """instaloader prints each retry of a failed request to stderr in full (~400 characters of urllib3 repr per
+    line, before our own one-line error when Instagram cannot be reached); send them to the log instead, one short
+    line each. Its end-of-run error list is kept as it was."""
+
+    def error(msg, repeat_at_end=True):
+        text = " ".join(str(msg).split())
+        log.warning("instaloader: %s", text if len(text) <= width else f"{text[: width - 40]} ... {text[-35:]}")
+        if repeat_at_end:
+            context.error_log.append(msg)
+
+    context.error = error
 
 
 def default_session_file(username: str) -> str:

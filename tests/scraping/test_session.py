@@ -139,3 +139,18 @@ def test_a_network_failure_while_scraping_stops_as_one(fake, tmp_path):
     fake.fail(("page", "miro", None), *[failure] * 6)
     with pytest.raises(ScrapeStopped, match="cannot reach Instagram at #miro .*network.*run the same command again"):
         HashtagScraper(instagram, Spool.open(str(tmp_path / "state")), max_backoffs=1).run(["miro"])
+
+
+def test_instaloader_retry_messages_are_short_log_lines(caplog, capsys):
+    """instaloader printed each retry of a failed request in full (~400 characters) to stderr."""
+    from scraping.session import new_instagram
+
+    context = new_instagram(sleep=False).context
+    long = "JSON Query to graphql/query: HTTPSConnectionPool(host='www.instagram.com', port=443): " + "x" * 300
+    with caplog.at_level("WARNING"):
+        context.error(f"{long} [retrying; skip with ^C]", repeat_at_end=False)
+        context.error("Login required.")
+    assert capsys.readouterr().err == ""
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2 and len(lines[0]) <= 175 and lines[0].endswith("[retrying; skip with ^C]")
+    assert lines[1] == "instaloader: Login required." and context.error_log == ["Login required."]
