@@ -91,6 +91,16 @@ def painting_sheet(stylizer: str, contents: list[str], paintings: list[str], ima
     return draw_contact_sheet(rows)
 
 
+def _expand(specs: list[str], flag: str) -> list[str]:
+    """Image files as given; a folder (or glob) → its images, sorted, as the jobs read them."""
+    from transforms.sources import is_image_path, resolve_input
+
+    paths = []
+    for spec in specs:
+        paths += [spec] if is_image_path(spec) else list(resolve_input(spec, flag).paths)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(
         prog="python -m pipelines.stylizers",
@@ -104,9 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--output", required=True, metavar="CKPT", help=f"{OUTPUT_HELP}: a checkpoint path or gs://…")
     sheet = commands.add_parser("sheet", help="every style of a stylizer on one photo, as a contact sheet")
     sheet.add_argument("stylizer", help="a built-in name or a checkpoint path")
-    sheet.add_argument("--content", required=True, nargs="+", metavar="IMG", help="the photo (several: a row each)")
     sheet.add_argument(
-        "--style-images", nargs="+", metavar="PAINTING", help="with an arbitrary-style stylizer: the paintings"
+        "--content", required=True, nargs="+", metavar="IMG", help="the photo (several, or a folder: a row each)"
+    )
+    sheet.add_argument(
+        "--style-images",
+        nargs="+",
+        metavar="PAINTING",
+        help="with an arbitrary-style stylizer: the paintings (files or folders)",
     )
     sheet.add_argument("--output", required=True, metavar="OUT.png|.jpg", help=f"{OUTPUT_HELP}: the sheet's image file")
     sheet.add_argument("--image-size", type=positive_int, default=256, help=f"{IMAGE_SIZE_HELP} (default: %(default)s)")
@@ -118,10 +133,14 @@ def main(argv: list[str] | None = None) -> None:
 
         from models.checkpoint import write_atomically
 
+        if not args.output.lower().endswith((".png", ".jpg", ".jpeg")):
+            raise UsageError(f"--output {args.output}: the sheet is an image; name a .png or .jpg file")
+        contents = _expand(args.content, "--content")
         if args.style_images:
-            image = painting_sheet(args.stylizer, args.content, args.style_images, args.image_size)
-        elif len(args.content) == 1:
-            image = style_sheet(args.stylizer, args.content[0], args.image_size)
+            paintings = _expand(args.style_images, "--style-images")
+            image = painting_sheet(args.stylizer, contents, paintings, args.image_size)
+        elif len(contents) == 1:
+            image = style_sheet(args.stylizer, contents[0], args.image_size)
         else:
             raise UsageError("a style sheet shows one photo; several photos need --style-images PAINTING ...")
         buffer = io.BytesIO()

@@ -28,3 +28,17 @@ def test_sheet_of_a_missing_photo_is_one_line(tmp_path, capsys):
     argv = ["sheet", "magenta26", "--content", str(tmp_path / "none.jpg"), "--output", str(tmp_path / "s.png")]
     assert run_main(stylizers.main, argv) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_painting_sheet_takes_folders_and_an_image_name(tmp_path, capsys):
+    """--style-images is a folder in augment: the sheet takes one too (it said "Is a directory")."""
+    paintings = tmp_path / "paintings"
+    paintings.mkdir()
+    for seed in (1, 2):
+        make_image(40, 40, seed=seed).save(paintings / f"p{seed}.png")
+    make_image(48, 32, seed=3).save(tmp_path / "photo.png")
+    argv = ["sheet", "magenta_arbitrary", "--content", str(tmp_path / "photo.png"), "--style-images", str(paintings)]
+    assert run_main(stylizers.main, [*argv, "--output", str(tmp_path / "s.png"), "--image-size", "32"]) == 0
+    assert Image.open(tmp_path / "s.png").width == 3 * 168  # a blank corner, then the 2 paintings
+    assert run_main(stylizers.main, [*argv, "--output", str(tmp_path / "sheet")]) == 2
+    assert capsys.readouterr().err.endswith("the sheet is an image; name a .png or .jpg file\n")
