@@ -9,6 +9,7 @@ Checkpoints are one safetensors file: model tensors under ``model.``, the text m
 executes no code.
 """
 
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -151,6 +152,8 @@ def load_embedding_model(
     any fsspec URL (``gs://``), so Beam workers can load it.
     """
     if not path.endswith(".safetensors"):
+        if os.path.isfile(path):
+            raise CheckpointError(f"{path} is not a checkpoint: give a .safetensors file or its training folder")
         path = path.rstrip("/") + "/model.safetensors"
     tensors, document, digest = load_tensors(path, EMBEDDING_KIND)
     check_finite(tensors, path)

@@ -60,6 +60,9 @@ def test_checkpoint_round_trip_is_exact(tmp_path, text):
 def test_bad_checkpoints_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_embedding_model(str(tmp_path / "missing.safetensors"))
+    (tmp_path / "summary.json").write_text("{}")  # a file of the training folder, not its checkpoint
+    with pytest.raises(CheckpointError, match=r"summary\.json is not a checkpoint: give a \.safetensors file or its"):
+        load_embedding_model(str(tmp_path / "summary.json"))
     (tmp_path / "junk.safetensors").write_bytes(b"\x10" * 64)
     with pytest.raises(CheckpointError, match="not a stylebeam checkpoint"):
         load_embedding_model(str(tmp_path / "junk.safetensors"))
