@@ -11,7 +11,6 @@ tables, the dead letters (``rejected``) and ``summary.json`` are written; the fi
 import argparse
 import contextlib
 import difflib
-import functools
 import logging
 import os
 import sys
@@ -167,24 +166,22 @@ def unknown_beam_flags(beam_argv: list[str]) -> list[str]:
     """The arguments in ``beam_argv`` that no Beam ``PipelineOptions`` takes (a typo, another command's flag, a
     path without its flag), found by Beam's own parser. Beam itself only warns about them and runs on, which turns
     ``--stlyes all`` or a bare ``photos/`` into a silent run with the defaults."""
-    parsers = []
-
-    def capture(parser: argparse.ArgumentParser) -> None:
-        parser.error = _beam_usage_error  # a bad value of a Beam flag: one line, not Beam's 300-line usage
-        parsers.append(parser)
-
-    with _quiet("apache_beam.options.pipeline_options"):
-        PipelineOptions(beam_argv).get_all_options(add_extra_args_fn=capture)
-    return parsers[0].parse_known_args(beam_argv)[1]
+    return beam_parser().parse_known_args(beam_argv)[1]
 
 
-@functools.cache
 def beam_option_strings() -> frozenset[str]:
     """Every flag Beam's own parser takes (``--runner``, ``--num_workers``, …)."""
+    return frozenset(flag for action in beam_parser()._actions for flag in action.option_strings)
+
+
+def beam_parser() -> argparse.ArgumentParser:
+    """Beam's parser of every ``PipelineOptions`` subclass, as Beam builds it; a bad value of a Beam flag is a
+    one-line ``UsageError`` instead of Beam's 300-line usage."""
     parsers = []
     with _quiet("apache_beam.options.pipeline_options"):
         PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
-    return frozenset(flag for action in parsers[0]._actions for flag in action.option_strings)
+    parsers[0].error = _beam_usage_error
+    return parsers[0]
 
 
 def _beam_usage_error(message: str):
