@@ -142,7 +142,8 @@ def checkpoint_path(name: str) -> str:
 
 def export(name: str, output: str) -> str:
     """Write built-in ``name`` as a checkpoint file at ``output`` (local or any fsspec URL); return its digest."""
-    from models.checkpoint import digest_of, write_atomically
+    from models.checkpoint import digest_of
+    from models.files import write_atomically
 
     data = Path(checkpoint_path(name)).read_bytes()
     write_atomically(output, data)

@@ -13,17 +13,14 @@ Two kinds: ``stylebeam.stylizer`` (one network of ``models.stylizer``'s family) 
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 
-import fsspec
 import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-from models.errors import CheckpointError, OutputUnwritableError, StylebeamError
-from models.files import read_file
+from models.errors import CheckpointError
+from models.files import read_file, write_atomically
 from models.style_predictor import StylePredictor
 from models.stylizer import MultiStyleTransformer, StylizerConfig
 
@@ -62,38 +59,6 @@ def save_tensors(path: str, tensors: dict[str, torch.Tensor], document: dict) ->
     data = save_safetensors_bytes(cpu, metadata={"stylebeam": json.dumps(document, sort_keys=True)})
     write_atomically(path, data)
     return digest_of(data)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to a local path (a temporary file beside it, then renamed into place, so concurrent
-    writers of the same file never interleave) or any fsspec URL (object-store uploads are atomic). A failure is
-    an ``OutputUnwritableError`` that says what happened (permission, network), not a storage library's traceback."""
-    try:
-        _write_atomically(path, data)
-    except StylebeamError:
-        raise
-    except Exception as exc:  # OSError locally; fsspec back ends raise their own types for network failures
-        detail = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise OutputUnwritableError(f"cannot write {path} ({type(exc).__name__}: {detail})") from None
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    if "://" in path and not path.startswith("file://"):
-        with fsspec.open(path, "wb") as handle:
-            handle.write(data)
-        return
-    local = os.path.abspath(path.removeprefix("file://"))
-    os.makedirs(os.path.dirname(local), exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=os.path.dirname(local), prefix=f".{os.path.basename(local)}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(partial, 0o644)
-        os.replace(partial, local)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise
 
 
 def resolve_checkpoint(spec: str) -> str:

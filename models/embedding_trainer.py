@@ -10,6 +10,7 @@ Files in ``output_dir``: ``model.safetensors`` (model + text model, rewritten af
 ``resume``, ``history.json`` and ``loss_curve.png``.
 """
 
+import io
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from torch import nn
 
 from models.embedding_net import EMBEDDING_KIND, EmbeddingNet, save_embedding_model
 from models.errors import TrainingDiverged, UsageError
+from models.files import write_atomically
 from models.loss_curve import Curve, draw_loss_curves
 from models.pixels import uint8_to_float
 from models.resume import load_resume_state, save_resume_state
@@ -207,8 +209,7 @@ class EmbeddingTrainer:
             "step_losses": torch.tensor(self.step_losses, dtype=torch.float64),
         }
         save_resume_state(self.path("train_state.pt"), RESUME_KIND, state)
-        with open(self.path("history.json"), "w") as handle:
-            json.dump(self.history, handle, indent=2)
+        write_atomically(self.path("history.json"), json.dumps(self.history, indent=2).encode())
         draw_loss_curve(self.step_losses, self.history, self.path("loss_curve.png"))
 
     # loop ----------------------------------------------------------------------------------------------------
@@ -292,4 +293,6 @@ def draw_loss_curve(step_losses: list[float], history: list[dict], path: str) ->
         epochs = [(i + 1) * per_epoch for i, h in enumerate(history) if h.get(key) is not None]
         curves.append(Curve(name, epochs, [h[key] for h in history if h.get(key) is not None], colour, markers=True))
     title = f"loss over {len(history)} epochs"
-    draw_loss_curves(curves, log_scale=False, title=title, steps=len(step_losses)).save(path)
+    buffer = io.BytesIO()
+    draw_loss_curves(curves, log_scale=False, title=title, steps=len(step_losses)).save(buffer, "PNG")
+    write_atomically(path, buffer.getvalue())

@@ -13,9 +13,8 @@ import json
 
 import torch
 
-from models.checkpoint import write_atomically
 from models.errors import CheckpointError
-from models.files import read_file
+from models.files import read_file, write_atomically
 
 MAGIC = b"stylebeam resume state\n"
 FORMAT_VERSION = 1

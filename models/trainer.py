@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
-import fsspec
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from models.checkpoint import STYLIZER_KIND, save_stylizer
 from models.errors import CheckpointError, TrainingDiverged, UsageError
+from models.files import write_atomically
 from models.loss_curve import Curve, draw_loss_curves, smoothed
 from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from models.pixels import tensor_to_pil
@@ -331,8 +331,7 @@ def _thumbnail(image: torch.Tensor | None, size: int) -> torch.Tensor | None:
 def _write_png(path: str, image: Image.Image) -> None:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    with fsspec.open(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

@@ -17,6 +17,7 @@ import numpy as np
 from models.device import resolve_device
 from models.embedding_net import load_embedding_model
 from models.errors import InputNotFoundError, UsageError
+from models.files import write_atomically
 from models.heldout import is_heldout
 from models.retrieval import embed_posts, evaluate, format_table
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, ArgumentParser, add_common_args, positive_int, run_main
@@ -85,8 +86,7 @@ def main(argv=None):
     )
     print(format_table(report))
     output = args.output or os.path.join(os.path.dirname(info_path(args.model)), "retrieval.json")
-    with open(output, "w") as handle:
-        json.dump(report, handle, indent=2, sort_keys=True)
+    write_atomically(output, json.dumps(report, indent=2, sort_keys=True).encode())
     print(f"wrote {output}", file=sys.stderr)
     return report
 

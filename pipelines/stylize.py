@@ -16,12 +16,12 @@ import os
 import sys
 from collections import defaultdict
 
-import fsspec
 import torch
 from tqdm import tqdm
 
 from models.device import resolve_device, seed_everything
 from models.errors import UsageError
+from models.files import write_atomically
 from models.pixels import tensor_to_pil
 from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
 from transforms.images import encode_image, load_image, pil_to_tensor, resize_long_side, resize_short_side
@@ -361,12 +361,7 @@ def _join(directory: str, name: str) -> str:
 
 
 def _write(path: str, image) -> None:
-    fs, local = fsspec.core.url_to_fs(path)
-    parent = os.path.dirname(local)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(local, "wb") as handle:
-        handle.write(encode_image(image, _image_format(path) or "png"))
+    write_atomically(path, encode_image(image, _image_format(path) or "png"))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "sheet":
         import io
 
-        from models.checkpoint import write_atomically
+        from models.files import write_atomically
 
         if not args.output.lower().endswith((".png", ".jpg", ".jpeg")):
             raise UsageError(f"--output {args.output}: the sheet is an image; name a .png or .jpg file")

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.errors import StylebeamError
+from models.files import write_atomically
 from scraping.records import MEDIA_RECORD
 
 log = logging.getLogger(__name__)
@@ -129,15 +130,17 @@ class Spool:
             "hashtags": {tag: vars(progress) for tag, progress in self.hashtags.items()},
             "counts": dict(sorted(self.counts.items())),
         }
-        temporary = self._local(PROGRESS + ".tmp")
-        with self._fs.open(temporary, "w") as handle:
-            json.dump(state, handle, indent=1)
-        self._fs.mv(temporary, self._local(PROGRESS))
+        write_atomically(self._url(PROGRESS), json.dumps(state, indent=1).encode())
         self.pending_records, self.pending_sightings = [], []
 
     def _write_table(self, name: str, table: pa.Table) -> None:
-        with self._fs.open(self._local(name), "wb") as handle:
-            pq.write_table(table, handle, compression="snappy", row_group_size=256)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, compression="snappy", row_group_size=256)
+        write_atomically(self._url(name), buffer.getvalue().to_pybytes())
+
+    def _url(self, name: str) -> str:
+        """``name`` inside the state folder, as given (a local path or URL): what ``write_atomically`` takes."""
+        return f"{self.state_dir}/{name}"
 
     def spool_files(self) -> list[str]:
         """The committed media-record shards (paths as given: local or URL, for Beam to read)."""

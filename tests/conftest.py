@@ -178,3 +178,73 @@ def two_style_stylizer(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("ckpt") / "two.safetensors"
     save_stylizer(str(path), model, ["a", "b"])
     return str(path)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(folder, pattern="*")``: from now on, files opened for writing below ``folder`` whose names match
+    ``pattern`` behave as on a full disk: the file is created, then every write raises ENOSPC (the 0-byte file a
+    non-atomic writer leaves behind). Works at the level every writer shares (``open``, ``io.open``, which
+    ``os.fdopen`` and Pillow's ``Image.save`` use), so it holds for the old code and the new alike."""
+    import builtins
+    import errno
+    import fnmatch
+
+    real_open = builtins.open
+    targets = []
+
+    class FullDiskFile:
+        def __init__(self, handle):
+            self._handle = handle
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device", getattr(self._handle, "name", None))
+
+        def __getattr__(self, name):
+            return getattr(self._handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._handle.close()
+
+    def path_of(file) -> str:
+        if isinstance(file, int):
+            try:
+                return os.readlink(f"/proc/self/fd/{file}")
+            except OSError:
+                return ""
+        return os.path.realpath(os.fsdecode(file)) if isinstance(file, (str, bytes, os.PathLike)) else ""
+
+    def full_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if not any(flag in mode for flag in "wax+"):
+            return handle
+        path = path_of(file)
+        for folder, pattern in targets:
+            if path.startswith(folder + os.sep) and fnmatch.fnmatch(os.path.basename(path), pattern):
+                return FullDiskFile(handle)
+        return handle
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("the full-disk injection reads /proc/self/fd (Linux)")
+    monkeypatch.setattr(builtins, "open", full_open)
+    monkeypatch.setattr(io, "open", full_open)
+    return lambda folder, pattern="*": targets.append((os.path.realpath(folder), pattern))
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 64 KiB tmpfs (a disk that fills up for real); skipped where mounting is not permitted (not root)."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip() or 'not permitted'}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -8,9 +8,9 @@ import io
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageDraw
 
+from models.files import write_atomically
 from transforms.decode import DecodedImage
 from transforms.images import decode_image
 
@@ -102,8 +102,7 @@ class WritePreview(beam.PTransform):
                     sheet_rows.append((source_id, originals[0], outputs))
             buffer = io.BytesIO()
             draw_contact_sheet(sheet_rows).save(buffer, "PNG")
-            with FileSystems.create(path, mime_type="image/png") as handle:
-                handle.write(buffer.getvalue())
+            write_atomically(path, buffer.getvalue())
             return path
 
         return (

@@ -101,8 +101,8 @@ def test_a_write_that_fails_says_so_in_one_line(tmp_path, monkeypatch):
     naming the path, not a traceback (stylizers export to gs:// offline printed 215 lines of aiohttp tracebacks)."""
     import fsspec
 
-    from models.checkpoint import write_atomically
     from models.errors import OutputUnwritableError
+    from models.files import write_atomically
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputUnwritableError, match=r"cannot write .*/file/x\.safetensors \(FileExistsError"):

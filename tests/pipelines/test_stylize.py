@@ -186,3 +186,15 @@ def test_an_output_named_like_an_image_it_cannot_write_is_refused(images, checkp
     code, _, err = run([*content, "--style", str(images / "starry.png"), *GATYS_FAST, "--output", "o.webp"], capsys)
     assert code == 2 and err.startswith("error: --output o.webp: .webp images cannot be written here")
     assert not (images / "one.gif").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_empty_image(images, checkpoint, capsys, full_disk):
+    """Issue 16 item 4: on a full disk stylize left a 0-byte p0__magenta_01.png and a traceback."""
+    out = images / "out"
+    full_disk(out)
+    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", out, "--no-progress"]
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot write {out}/cat__"), err
+    assert err.rstrip().endswith("no space left on the device (ENOSPC)"), err
+    assert os.listdir(out) == []  # neither an empty image under its name nor a temporary file

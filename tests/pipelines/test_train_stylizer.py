@@ -191,3 +191,16 @@ def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
                           "--batch-size", "2", *TINY_LAYERS, "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
     assert load_stylizer(str(tuned))[1].training["init"] == "arbitrary"
+
+
+def test_a_full_disk_while_writing_the_samples_is_one_line_and_no_truncated_file(data, capsys, full_disk):
+    """Issue 16 item 4: on a full disk train_stylizer left a truncated samples.png and a traceback."""
+    output = data / "out" / "two.safetensors"
+    full_disk(data / "out", "*samples.png*")
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output]
+    code, _, err = run([*argv, "--steps", "2", *TINY, *TINY_LAYERS], capsys)
+    assert code == 2
+    samples = artefact_paths(str(output))["samples"]
+    assert err == f"error: cannot write {samples}: no space left on the device (ENOSPC)\n", err
+    assert not (data / "out" / samples.rsplit("/", 1)[1]).exists()
+    assert not [name for name in (data / "out").iterdir() if name.name.endswith(".partial")]
