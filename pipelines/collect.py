@@ -63,16 +63,28 @@ class CollectOptions(JobOptions):
 
 
 def parse_date(text: str | None, *, end_of_day: bool = False) -> datetime.datetime | None:
-    """``YYYY-MM-DD`` (midnight UTC; with ``end_of_day`` the next midnight, for an inclusive --until) or an ISO time."""
+    """``YYYY-MM-DD`` (midnight UTC; with ``end_of_day`` the next midnight, for an inclusive --until) or an ISO time.
+    ``None`` for no bound, which is also what the end of the last day Python can represent (9999-12-31) means."""
     if not text:
         return None
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(f"not a date: {text!r}; use YYYY-MM-DD or an ISO time") from None
-    if end_of_day and len(text) == 10:
+    if end_of_day and _is_date(text):
+        if moment.date() == datetime.date.max:  # its next midnight is past datetime.max: every post is before it
+            return None
         moment += datetime.timedelta(days=1)
     return moment.replace(tzinfo=datetime.timezone.utc) if moment.tzinfo is None else moment
+
+
+def _is_date(text: str) -> bool:
+    """A day without a time (``2024-05-01``, ``20240501``), as opposed to a moment."""
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def date_window(opts: CollectOptions) -> tuple[datetime.datetime | None, datetime.datetime | None]:

@@ -276,3 +276,22 @@ def test_a_hostile_download_tree_loses_nothing_and_prints_no_traceback(fake, tmp
     folders = summary(out)["folders"]
     assert folders["links_followed"] == [str(downloads / "#kept-elsewhere")]
     assert folders["links_already_read"] == [str(mine / "loop")]
+
+
+def test_until_the_last_representable_day_means_no_upper_bound(fake, tmp_path):
+    """Issue 16 item 9: --until 9999-12-31 overflowed (its inclusive end is past datetime.max)."""
+    out = tmp_path / "out"
+    session = fi.write_session_file(str(tmp_path / "session"))
+    argv = ["--hashtags", "joanmiro,miro", "--output", str(out), "--session-file", session, "--until", "9999-12-31"]
+    assert run_main(lambda a: collect.run(a, instagram_factory=fi.test_instagram), argv) == 0
+    assert {row["id"] for row in table(out, "raw", RAW_CORPUS)} == IMAGES
+    assert summary(out)["settings"]["until"] == "9999-12-31"  # recorded as given
+
+
+def test_a_day_as_until_is_inclusive_in_every_iso_spelling():
+    from pipelines.collect import parse_date
+
+    assert parse_date("9999-12-31", end_of_day=True) is None
+    assert parse_date("2024-03-01", end_of_day=True) == parse_date("20240301", end_of_day=True)
+    assert parse_date("2024-03-01", end_of_day=True) == parse_date("2024-03-02T00:00:00")
+    assert parse_date("2024-03-01 00:00", end_of_day=True) == parse_date("2024-03-01")  # a time stays a time
