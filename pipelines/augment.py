@@ -165,8 +165,10 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         compile=opts.compile,
         paintings=paintings,
     )
+    written = ()
     if opts.preview:
-        (decoded["images"], stylised["rows"]) | "WritePreview" >> WritePreview(output_path(opts.output, "preview.png"))
+        preview = output_path(opts.output, "preview.png")
+        written = ((decoded["images"], stylised["rows"]) | "WritePreview" >> WritePreview(preview),)
     rejected = (read["rejected"], decoded["rejected"], stylised["rejected"], *rejected_paintings)
     counted = {
         "images_read": read["records"],
@@ -191,7 +193,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
             "batch_size": opts.batch_size,
         },
     }
-    return JobOutputs({"augmented": stylised["rows"]}, rejected, counted, facts=facts)
+    return JobOutputs({"augmented": stylised["rows"]}, rejected, counted, facts=facts, written=written)
 
 
 def describe(summary: dict) -> str:

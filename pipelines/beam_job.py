@@ -11,8 +11,10 @@ tables, the dead letters (``rejected``) and ``summary.json`` are written; the fi
 import argparse
 import contextlib
 import difflib
+import errno
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -22,8 +24,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 
 from models.device import resolve_device
-from models.errors import UsageError
-from pipelines.cli import ArgumentParser, non_negative_int
+from models.errors import OutputUnwritableError, UsageError
+from models.files import STORAGE_ERRNOS
+from pipelines.cli import ArgumentParser, check_apart, is_within, non_negative_int, resolved_path
 from transforms.io import (
     CountRejected,
     OutputFolder,
@@ -62,7 +65,8 @@ class JobOutputs:
 
     ``tables``: table prefix → PCollection of rows (written as ``OUT/{prefix}-*.parquet`` with its schema);
     ``rejected``: the PCollections of rejected rows of every stage; ``counted``: summary key → PCollection counted
-    by elements; ``tallies``: PCollections of ``(summary key, amount)`` pairs; ``facts``: settings for the summary.
+    by elements; ``tallies``: PCollections of ``(summary key, amount)`` pairs; ``facts``: settings for the summary;
+    ``written``: what the job's other writes return (augment's preview): ``summary.json`` waits for them too.
     """
 
     tables: dict
@@ -70,6 +74,7 @@ class JobOutputs:
     counted: dict = field(default_factory=dict)
     tallies: tuple = ()
     facts: dict = field(default_factory=dict)
+    written: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -228,16 +233,14 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
 def prepare_output(job: BeamJob, opts, options: PipelineOptions) -> OutputFolder | None:
     """An output folder never holds a mix of runs: one that holds an earlier run's tables is refused unless
     ``--overwrite`` (or the job's own rule, ``replaces_own_output``), which deletes only this job's tables, its
-    run files and temporary folders; another job's output is never mixed with this one's. A killed run's
-    temporary folders are deleted whenever this run claims the folder. Returns what is to be deleted once the
+    run files and temporary folders; another job's output is never mixed with this one's. An unfinished run (tables
+    without the summary.json a run writes last) is an earlier run like any other: refused, or replaced with
+    ``--overwrite``. A killed run's temporary folders (empty ones too) are deleted whenever this run claims the
+    folder. Returns what is to be deleted once the
     job is built (``None``: nothing; a dry run deletes nothing)."""
     output = opts.output
     check_writable(output)
-    reading = [getattr(opts, name, None) for name in ("input", "style_images")] + list(
-        getattr(opts, "from_dir", None) or []
-    )
-    if any(path and _inside(path, output) for path in reading):
-        raise UsageError(f"--output {output} is where the input is read from; write to another folder")
+    check_apart(output, **{name: getattr(opts, name, None) for name in ("input", "style_images", "from_dir")})
     folder = inspect_output(output)
     own = {*job.schemas, "rejected"}
     foreign = sorted(set(folder.tables) - own)
@@ -249,21 +252,13 @@ def prepare_output(job: BeamJob, opts, options: PipelineOptions) -> OutputFolder
         held = sorted(
             {f"{prefix}-*.parquet" for prefix in folder.tables} | {p.rsplit("/", 1)[-1] for p in folder.run_files}
         )
-        raise UsageError(
-            f"--output {output} holds an earlier run ({', '.join(held)}); pass --overwrite to replace it, "
-            "or choose another folder"
-        )
+        what = f"an earlier run ({', '.join(held)})"
+        if folder.unfinished:  # no summary.json: the run was killed or failed before its end
+            what = f"an unfinished run ({', '.join(held)} but no summary.json)"
+        raise UsageError(f"--output {output} holds {what}; pass --overwrite to replace it, or choose another folder")
     if options.view_as(TestOptions).dry_run or not (folder.earlier_run or folder.temp):
         return None
     return folder
-
-
-def _inside(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` or below it (the start of a glob counts as its folder)."""
-    if "://" not in path and "://" not in folder:
-        path, folder = os.path.abspath(path), os.path.abspath(folder)
-    path, folder = path.rstrip("/"), folder.rstrip("/")
-    return path == folder or path.startswith(folder + "/")
 
 
 def check_writable(output: str) -> None:
@@ -283,15 +278,20 @@ def check_writable(output: str) -> None:
 
 
 def write_outputs(pipeline: beam.Pipeline, job: BeamJob, opts, outputs: JobOutputs) -> None:
-    """The tables, the dead letters of every stage and ``summary.json``, the same way for every job."""
-    for prefix, rows in outputs.tables.items():
+    """The tables, the dead letters of every stage and ``summary.json``, the same way for every job. The summary is
+    written last, once every table's shards are in place and every other file is written: it marks the run as
+    finished (``transforms.io``)."""
+    written = [
         rows | f"Write{prefix.capitalize()}" >> WriteTable(opts.output, prefix, job.schemas[prefix], opts.num_shards)
+        for prefix, rows in outputs.tables.items()
+    ]
     rejected = outputs.rejected | "AllRejected" >> beam.Flatten(pipeline=pipeline)
-    rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards)
+    written.append(rejected | "WriteRejected" >> WriteTable(opts.output, "rejected", REJECTED, opts.num_shards))
     counted = {**outputs.counted, "rejected": rejected}
     tallies = (rejected | "CountRejected" >> CountRejected(), *outputs.tallies)
     facts = {"job": job.name, **outputs.facts}
-    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, tallies, facts)
+    after = (*written, *outputs.written)
+    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, tallies, facts, after)
 
 
 def run_pipeline(pipeline, options: PipelineOptions, output_dir: str, describe, *, started: float | None = None):
@@ -304,16 +304,136 @@ def run_pipeline(pipeline, options: PipelineOptions, output_dir: str, describe, 
     from apache_beam.runners.runner import PipelineState
 
     started = time.perf_counter() if started is None else started
-    result = pipeline.run()
-    if options.view_as(TestOptions).dry_run:
-        print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
-        return result
-    result.wait_until_finish()
+    with storage_errors_in_one_line(output_dir):
+        result = pipeline.run()
+        if options.view_as(TestOptions).dry_run:
+            print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)
+            return result
+        result.wait_until_finish()
     if result.state == PipelineState.DONE:
         print_counters(result)
         summary = update_summary(output_dir, elapsed_s=round(time.perf_counter() - started, 3))
         print(describe(summary), file=sys.stderr)
     return result
+
+
+@contextlib.contextmanager
+def storage_errors_in_one_line(output: str):
+    """A job that fails because its output cannot be written (a full disk, a quota, a read-only or forbidden folder)
+    fails with one ``OutputUnwritableError`` line, instead of the exception Beam wraps around the worker's and the
+    tracebacks it logs and prints on the way (291 lines for augment on a full disk). Beam's error logs, and the
+    tracebacks its in-process workers print to stderr, are held back while the job runs and let through unless the
+    failure was such a storage error: every other failure keeps its tracebacks. (Workers in other processes,
+    ``--direct_running_mode=multi_processing``, print theirs to their own stderr, which this process cannot hold.)"""
+    held = _HoldBeamErrors()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(held)
+    printed = _HoldTracebacks(sys.stderr)
+    failure = None
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+    except Exception as exc:
+        failure = output_failure(exc, output)
+        if failure is None:
+            raise
+    finally:
+        for handler in handlers:
+            handler.removeFilter(held)
+        if failure is None:
+            for record in held.records:
+                logging.getLogger(record.name).handle(record)
+            printed.release()
+    if failure is not None:
+        raise failure from None
+
+
+class _HoldTracebacks:
+    """``sys.stderr`` while a job runs: what is written passes through, except the tracebacks Beam's worker prints
+    for a failed bundle (``sdk_worker._execute``), which are kept until ``release``."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._held = []
+        self._holding = False
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last)") or (self._holding and text == "\n"):
+            self._held.append(text)
+            self._holding = text != "\n"
+            return len(text)
+        self._holding = False
+        return self._stream.write(text)
+
+    def release(self) -> None:
+        self._stream.write("".join(self._held))
+        self._held = []
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class _HoldBeamErrors(logging.Filter):
+    """Keeps Beam's ERROR records (each failed bundle's traceback, as every worker saw it) for later."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+        self._ids = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.name.startswith("apache_beam"):
+            return True
+        if id(record) not in self._ids:  # one record reaches every handler: keep it once
+            self._ids.add(id(record))
+            self.records.append(record)
+        return False
+
+
+# How an OSError reads inside the text of an exception that crossed a process boundary (Beam's multi_processing
+# workers, a remote runner): "[Errno 28] No space left on device: '/out/beam-temp-x/1.parquet'".
+ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] [^\n]*?(?:: '([^'\n]+)')?(?=$|\n| \[while running)", re.MULTILINE)
+UNWRITABLE_TEXT = re.compile(r"OutputUnwritableError: (cannot write [^\n]*?)(?=$|\n| \[while running)", re.MULTILINE)
+
+
+def output_failure(exc: BaseException, output: str) -> OutputUnwritableError | None:
+    """The one-line error for a job that failed writing: an ``OutputUnwritableError`` raised on a worker (our own
+    writes), or an ``OSError`` with a storage errno (``models.files.STORAGE_ERRNOS``) from Beam's sinks, found in the
+    exception's chain or, when it crossed a process, in its text. A permission error counts only where it names a
+    file under ``output`` (a checkpoint that cannot be read is no output failure). ``None`` for anything else."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for error in chain:
+        if isinstance(error, OutputUnwritableError):
+            return error
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+            failure = _storage_failure(error.errno, error.filename, output)
+            if failure is not None:
+                return failure
+    text = "\n".join(str(error) for error in chain)
+    unwritable = UNWRITABLE_TEXT.search(text)
+    if unwritable:
+        return OutputUnwritableError(unwritable.group(1))
+    for match in ERRNO_TEXT.finditer(text):
+        failure = _storage_failure(int(match.group(1)), match.group(2), output)
+        if failure is not None:
+            return failure
+    return None
+
+
+def _storage_failure(number: int, filename, output: str) -> OutputUnwritableError | None:
+    if number not in STORAGE_ERRNOS:
+        return None
+    filename = os.fsdecode(filename) if isinstance(filename, (str, bytes)) else None
+    under_output = filename is None or is_within(resolved_path(filename), resolved_path(output))
+    if number in (errno.EACCES, errno.EPERM) and not (filename and under_output):
+        return None
+    where = output if under_output else filename
+    return OutputUnwritableError(f"cannot write {where}: {STORAGE_ERRNOS[number]} ({errno.errorcode[number]})")
 
 
 def print_counters(result) -> None:

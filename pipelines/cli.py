@@ -6,6 +6,7 @@ every command's ``--help`` and checks that they agree.
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -124,3 +125,38 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def check_apart(output: str | None, **inputs) -> None:
+    """Refuse an ``--output`` that overlaps what a command reads, either way, after resolving symlinks: an input
+    inside the output (the command would read what it writes) or the output inside an input's search area (the next
+    run reads this run's output as input: a second augment of a Parquet folder re-augmented the first's rows, ids
+    ``r0#0#0``). ``inputs``: flag name (``style_images``) → a path, glob or URL, or a list of them."""
+    if not output:
+        return
+    from transforms.sources import search_area  # lazy: the torch-only commands need no Beam at import
+
+    written = resolved_path(output)
+    for name, specs in inputs.items():
+        for spec in [specs] if isinstance(specs, str) else specs or []:
+            root, below = search_area(spec)
+            read = resolved_path(root)
+            flag = f"--{name.replace('_', '-')}"
+            if is_within(read, written):
+                raise UsageError(f"--output {output} is where {flag} {spec} is read from; write to another folder")
+            if is_within(written, read) and (below or written == read):
+                raise UsageError(
+                    f"--output {output} is inside {flag} {spec}: a later run would read this output as its input; "
+                    "write outside it"
+                )
+
+
+def resolved_path(path: str) -> str:
+    """A local path made absolute with every symlink resolved (missing tails kept); a URL as it is."""
+    if "://" in path and not path.startswith("file://"):
+        return path.rstrip("/")
+    return os.path.realpath(path.removeprefix("file://"))
+
+
+def is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")

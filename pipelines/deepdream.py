@@ -27,6 +27,7 @@ from models.deepdream import (
 from models.device import resolve_device, seed_everything
 from models.embedding_net import BACKBONES, load_embedding_model
 from models.errors import ImageRejected, UsageError
+from models.files import write_atomically
 from models.pixels import tensor_to_pil
 from models.text_targets import caption_tokens
 from pipelines.cli import (
@@ -34,11 +35,12 @@ from pipelines.cli import (
     OUTPUT_HELP,
     ArgumentParser,
     add_common_args,
+    check_apart,
     positive_float,
     positive_int,
     run_main,
 )
-from transforms.images import decode_image, pil_to_tensor, resize_short_side
+from transforms.images import decode_image, encode_image, pil_to_tensor, resize_short_side
 from transforms.sources import iter_records
 
 OBJECTIVE_FLAGS = ("model", "torchvision", "weights", "layer", "text")
@@ -105,6 +107,7 @@ def build_objective(args, device):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_apart(args.output, input=args.input)
     device = resolve_device(args.device)
     seed_everything(args.seed)
     objective, described = build_objective(args, device)
@@ -125,17 +128,16 @@ def main(argv=None):
             continue
         start = pil_to_tensor(image)[None].to(device)
         result = dream(objective, start, config, progress=not args.no_progress)
-        tensor_to_pil(result.image).save(os.path.join(args.output, f"{name}.png"))
+        write_atomically(os.path.join(args.output, f"{name}.png"), encode_image(tensor_to_pil(result.image), "png"))
         strip = frame_strip([(label, tensor_to_pil(frame)) for label, frame in result.frames])
-        strip.save(os.path.join(args.output, f"{name}-strip.png"))
+        write_atomically(os.path.join(args.output, f"{name}-strip.png"), encode_image(strip, "png"))
         report["images"][record.source_id] = {
             "output": f"{name}.png",
             "before": objective.norm(start),
             "after": objective.norm(result.image),
             "history": result.history,
         }
-    with open(os.path.join(args.output, "deepdream.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    write_atomically(os.path.join(args.output, "deepdream.json"), json.dumps(report, indent=2).encode())
     if not report["images"]:
         raise UsageError(f"no image under {args.input} could be decoded")
     print(f"wrote {len(report['images'])} dreams to {args.output}", file=sys.stderr)

@@ -18,12 +18,14 @@ from models.embedding_losses import LOSSES, default_loss, make_loss
 from models.embedding_net import BACKBONES, EmbeddingNet, EmbeddingNetConfig, load_embedding_model
 from models.embedding_trainer import EmbeddingTrainer, TrainConfig
 from models.errors import UsageError
+from models.files import write_atomically
 from models.text_targets import KINDS, TextTargetConfig, TextTargets
 from pipelines.cli import (
     INPUT_HELP,
     OUTPUT_HELP,
     ArgumentParser,
     add_common_args,
+    check_apart,
     positive_float,
     positive_int,
     run_main,
@@ -96,6 +98,7 @@ def resumed_run(args):
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
+    check_apart(args.output, input=args.input)
     paths = clean_corpus_paths(args.input)
     device = resolve_device(args.device)
     seed_everything(args.seed)
@@ -141,8 +144,7 @@ def main(argv=None):
         "final": history[-1] if history else None,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    with open(os.path.join(args.output, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2, sort_keys=True)
+    write_atomically(os.path.join(args.output, "summary.json"), json.dumps(summary, indent=2, sort_keys=True).encode())
     print(json.dumps(summary["final"]), file=sys.stderr)
 
 

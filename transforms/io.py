@@ -4,9 +4,14 @@ holds before a job writes into it.
 File layout of every job: ``OUT/{prefix}-SSSSS-of-NNNNN.parquet`` per table, ``OUT/summary.json`` (and augment's
 ``OUT/preview.png``); while a job runs, Beam writes its shards under ``OUT/beam-temp-{prefix}-{uuid}/`` and renames
 them into place at the end. Paths are local or any filesystem Beam knows (``gs://``).
+
+``summary.json`` is the commit marker: it is written last, once every table is renamed into place and every other
+file is written (``WriteSummary``'s ``after``), so a run killed at any moment leaves a folder without it, which
+readers (``transforms.sources.input_pattern``) refuse as unfinished and a re-run treats as an earlier run.
 """
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -14,10 +19,24 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.pvalue import AsList
+
+from models.files import write_atomically
 
 SHARD = re.compile(r"^(?P<prefix>[a-z_]+)-\d{5}-of-\d{5}\.parquet$")
 RUN_FILES = ("summary.json", "preview.png")
 TEMP_PREFIX = "beam-temp-"
+# The tables of this project's Beam jobs (augment, collect, clean, embed; each BeamJob's schemas, checked by a test).
+# A shard of one of them is a run's output, finished only beside its summary.json. Other Beam-style shard names
+# (Hugging Face's train-00000-of-00001.parquet) are any table, never refused for lack of one.
+RUN_TABLES = ("augmented", "raw", "clean", "embeddings")
+
+
+def run_table_prefix(path: str) -> str | None:
+    """The table a file is a shard of (``augmented`` for ``.../augmented-00000-of-00004.parquet``), when it is one
+    of ``RUN_TABLES``; else ``None``."""
+    shard = SHARD.match(path.rstrip("/").rsplit("/", 1)[-1])
+    return shard.group("prefix") if shard and shard.group("prefix") in RUN_TABLES else None
 
 
 def output_path(output_dir: str, name: str) -> str:
@@ -68,19 +87,26 @@ class CountRejected(beam.PTransform):
 
 
 class WriteSummary(beam.PTransform):
-    """Count what a job did and write one ``OUT/summary.json``: ``{"output", "counts", **facts}``.
+    """Count what a job did and write one ``OUT/summary.json``: ``{"output", "counts", **facts}``, the run's commit
+    marker.
 
     ``counted`` maps a summary key to a PCollection; each element adds one to its key, and every key appears, zero
     when its PCollection is empty. ``tallies`` are PCollections of ``(key, amount)`` pairs (``CountRejected``), added
-    up per key. ``facts`` (job name, settings, digests) are copied into the file as they are.
+    up per key. ``facts`` (job name, settings, digests) are copied into the file as they are. ``after``: the
+    results of the job's other writes (``WriteTable``'s final shard names, the preview's path); they are side
+    inputs of the write, so the runner writes the summary only once all of them are complete (Beam's "wait on"
+    idiom): a folder with ``summary.json`` holds every file of its run.
     """
 
-    def __init__(self, output_dir: str, counted: dict, tallies: tuple = (), facts: dict | None = None):
+    def __init__(
+        self, output_dir: str, counted: dict, tallies: tuple = (), facts: dict | None = None, after: tuple = ()
+    ):
         super().__init__()
         self.output_dir = output_dir
         self.counted = counted
         self.tallies = tuple(tallies)
         self.facts = facts or {}
+        self.after = tuple(after)
 
     def expand(self, pbegin):
         ones = [pcoll | f"Count{key}" >> beam.Map(lambda _, key=key: (key, 1)) for key, pcoll in self.counted.items()]
@@ -88,10 +114,9 @@ class WriteSummary(beam.PTransform):
         facts, output_dir = self.facts, self.output_dir
         path = output_path(output_dir, "summary.json")
 
-        def write(counts):
+        def write(counts, *written):
             summary = {"output": output_dir, "counts": {**zero, **dict(sorted(counts))}, **facts}
-            with FileSystems.create(path, mime_type="application/json") as handle:
-                handle.write(json.dumps(summary, indent=2, sort_keys=True).encode())
+            write_atomically(path, json.dumps(summary, indent=2, sort_keys=True).encode())
             return summary
 
         return (
@@ -99,26 +124,25 @@ class WriteSummary(beam.PTransform):
             | "AllTallies" >> beam.Flatten(pipeline=pbegin.pipeline)
             | "SumPerKey" >> beam.CombinePerKey(sum)
             | "AllCounts" >> beam.combiners.ToList()
-            | "WriteJson" >> beam.Map(write)
+            | "WriteJson" >> beam.Map(write, *(AsList(done) for done in self.after))
         )
 
 
 def update_summary(output_dir: str, **fields) -> dict:
-    """Read ``summary.json``, add ``fields`` (e.g. wall time measured by the launcher), write it back."""
+    """Read ``summary.json``, add ``fields`` (e.g. wall time measured by the launcher), write it back whole."""
     path = output_path(output_dir, "summary.json")
     with FileSystems.open(path) as handle:
         summary = json.loads(handle.read())
     summary.update(fields)
-    with FileSystems.create(path, mime_type="application/json") as handle:
-        handle.write(json.dumps(summary, indent=2, sort_keys=True).encode())
+    write_atomically(path, json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary
 
 
 @dataclass
 class OutputFolder:
     """What an output folder holds from earlier runs: ``tables`` (prefix → shard paths), ``run_files``
-    (``summary.json``, ``preview.png``) and ``temp`` (the ``beam-temp-*`` folders a killed run left behind).
-    ``summary_job`` is the job named in its ``summary.json``, when there is one that says."""
+    (``summary.json``, ``preview.png``) and ``temp`` (the ``beam-temp-*`` folders a killed run left behind, empty
+    ones included). ``summary_job`` is the job named in its ``summary.json``, when there is one that says."""
 
     path: str
     tables: dict = field(default_factory=dict)
@@ -129,6 +153,11 @@ class OutputFolder:
     @property
     def earlier_run(self) -> bool:
         return bool(self.tables or self.run_files)
+
+    @property
+    def unfinished(self) -> bool:
+        """Tables without the ``summary.json`` that a run writes last: a run killed or failed before its end."""
+        return bool(self.tables) and not any(path.endswith("/summary.json") for path in self.run_files)
 
 
 def inspect_output(output_dir: str) -> OutputFolder:
@@ -150,6 +179,8 @@ def inspect_output(output_dir: str) -> OutputFolder:
             folder.tables.setdefault(shard.group("prefix"), []).append(metadata.path)
         elif relative in RUN_FILES:
             folder.run_files.append(metadata.path)
+    if "://" not in output_dir and os.path.isdir(output_dir):  # an empty folder is no file, so no match above
+        temp |= {output_path(output_dir, e.name) for e in os.scandir(output_dir) if e.name.startswith(TEMP_PREFIX)}
     folder.temp = sorted(temp)
     summary = output_path(output_dir, "summary.json")
     if summary in folder.run_files:
@@ -163,8 +194,13 @@ def inspect_output(output_dir: str) -> OutputFolder:
 
 def clear_earlier_run(folder: OutputFolder, prefixes) -> list[str]:
     """Delete the shards of the tables named in ``prefixes``, the run files and the temporary folders; return what
-    was deleted. Anything else in the folder (a user's files, collect's ``_state/``) stays."""
-    files = [path for prefix in prefixes for path in folder.tables.get(prefix, [])] + folder.run_files
+    was deleted. ``summary.json`` goes first: a deletion cut short leaves an unfinished run, never a folder that
+    looks finished with tables missing. Anything else in the folder (a user's files, collect's ``_state/``) stays."""
+    marker = [path for path in folder.run_files if path.endswith("/summary.json")]
+    if marker:
+        FileSystems.delete(marker)
+    files = [path for prefix in prefixes for path in folder.tables.get(prefix, [])]
+    files += [path for path in folder.run_files if path not in marker]
     temp_files = []
     for temp in folder.temp:
         temp_files += [m.path for m in FileSystems.match([f"{temp}/**"])[0].metadata_list]
@@ -173,4 +209,4 @@ def clear_earlier_run(folder: OutputFolder, prefixes) -> list[str]:
     if "://" not in folder.path:  # local folders stay behind once their files are gone
         for temp in folder.temp:
             shutil.rmtree(temp, ignore_errors=True)
-    return files + folder.temp
+    return marker + files + folder.temp

@@ -8,7 +8,9 @@ parallel) and for the torch tools (which iterate here, lazily). Paths are local 
 - a glob (``data/*/*.jpg``, ``gs://bucket/x/**.png``): the matched files, label as for the directory
   the glob starts in;
 - Parquet (``*.parquet`` files, a glob of them, or a directory holding only Parquet): rows with an
-  ``image`` binary column; ``id`` and ``label`` columns are carried over when present.
+  ``image`` binary column; ``id`` and ``label`` columns are carried over when present. The tables of this
+  project's jobs (``augmented-*``, ``raw-*``, ``clean-*``, ``embeddings-*`` shards) are read only beside their
+  ``summary.json``: without it the run that wrote them was killed or failed (``check_finished_runs``).
 """
 
 import os
@@ -23,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.errors import InputNotFoundError, InputUnreadableError, UsageError
 from scraping.records import printable
+from transforms.io import run_table_prefix
 from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
@@ -150,6 +153,7 @@ def input_pattern(spec: str, what: str = "input") -> InputPattern:
     if has_parquet and has_images:
         raise UsageError(f"input mixes Parquet and image files: {spec}; point --input at one kind")
     if has_parquet:
+        check_finished_runs(sample, what)
         # Beam's ** spans folders: dir/**.parquet is every Parquet file below dir
         patterns = [p + ".parquet" if p.endswith("/**") else p for p in (pattern, *links)]
         return InputPattern("parquet", root, tuple(patterns), tuple(rejected))
@@ -158,6 +162,37 @@ def input_pattern(spec: str, what: str = "input") -> InputPattern:
             f"no image files (or .parquet) found under {spec}" + ("" if what == "input" else f" ({what})")
         )
     return InputPattern("files", root, (pattern, *links), tuple(rejected))
+
+
+def check_finished_runs(paths: list[str], what: str = "input") -> None:
+    """Refuse a job's tables whose folder has no ``summary.json``: the run that wrote them was killed or failed
+    before its end (a job writes its summary last, ``transforms.io``), and its tables may lack shards or rows."""
+    folders = {}
+    for path in paths:
+        prefix = run_table_prefix(path)
+        if prefix is not None:
+            folders.setdefault(posixpath.dirname(path), set()).add(prefix)
+    for folder, prefixes in sorted(folders.items()):
+        if not _exists(f"{folder}/summary.json" if folder else "summary.json"):
+            tables = ", ".join(f"{prefix}-*.parquet" for prefix in sorted(prefixes))
+            raise InputUnreadableError(
+                f"{what} {folder} looks like an unfinished run ({tables} but no summary.json, which a job writes "
+                "last): re-run the job that wrote it"
+            )
+
+
+def search_area(spec: str) -> tuple[str, bool]:
+    """Where reading ``spec`` looks: ``(path, below)``. A folder: itself, and every folder below it (``below``); a
+    glob: the folder it starts in, and ``below`` when it descends (``**``, or a ``/`` after its first wildcard); a
+    file: itself. What ``pipelines.cli.check_apart`` keeps an output away from."""
+    spec = spec.rstrip("/") if len(spec) > 1 else spec
+    if any(ch in spec for ch in GLOB_CHARS) and not ("://" not in spec and os.path.isdir(spec)):
+        start = min(spec.index(ch) for ch in GLOB_CHARS if ch in spec)
+        head = spec[:start]
+        root = (head.rsplit("/", 1)[0] or "/") if "/" in head else "."
+        return root, "**" in spec or "/" in spec[start:]
+    is_file = spec.endswith(".parquet") or is_image_path(spec) or ("://" not in spec and os.path.isfile(spec))
+    return spec, not is_file
 
 
 def local_links(root: str) -> tuple[list[str], list[dict]]:

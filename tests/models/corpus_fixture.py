@@ -92,7 +92,8 @@ def corpus_rows(n: int, seed: int = 0, size: int = 48, fmt: str = "png") -> list
 
 
 def write_corpus(directory, rows: list[dict], files: int = 2) -> list[str]:
-    """Write ``rows`` as ``clean-SSSSS-of-NNNNN.parquet`` (small row groups, as the corpus jobs write)."""
+    """Write ``rows`` as ``clean-SSSSS-of-NNNNN.parquet`` (small row groups, as the corpus jobs write) and the
+    ``summary.json`` that marks a finished run."""
     os.makedirs(directory, exist_ok=True)
     paths = []
     for shard in range(files):
@@ -100,6 +101,8 @@ def write_corpus(directory, rows: list[dict], files: int = 2) -> list[str]:
         table = pa.Table.from_pylist(rows[shard::files], schema=CLEAN_CORPUS)
         pq.write_table(table, path, row_group_size=32)
         paths.append(path)
+    with open(os.path.join(str(directory), "summary.json"), "w") as handle:
+        handle.write('{"job": "clean"}')
     return paths
 
 

@@ -97,6 +97,7 @@ def raw_corpus(tmp_path):
     folder.mkdir()
     pq.write_table(pa.Table.from_pylist(rows, schema=RAW_CORPUS), folder / "raw-00000-of-00001.parquet")
     (folder / "rejected-00000-of-00001.parquet").write_bytes(b"")  # collect's other table: not read
+    (folder / "summary.json").write_text('{"job": "collect"}')  # a finished run
     return folder
 
 
@@ -242,6 +243,7 @@ def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
     data[first : first + 12] = b"\xff" * 12  # the first row group's page header
     groups.write_bytes(bytes(data))
     (folder / "rejected-00000-of-00001.parquet").write_bytes(b"")  # collect's other table: not read
+    (folder / "summary.json").write_text('{"job": "collect"}')  # a finished run
 
     out = tmp_path / "clean"
     done = subprocess.run(
@@ -294,6 +296,7 @@ def test_an_image_the_output_format_cannot_hold_is_a_reason(tmp_path):
     folder.mkdir()
     rows = [raw_row("WIDE", jpeg(painting(1, 17000, 128)), GOOD), raw_row("OK", jpeg(painting(2)), GOOD)]
     pq.write_table(pa.Table.from_pylist(rows, schema=RAW_CORPUS), folder / "raw-00000-of-00001.parquet")
+    (folder / "summary.json").write_text('{"job": "collect"}')
     out = tmp_path / "clean"
     clean.run(["--input", str(folder), "--output", str(out), "--format", "webp", "--max-aspect", "200"])
     kept = [r["id"] for path in glob.glob(f"{out}/clean-*.parquet") for r in pq.read_table(path).to_pylist()]

@@ -141,6 +141,7 @@ def test_a_corpus_that_is_not_clean_is_one_line_that_says_to_clean_it(corpus, tr
     else:
         written = pa.Table.from_pylist([{"id": row["id"], "embedding": [0.5]} for row in rows], EMBEDDINGS)
         pq.write_table(written, folder / "embeddings-00000-of-00001.parquet")
+    (folder / "summary.json").write_text("{}")  # a finished run of the job that writes this table
     commands = {
         train_embeddings.main: [f"--input={folder}", f"--output={tmp_path / 'run'}", *TINY],
         evaluate_embeddings.main: [f"--input={folder}", f"--model={trained}", "--no-progress"],

@@ -4,6 +4,7 @@ before anything runs, and the ambiguous inputs (duplicate ids, symlinked folders
 import glob
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,11 +84,13 @@ def test_every_beam_job_refuses_a_folder_holding_an_earlier_run(job, tmp_path, c
     out.mkdir()
     pq.write_table(pa.table({"id": ["x"]}), out / "raw-00000-of-00001.parquet")
     (out / "summary.json").write_text("{}")
+    source = tmp_path / "in"
+    source.mkdir()
     argv = {
-        "augment": (augment.run, [f"--input={tmp_path}", f"--output={out}"]),
-        "clean": (clean.run, [f"--input={tmp_path}", f"--output={out}"]),
-        "embed": (embed.run, [f"--input={tmp_path}", f"--output={out}", f"--model={tmp_path}"]),
-        "collect": (collect.run, [f"--from-dir={tmp_path}", f"--output={out}"]),
+        "augment": (augment.run, [f"--input={source}", f"--output={out}"]),
+        "clean": (clean.run, [f"--input={source}", f"--output={out}"]),
+        "embed": (embed.run, [f"--input={source}", f"--output={out}", f"--model={tmp_path}"]),
+        "collect": (collect.run, [f"--from-dir={source}", f"--output={out}"]),
     }
     entry, args = argv[job]
     assert run_main(entry, args) == 2
@@ -137,6 +140,7 @@ def test_an_output_folder_without_write_permission_is_one_line(world_tmp):
     raw.mkdir()
     row = raw_row("C1", jpeg(painting(1)), "Constel·lació de Miró, preciosa #joanmiro")
     pq.write_table(pa.Table.from_pylist([row], RAW_CORPUS), raw / "raw-00000-of-00001.parquet")
+    (raw / "summary.json").write_text('{"job": "collect"}')
     for path in (raw, *raw.iterdir()):
         path.chmod(0o755)
     locked = world_tmp / "locked"
@@ -230,4 +234,254 @@ def test_overwrite_deletes_nothing_until_the_job_is_built_and_never_its_own_inpu
     assert tables(out, "augmented") == before  # the bad checkpoint failed the build: the earlier run is still there
     capsys.readouterr()
     assert run_main(augment.run, [f"--input={out}", f"--output={out}", f"--stylizer={stylizer}", "--overwrite"]) == 2
-    assert "is where the input is read from" in last_line(capsys) and tables(out, "augmented") == before
+    assert f"is where --input {out} is read from" in last_line(capsys) and tables(out, "augmented") == before
+
+
+# issue 16 item 4: a run is finished only when summary.json exists ----------------------------------------------------
+def test_summary_json_is_written_only_after_every_table_is_final(photos, stylizer, tmp_path, monkeypatch):
+    """The commit marker comes last: when any table's shards are renamed into place (Beam's finalize), there is no
+    summary.json yet, so a run killed at any moment never looks finished."""
+    from apache_beam.io import filebasedsink
+
+    out = tmp_path / "out"
+    seen = []
+    finalize = filebasedsink.FileBasedSink.finalize_windowed_write
+
+    def watched(self, *args, **kwargs):
+        seen.append((self.file_path_prefix.get().rsplit("/", 1)[-1], (out / "summary.json").exists()))
+        yield from finalize(self, *args, **kwargs)
+
+    monkeypatch.setattr(filebasedsink.FileBasedSink, "finalize_windowed_write", watched)
+    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1", "--preview"]
+    assert run_main(augment.run, argv) == 0
+    assert sorted(seen) == [("augmented", False), ("rejected", False)]
+    assert (out / "summary.json").exists() and (out / "preview.png").exists()
+    assert not glob.glob(f"{out}/beam-temp-*")
+
+
+def test_a_run_killed_between_its_tables_and_its_summary_is_unfinished(photos, stylizer, tmp_path, capsys):
+    """A kill after the shards are in place but before summary.json: readers refuse the folder in one line, a
+    re-run says it is unfinished and needs --overwrite, which clears its shards."""
+    out = tmp_path / "out"
+    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=2"]
+    assert run_main(augment.run, argv) == 0
+    (out / "summary.json").unlink()  # what kill -9 between the tables and the summary leaves
+    capsys.readouterr()
+
+    again = tmp_path / "again"
+    assert run_main(augment.run, [f"--input={out}", f"--output={again}", f"--stylizer={stylizer}", *FAST]) == 2
+    assert last_line(capsys) == (
+        f"error: input {out} looks like an unfinished run (augmented-*.parquet but no summary.json, which a job "
+        "writes last): re-run the job that wrote it"
+    )
+    assert not again.exists()
+
+    assert run_main(augment.run, [*argv[:-1], "--num-shards=1"]) == 2
+    line = last_line(capsys)
+    assert "unfinished run (augmented-*.parquet, rejected-*.parquet but no summary.json)" in line, line
+    assert "--overwrite" in line
+
+    assert run_main(augment.run, [*argv[:-1], "--num-shards=1", "--overwrite"]) == 0
+    assert tables(out, "augmented") == ["augmented-00000-of-00001.parquet"]
+    assert rows(out, "augmented") == json.loads((out / "summary.json").read_text())["counts"]["rows_written"] == 4
+
+
+def test_empty_beam_temp_folders_are_cleared_by_the_next_run(photos, stylizer, tmp_path):
+    out = tmp_path / "out"
+    empty = [out / "beam-temp-augmented-0a1b", out / "beam-temp-rejected-2c3d"]
+    for folder in empty:
+        folder.mkdir(parents=True)
+    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
+    assert run_main(augment.run, argv) == 0
+    assert not any(folder.exists() for folder in empty)
+    assert not glob.glob(f"{out}/beam-temp-*")
+
+
+def test_an_interrupted_overwrite_never_leaves_a_folder_that_looks_finished(tmp_path):
+    """--overwrite deletes the old summary.json before the old tables: cut short, the folder is unfinished."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from transforms.io import clear_earlier_run, inspect_output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("augmented-00000-of-00002.parquet", "augmented-00001-of-00002.parquet", "summary.json"):
+        (out / name).write_bytes(b"x")
+    deleted = []
+    real_delete = FileSystems.delete
+
+    def delete(paths):
+        deleted.append([path.rsplit("/", 1)[-1] for path in paths])
+        real_delete(paths)
+
+    FileSystems.delete, saved = delete, FileSystems.delete
+    try:
+        clear_earlier_run(inspect_output(str(out)), {"augmented", "rejected"})
+    finally:
+        FileSystems.delete = saved
+    assert deleted[0] == ["summary.json"]
+    assert os.listdir(out) == []
+
+
+# issue 16 item 4: storage errors in Beam jobs are one line ---------------------------------------------------------
+# Loaded by every Python process of the job (the launcher and, in multi_processing, each worker): Beam's Parquet
+# sink finds the disk full when it creates a shard.
+FULL_DISK = """
+import errno
+from apache_beam.io import parquetio
+
+def full(self, temp_path):
+    raise OSError(errno.ENOSPC, "No space left on device", temp_path)
+
+parquetio._ParquetSink.open = full
+"""
+
+
+@pytest.mark.parametrize("mode", ["multi_threading", "multi_processing"])
+def test_a_full_disk_in_a_beam_job_is_one_line(mode, photos, stylizer, tmp_path):
+    """augment on a full disk printed 291 lines of Beam tracebacks; now one line, exit 2. In multi_processing the
+    worker's OSError reaches the launcher only as text, and the worker process prints its own traceback before it
+    reports (Beam's sdk_worker, in a process the launcher cannot quieten): there the error is the last line."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FULL_DISK)
+    out = tmp_path / "out"
+    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
+    argv += ["--runner=FnApiRunner", f"--direct_running_mode={mode}", "--direct_num_workers=2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(inject), str(REPO)])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.augment", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    error = f"error: cannot write {out}: no space left on the device (ENOSPC)"
+    assert done.stderr.splitlines()[-1] == error, done.stderr[-3000:]
+    if mode == "multi_threading":  # the project's own progress lines, then the error: nothing of Beam's
+        assert [line for line in done.stderr.splitlines() if " INFO " not in line] == [error], done.stderr[-3000:]
+    assert not (out / "summary.json").exists() and not tables(out, "augmented")
+
+
+def test_output_failure_reads_the_errno_behind_beams_wrapping(tmp_path):
+    import errno
+
+    from models.errors import OutputUnwritableError
+    from pipelines.beam_job import output_failure
+
+    out = str(tmp_path / "out")
+    try:
+        try:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded", f"{out}/beam-temp-x/1.parquet")
+        except OSError as exc:
+            raise RuntimeError("OSError: ... [while running 'WriteAugmented']") from exc
+    except RuntimeError as wrapped:
+        assert str(output_failure(wrapped, out)) == f"cannot write {out}: disk quota exceeded (EDQUOT)"
+    text = RuntimeError(f"Traceback ...\nPermissionError: [Errno 13] Permission denied: '{out}/x.parquet'\n")
+    assert str(output_failure(text, out)) == f"cannot write {out}: permission denied (EACCES)"
+    # a permission error on a file the job reads is no output failure: its traceback stays
+    elsewhere = RuntimeError("PermissionError: [Errno 13] Permission denied: '/models/ckpt.safetensors'")
+    assert output_failure(elsewhere, out) is None
+    ours = RuntimeError(
+        "models.errors.OutputUnwritableError: cannot write gs://b/o/summary.json (x) [while running 'W']"
+    )
+    assert str(output_failure(ours, out)) == "cannot write gs://b/o/summary.json (x)"
+    assert isinstance(output_failure(OSError(errno.ENOSPC, "full"), out), OutputUnwritableError)
+    assert output_failure(ValueError("a bug"), out) is None
+
+
+# issue 16 item 5: containment both ways, after resolving symlinks --------------------------------------------------
+def test_an_output_inside_a_parquet_input_is_refused(photos, stylizer, tmp_path, capsys):
+    """The second run re-augmented the first run's output (8 rows for 4, ids r0#0#0)."""
+    table = tmp_path / "table"
+    first = [f"--input={photos}", f"--output={table}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
+    assert run_main(augment.run, first) == 0
+    capsys.readouterr()
+    inside = table / "more"
+    assert run_main(augment.run, [f"--input={table}", f"--output={inside}", f"--stylizer={stylizer}", *FAST]) == 2
+    assert last_line(capsys) == (
+        f"error: --output {inside} is inside --input {table}: a later run would read this output as its input; "
+        "write outside it"
+    )
+    assert not inside.exists()
+
+
+@pytest.mark.parametrize("job", ["augment", "clean", "embed"])
+def test_an_output_inside_an_image_folder_input_is_refused(job, photos, tmp_path, capsys):
+    inside = photos / "styled"
+    entry, args = {
+        "augment": (augment.run, []),
+        "clean": (clean.run, []),
+        "embed": (embed.run, [f"--model={tmp_path}/missing"]),
+    }[job]
+    assert run_main(entry, [f"--input={photos}", f"--output={inside}", *args]) == 2
+    line = last_line(capsys)
+    assert line.startswith(f"error: --output {inside} is inside --input {photos}"), line
+    assert not inside.exists()
+
+
+def test_containment_is_checked_after_resolving_symlinks(photos, stylizer, tmp_path, capsys):
+    alias = tmp_path / "alias"
+    os.symlink(photos, alias)
+    sneaky = alias / "out"  # photos/out, spelled through a link
+    assert run_main(augment.run, [f"--input={photos}", f"--output={sneaky}", f"--stylizer={stylizer}"]) == 2
+    assert last_line(capsys).startswith(f"error: --output {sneaky} is inside --input {photos}")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "in").mkdir()
+    (out / "in" / "0.png").write_bytes(encode(make_image(40, 36)))
+    link = tmp_path / "link-to-in"
+    os.symlink(out / "in", link)  # an input that is really inside the output
+    assert run_main(augment.run, [f"--input={link}", f"--output={out}", f"--stylizer={stylizer}"]) == 2
+    assert last_line(capsys) == f"error: --output {out} is where --input {link} is read from; write to another folder"
+
+
+def test_containment_in_the_torch_commands(tmp_path, capsys):
+    from pipelines import deepdream, train_embeddings
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for main in (train_embeddings.main, deepdream.main):
+        assert run_main(main, [f"--input={corpus}", f"--output={corpus}/run"]) == 2
+        assert last_line(capsys).startswith(f"error: --output {corpus}/run is inside --input {corpus}")
+
+
+def test_a_glob_input_keeps_outputs_apart_only_where_it_reads(tmp_path):
+    from models.errors import UsageError
+    from pipelines.cli import check_apart
+
+    check_apart(str(tmp_path / "data" / "styled"), input=f"{tmp_path}/data/*.png")  # * does not descend
+    with pytest.raises(UsageError, match="is inside --input"):
+        check_apart(str(tmp_path / "data" / "styled"), input=f"{tmp_path}/data/**/*.png")
+    with pytest.raises(UsageError, match="is where --input"):
+        check_apart(str(tmp_path / "data"), input=f"{tmp_path}/data/*.png")
+    check_apart("gs://b/out", input="gs://b/in", style_images=["gs://b/paintings"])
+    with pytest.raises(UsageError, match="--output gs://b/in/out is inside --input gs://b/in"):
+        check_apart("gs://b/in/out", input="gs://b/in")
+
+
+def test_the_summary_write_waits_on_every_other_write_in_the_graph(photos, stylizer, tmp_path, monkeypatch):
+    """On any runner (Dataflow runs stages in parallel), not just in the order FnApiRunner happens to pick: the
+    summary's write takes the final shard names of every table and the preview's path as side inputs."""
+    from pipelines import beam_job
+
+    built = []
+    monkeypatch.setattr(beam_job, "run_pipeline", lambda pipeline, *args, **kwargs: built.append(pipeline))
+    argv = [f"--input={photos}", f"--output={tmp_path / 'out'}", f"--stylizer={stylizer}", *FAST, "--preview"]
+    augment.run(argv)
+
+    def applied(node):
+        yield node
+        for part in node.parts:
+            yield from applied(part)
+
+    steps = {node.full_label: node for node in applied(built[0].transforms_stack[0])}
+    waits_on = sorted(side.pvalue.producer.full_label for side in steps["WriteSummary/WriteJson"].side_inputs)
+    assert waits_on == [
+        "WriteAugmented/WriteToParquet/Write/WriteImpl/FinalizeWrite",
+        "WritePreview/DrawSheet",
+        "WriteRejected/WriteToParquet/Write/WriteImpl/FinalizeWrite",
+    ]

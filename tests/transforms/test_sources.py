@@ -86,6 +86,7 @@ def test_side_files_are_not_inputs_and_null_ids_fall_back(tmp_path):
     pq.write_table(pa.table({"id": [None, "b"], "image": [b"1", b"2"]}), tmp_path / "clean-00000-of-00001.parquet")
     pq.write_table(pa.table({"source_id": ["x"], "stage": ["s"], "error": ["e"]}), tmp_path / "rejected-0.parquet")
     pq.write_table(pa.table({"image": [b"3"]}), tmp_path / "_state" / "spool-0.parquet")
+    (tmp_path / "summary.json").write_text("{}")  # a finished run's folder
     records = list(iter_records(str(tmp_path)))
     assert [r.source_id for r in records] == ["clean-00000-of-00001.parquet:0", "b"]
 
@@ -145,3 +146,35 @@ def test_a_missing_bucket_is_not_found(monkeypatch):
     monkeypatch.setattr(FileSystems, "match", missing)
     with pytest.raises(InputNotFoundError, match="input not found or empty: gs://b/x"):
         resolve_input("gs://b/x")
+
+
+def test_a_jobs_table_without_its_summary_is_an_unfinished_run(tmp_path):
+    """Issue 16 item 4: a job writes summary.json last; its tables without it are a killed or failed run."""
+    from models.errors import InputUnreadableError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "image": [b"1"]}), run / "raw-00000-of-00002.parquet")
+    for spec in (str(run), f"{run}/raw-*.parquet", f"{run}/raw-00000-of-00002.parquet"):
+        with pytest.raises(InputUnreadableError, match=rf"^input {run} looks like an unfinished run \(raw-\*\.parquet"):
+            resolve_input(spec)
+    (run / "summary.json").write_text('{"job": "collect"}')
+    assert len(resolve_input(str(run)).paths) == 1
+
+    # shard names of other tools (Hugging Face's train-00000-of-00001.parquet) need no summary
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "image": [b"1"]}), hub / "train-00000-of-00001.parquet")
+    assert len(resolve_input(str(hub)).paths) == 1
+
+
+def test_every_jobs_tables_are_known_as_run_tables(monkeypatch):
+    import importlib
+
+    from pipelines import collect
+    from transforms.io import RUN_TABLES
+
+    jobs = [importlib.import_module(f"pipelines.{name}").JOB for name in ("augment", "clean", "embed")]
+    monkeypatch.setattr(collect, "run_beam_job", lambda job, argv, test_pipeline: jobs.append(job))
+    collect.run([])  # collect builds its job inside run()
+    assert {prefix for job in jobs for prefix in job.schemas} == set(RUN_TABLES)
