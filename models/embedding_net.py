@@ -18,10 +18,10 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from models.checkpoint import EMBEDDING_KIND, check_finite, load_tensors, save_tensors
+from models.checkpoint import EMBEDDING_KIND, check_finite, check_fits, config_from, load_tensors, save_tensors
 from models.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.pixels import ImageNetNormalize
-from models.text_targets import TextTargets
+from models.text_targets import TextTargetConfig, TextTargets
 from models.weights import imagenet_file, load_state_dict
 
 BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
@@ -155,15 +155,27 @@ def load_embedding_model(
         if os.path.isfile(path):
             raise CheckpointError(f"{path} is not a checkpoint: give a .safetensors file or its training folder")
         path = path.rstrip("/") + "/model.safetensors"
-    tensors, document, digest = load_tensors(path, EMBEDDING_KIND)
+    tensors, document, digest = load_tensors(path, EMBEDDING_KIND)  # validated: config and text are objects
     check_finite(tensors, path)
-    config = EmbeddingNetConfig(**document["config"])
+    config = config_from(EmbeddingNetConfig, document["config"], path)
+    model_tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    text_arrays = {k[len("text.") :]: v.numpy() for k, v in tensors.items() if k.startswith("text.")}
+    check_fits(lambda: EmbeddingNet(config, weights="random"), model_tensors, path, "model.")
+    if "vocab" not in document["text"]:
+        raise CheckpointError(f"{path}: the text model has no vocabulary")
+    text_config = document["text"].get("config")
+    if isinstance(text_config, dict) and type(text_config.get("centre")) is int:
+        # train_embeddings once passed --min-count positionally into ``centre``, which then read as true
+        text_config = text_config | {"centre": bool(text_config["centre"])}
+    text_config = config_from(TextTargetConfig, text_config, path, "text config")
+    try:
+        text = TextTargets.from_arrays(text_arrays, {"config": asdict(text_config), "vocab": document["text"]["vocab"]})
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     model = EmbeddingNet(config, weights="random")
     try:
-        model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict(model_tensors)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored architecture ({exc})") from None
-    text_arrays = {k[len("text.") :]: v.numpy() for k, v in tensors.items() if k.startswith("text.")}
-    text = TextTargets.from_arrays(text_arrays, document["text"])
     info = CheckpointInfo(config, document.get("training", {}), digest)
     return model.to(device).eval(), text, info

@@ -27,14 +27,15 @@ import torch
 from torch import nn
 
 from models.embedding_net import EMBEDDING_KIND, EmbeddingNet, save_embedding_model
-from models.errors import TrainingDiverged, UsageError
+from models.errors import CheckpointError, TrainingDiverged, UsageError
 from models.files import write_atomically
 from models.loss_curve import Curve, draw_loss_curves
 from models.pixels import uint8_to_float
-from models.resume import load_resume_state, save_resume_state
+from models.resume import check_same_settings, load_resume_state, save_resume_state
 from models.text_targets import TextTargets
 
 RESUME_KIND = f"{EMBEDDING_KIND}.resume"
+RESUME_KEYS = ("epoch", "config", "model", "loss", "optimizer", "scaler", "history", "step_losses")
 
 
 class Example(NamedTuple):
@@ -182,16 +183,23 @@ class EmbeddingTrainer:
     def resume(self) -> int:
         """Load ``train_state.pt``; return the number of epochs already done."""
         path = self.path("train_state.pt")
-        state = load_resume_state(path, RESUME_KIND)
-        if state["config"] != asdict(self.config) | {"epochs": state["config"]["epochs"]}:
-            raise UsageError(f"cannot resume {path}: it was trained with other settings ({state['config']})")
-        self.model.load_state_dict(state["model"])
-        self.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.history = json.loads(state["history"])
-        self.step_losses = list(state["step_losses"])
-        self.start_epoch = int(state["epoch"])
+        state = load_resume_state(path, RESUME_KIND, RESUME_KEYS)
+        if not isinstance(state["config"], dict):
+            raise CheckpointError(f"resume state {path} is damaged (its config is not a dict)")
+        # --epochs may grow; every other setting must be the run's (pipelines.train_embeddings checks the flags).
+        recorded = {key: value for key, value in state["config"].items() if key != "epochs"}
+        current = {key: value for key, value in asdict(self.config).items() if key != "epochs"}
+        check_same_settings(path, recorded, current)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.loss.load_state_dict(state["loss"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.history = json.loads(state["history"])
+            self.step_losses = [float(loss) for loss in state["step_losses"]]
+            self.start_epoch = int(state["epoch"])
+        except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:  # a hand-made or foreign state
+            raise CheckpointError(f"resume state {path} is damaged ({type(exc).__name__}: {exc})") from None
         return self.start_epoch
 
     def save(self, epoch: int) -> None:

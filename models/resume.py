@@ -1,10 +1,14 @@
 """Resume states of the two trainers: versioned, checksummed, written atomically, local or any fsspec URL.
 
 A resume state holds what a checkpoint does not (optimiser moments, RNG state, step, loss history), as plain
-tensors and numbers. The file is a one-line magic, a one-line JSON header (``format``, ``kind``, ``size`` and
-``sha256`` of the payload) and the payload, a ``torch.save`` archive that loads with ``weights_only=True``. Loading
-checks all of it before unpickling anything, so an empty, truncated or overwritten file is one ``CheckpointError``
-line that says which, not a traceback and not a run that "diverges" on garbage weights.
+tensors and numbers, and the settings the run was started with: ``check_same_settings`` refuses a resume whose
+flags would change the result (a new ``--lr`` recorded beside weights trained with the old one).
+
+The file is a one-line magic, a one-line JSON header (``format``, ``kind``, ``size`` and ``sha256`` of the payload)
+and the payload, a ``torch.save`` archive that loads with ``weights_only=True``. Loading checks all of it before
+unpickling anything, so an empty, truncated or overwritten file is one ``CheckpointError`` line that says which,
+not a traceback and not a run that "diverges" on garbage weights; a state without a part the trainer needs is one
+such line too.
 """
 
 import hashlib
@@ -13,8 +17,8 @@ import json
 
 import torch
 
-from models.errors import CheckpointError
-from models.files import read_file, write_atomically
+from models.errors import CheckpointError, UsageError
+from models.files import read_file, shown, write_atomically
 
 MAGIC = b"stylebeam resume state\n"
 FORMAT_VERSION = 1
@@ -34,8 +38,9 @@ def save_resume_state(path: str, kind: str, state: dict) -> None:
     write_atomically(path, MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload)
 
 
-def load_resume_state(path: str, kind: str) -> dict:
-    """Read and verify a ``kind`` resume state; ``CheckpointError`` says what is wrong with the file."""
+def load_resume_state(path: str, kind: str, required: tuple[str, ...] = ()) -> dict:
+    """Read and verify a ``kind`` resume state holding every key in ``required``; ``CheckpointError`` says what is
+    wrong with the file."""
     data = read_file(path, "resume state", missing=CheckpointError, unreadable=CheckpointError)
     if not data:
         raise CheckpointError(f"resume state {path} is empty (0 bytes); start the run again without --resume")
@@ -71,4 +76,40 @@ def load_resume_state(path: str, kind: str) -> dict:
         raise CheckpointError(f"cannot read resume state {path} ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a resume state (found {type(state).__name__})")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"resume state {path} has no {', '.join(missing)} (not written by this stylebeam's trainer); "
+            "start the run again without --resume"
+        )
     return state
+
+
+def check_same_settings(path: str, recorded: dict, current: dict, flags: dict[str, str] | None = None) -> None:
+    """Refuse to resume the run at ``path`` when a setting differs between what it ``recorded`` and this run's
+    ``current`` ones (a key only one of them has counts as "not given"): one line naming the flag (``flags[key]``,
+    else ``--key-with-dashes``) and both values. Callers pass the settings that change what the run trains, not
+    how far it goes (``--steps``, ``--epochs``)."""
+    for key in sorted(recorded.keys() | current.keys()):
+        before, now = recorded.get(key, _NOT_GIVEN), current.get(key, _NOT_GIVEN)
+        if _comparable(before) != _comparable(now):
+            flag = (flags or {}).get(key, "--" + key.replace("_", "-"))
+            raise UsageError(
+                f"cannot resume {path}: {flag} differs (the run: {_flag_value(before)}; now: {_flag_value(now)}); "
+                "resume with the run's settings or start a new --output"
+            )
+
+
+_NOT_GIVEN = object()
+
+
+def _comparable(value):
+    return [_comparable(item) for item in value] if isinstance(value, list | tuple) else value
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    if value is _NOT_GIVEN:
+        return "(not given)"
+    return shown(value, 80) if isinstance(value, str) and not value.isprintable() else str(value)

@@ -136,7 +136,22 @@ class TextTargets:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], description: dict) -> "TextTargets":
-        return cls(TextTargetConfig(**description["config"]), description["vocab"], arrays)
+        """Rebuild from ``to_arrays``' output; a ``ValueError`` says what does not fit (a checkpoint's text part is
+        checked here before anything indexes it: a missing array or one of the wrong shape)."""
+        config = TextTargetConfig(**description["config"])
+        vocab = description["vocab"]
+        if not isinstance(vocab, list) or not all(isinstance(word, str) for word in vocab):
+            raise ValueError("the text vocabulary is not a list of words")
+        for name, shape in expected_shapes(config, len(vocab)).items():
+            if name not in arrays:
+                if name == "mean":  # absent when fitted with centre=False
+                    continue
+                raise ValueError(f"the {config.kind} text model has no {name} array")
+            if tuple(arrays[name].shape) != shape or not np.issubdtype(arrays[name].dtype, np.floating):
+                raise ValueError(
+                    f"text array {name} is {arrays[name].dtype} {list(arrays[name].shape)}, not float {list(shape)}"
+                )
+        return cls(config, vocab, arrays)
 
     def _build_lda(self):
         from gensim.models import LdaModel
@@ -152,6 +167,17 @@ class TextTargets:
         model.state.sstats[...] = self.arrays["lda_sstats"]
         model.sync_state()
         return model
+
+
+def expected_shapes(config: TextTargetConfig, vocabulary: int) -> dict[str, tuple[int, ...]]:
+    """The arrays a fitted text model holds and their shapes, for ``vocabulary`` words."""
+    if config.kind == "lda":
+        return {
+            "lda_sstats": (config.dim, vocabulary),
+            "lda_eta": (vocabulary,),
+            "lda_alpha": (config.dim,),
+        }
+    return {"vectors": (vocabulary, config.dim), "idf": (vocabulary,), "mean": (config.dim,)}
 
 
 def _filtered_vocab(token_lists, min_count: int, max_doc_fraction: float) -> list[str]:

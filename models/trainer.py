@@ -28,13 +28,31 @@ from models.files import write_atomically
 from models.loss_curve import Curve, draw_loss_curves, smoothed
 from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from models.pixels import tensor_to_pil
-from models.resume import load_resume_state, save_resume_state
+from models.resume import check_same_settings, load_resume_state, save_resume_state
 from models.stylizer import MultiStyleTransformer, one_hot
 
 # Johnson et al. 2016, sec. 3.1 (VGG16): content at relu2_2, style at relu1_2, relu2_2, relu3_3, relu4_3.
 CONTENT_LAYERS = ("relu2_2",)
 STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 RESUME_KIND = f"{STYLIZER_KIND}.resume"
+RESUME_KEYS = (
+    "step",
+    "settings",
+    "style_names",
+    "first_trainable_style",
+    "model",
+    "optimizer",
+    "style_generator",
+    "torch_rng",
+    "history",
+    "elapsed",
+)
+# What a resumed run may change: how far it trains and how often it saves. Every other setting changes the result,
+# and a resume that changes one is refused (the checkpoint would record the new value beside weights trained with
+# the old one). The base checkpoint's own facts follow from its digest.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "base_training", "base_source")
+# Settings whose flag is not ``--`` + the key with dashes.
+SETTING_FLAGS = {"style_files": "--style", "base_checkpoint": "--add-styles-to", "content": "--content"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,23 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def training_settings(config: TrainingConfig, metadata: dict) -> dict:
+    """The settings a resume must repeat: ``config`` and the caller's ``metadata`` (loss network, sizes, inputs)
+    without ``RESUMABLE_CHANGES``."""
+    settings = {**metadata, **config.to_dict()}
+    return {key: value for key, value in settings.items() if key not in RESUMABLE_CHANGES}
+
+
+def load_resumable(path: str, config: TrainingConfig, metadata: dict) -> dict:
+    """The resume state at ``path``, refused in one line when it lacks a key or was trained with other settings
+    than ``config`` and ``metadata`` (``models.resume.check_same_settings``: the flag and both values)."""
+    state = load_resume_state(path, RESUME_KIND, RESUME_KEYS)
+    if not isinstance(state["settings"], dict):
+        raise CheckpointError(f"resume state {path} is damaged (its settings are not a dict)")
+    check_same_settings(path, state["settings"], training_settings(config, metadata), SETTING_FLAGS)
+    return state
 
 
 @dataclass
@@ -147,9 +182,11 @@ class StylizerTrainer:
 
     def resume(self, path: str) -> None:
         """Continue from the resume state at ``path`` (``artefact_paths(output)["resume"]``)."""
-        self.resume_from(load_resume_state(path, RESUME_KIND))
+        self.resume_from(load_resumable(path, self.config, self.metadata), path)
 
-    def resume_from(self, state: dict) -> None:
+    def resume_from(self, state: dict, path: str) -> None:
+        """Continue from ``state``, read by ``load_resumable`` from ``path`` (named in errors)."""
+        check_same_settings(path, state["settings"], self.settings(), SETTING_FLAGS)
         if state["style_names"] != self.style_names:
             raise CheckpointError(
                 f"the resume state trains styles {state['style_names']}, this run {self.style_names}; "
@@ -161,12 +198,21 @@ class StylizerTrainer:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise CheckpointError(f"the resume state does not fit this network (--width?): {exc}") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.style_generator.set_state(state["style_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step = int(state["step"])
-        self.history = [list(row) for row in state["history"].tolist()]
-        self.elapsed = float(state["elapsed"])
+        except (AttributeError, TypeError) as exc:
+            raise CheckpointError(f"resume state {path} is damaged (model: {type(exc).__name__}: {exc})") from None
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.style_generator.set_state(state["style_generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.step = int(state["step"])
+            self.history = [[float(value) for value in row] for row in state["history"].tolist()]
+            self.elapsed = float(state["elapsed"])
+        except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as exc:  # a hand-made or foreign state
+            raise CheckpointError(f"resume state {path} is damaged ({type(exc).__name__}: {exc})") from None
+
+    def settings(self) -> dict:
+        """What this run trains with (``training_settings``), recorded in its resume state."""
+        return training_settings(self.config, self.metadata)
 
     def style_indices(self, batch_size: int) -> torch.Tensor:
         trainable = self.model.num_styles - self.first_trainable_style
@@ -252,6 +298,7 @@ class StylizerTrainer:
         _write_png(paths["loss_curve"], loss_curve(self.history))
         state = {
             "step": self.step,
+            "settings": self.settings(),
             "style_names": self.style_names,
             "first_trainable_style": self.first_trainable_style,
             "model": {name: t.detach().cpu() for name, t in self.model.state_dict().items()},

@@ -80,7 +80,7 @@ def add_common_args(
     """
     group = parser.add_argument_group("common")
     if seed:
-        group.add_argument("--seed", type=int, default=0, help=f"{SEED_HELP} (default: %(default)s)")
+        group.add_argument("--seed", type=random_seed, default=0, help=f"{SEED_HELP} (default: %(default)s)")
     if device:
         group.add_argument(
             "--device", default="auto", choices=["auto", "cpu", "cuda"], help=f"{DEVICE_HELP} (default: %(default)s)"
@@ -104,6 +104,22 @@ def add_common_args(
         )
     if no_progress:
         group.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+
+
+# The range every consumer of --seed takes: numpy's legacy RandomState (gensim's LDA) stops at 2**32 - 1; torch,
+# numpy's Generator and the per-record seed mixing (models.style_policy.record_seed) take more.
+MAX_SEED = 2**32 - 1
+
+
+def random_seed(text: str) -> int:
+    """``--seed``: an integer from 0 to ``MAX_SEED``; anything else is a usage error naming the range."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {text}")
+    return value
 
 
 def positive_int(text: str) -> int:

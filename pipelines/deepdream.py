@@ -26,8 +26,8 @@ from models.deepdream import (
 )
 from models.device import resolve_device, seed_everything
 from models.embedding_net import BACKBONES, load_embedding_model
-from models.errors import ImageRejected, UsageError
-from models.files import write_atomically
+from models.errors import ImageRejected, OutputUnwritableError, UsageError
+from models.files import path_under, shown, write_atomically
 from models.pixels import tensor_to_pil
 from models.text_targets import caption_tokens
 from pipelines.cli import (
@@ -121,6 +121,14 @@ def main(argv=None):
     for record in iter_records(args.input):
         name = os.path.splitext(record.source_id.replace("/", "__"))[0]
         try:
+            # A Parquet input supplies its ids: each must make one plain file name inside --output.
+            dreamed = path_under(args.output, f"{name}.png", "output name")
+            strip_path = path_under(args.output, f"{name}-strip.png", "output name")
+        except (UsageError, OutputUnwritableError) as exc:
+            report["rejected"][record.source_id] = str(exc)
+            print(f"skipped {shown(record.source_id)}: {exc}", file=sys.stderr)
+            continue
+        try:
             image = resize_short_side(decode_image(record.data), args.image_size)
         except ImageRejected as exc:
             report["rejected"][record.source_id] = str(exc)
@@ -128,9 +136,9 @@ def main(argv=None):
             continue
         start = pil_to_tensor(image)[None].to(device)
         result = dream(objective, start, config, progress=not args.no_progress)
-        write_atomically(os.path.join(args.output, f"{name}.png"), encode_image(tensor_to_pil(result.image), "png"))
+        write_atomically(dreamed, encode_image(tensor_to_pil(result.image), "png"))
         strip = frame_strip([(label, tensor_to_pil(frame)) for label, frame in result.frames])
-        write_atomically(os.path.join(args.output, f"{name}-strip.png"), encode_image(strip, "png"))
+        write_atomically(strip_path, encode_image(strip, "png"))
         report["images"][record.source_id] = {
             "output": f"{name}.png",
             "before": objective.norm(start),

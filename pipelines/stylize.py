@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from models.device import resolve_device, seed_everything
 from models.errors import UsageError
-from models.files import write_atomically
+from models.files import path_under, write_atomically
 from models.pixels import tensor_to_pil
 from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
 from transforms.images import encode_image, load_image, pil_to_tensor, resize_long_side, resize_short_side
@@ -247,6 +247,7 @@ def stylize_with_checkpoint(args: argparse.Namespace) -> None:
     names = info.style_names if "all" in requested else list(dict.fromkeys(requested))
     indices = [info.style_index(name) for name in names]  # unknown names fail here, listing the known ones
 
+    targets = {(path, name): _target(args.output, path, name) for path in args.content for name in names}
     total = len(contents) * len(names)
     with tqdm(total=total, desc="stylize", unit="image", file=sys.stderr, disable=args.no_progress) as bar:
         for path, image in zip(args.content, contents, strict=True):
@@ -256,8 +257,7 @@ def stylize_with_checkpoint(args: argparse.Namespace) -> None:
                 weights = one_hot(chunk, model.num_styles).to(device)
                 stylised = model.stylize(tensor.expand(len(chunk), -1, -1, -1), weights, alpha=alpha)
                 for row, index in enumerate(chunk):
-                    target = _join(args.output, f"{_stem(path)}__{info.style_names[index]}.png")
-                    _write(target, tensor_to_pil(stylised[row]))
+                    _write(targets[path, info.style_names[index]], tensor_to_pil(stylised[row]))
                     bar.update(1)
     print(f"wrote {len(contents) * len(names)} image(s) to {args.output} ({info.digest})")
 
@@ -273,6 +273,11 @@ def stylize_with_paintings(args: argparse.Namespace) -> None:
 
     alpha = _feed_forward_checks(args, "--style-image")
     _check_unique_stems(args.style_image)
+    targets = {
+        (path, painting): _target(args.output, path, _stem(painting))
+        for path in args.content
+        for painting in args.style_image
+    }
     device = resolve_device(args.device)
     predictor, transformer, info = load_arbitrary(args.checkpoint or "magenta_arbitrary", device="cpu")
     embedder = StyleEmbedder(predictor, device)
@@ -287,7 +292,7 @@ def stylize_with_paintings(args: argparse.Namespace) -> None:
             codes = np.stack([blend_code(style, own, alpha) for style in styles])
             outputs = runner(np.repeat(pixels[None], len(codes), 0), codes, np.ones(len(codes), np.float32))
             for painting, output in zip(args.style_image, outputs, strict=True):
-                _write(_join(args.output, f"{_stem(path)}__{_stem(painting)}.png"), Image.fromarray(output, "RGB"))
+                _write(targets[path, painting], Image.fromarray(output, "RGB"))
                 bar.update(1)
     print(f"wrote {count} image(s) to {args.output} ({info.digest})")
 
@@ -318,7 +323,7 @@ def _output_paths(output: str, contents: list[str], style_label: str) -> list[st
             )
         return [output]
     _check_unique_stems(contents)
-    return [_join(output, f"{_stem(path)}__{style_label}.png") for path in contents]
+    return [_target(output, path, style_label) for path in contents]
 
 
 def _check_unique_stems(paths: list[str]) -> None:
@@ -356,8 +361,11 @@ def _image_format(path: str) -> str | None:
     return IMAGE_SUFFIXES.get(os.path.splitext(path)[1].lower())
 
 
-def _join(directory: str, name: str) -> str:
-    return directory.rstrip("/") + "/" + name
+def _target(output: str, content: str, style: str) -> str:
+    """``OUTPUT/<content-stem>__<style>.png``. The style comes from a file (a checkpoint's style names, a
+    painting's or style image's stem): the name must be one plain component and the path, symlinks resolved, must
+    stay inside ``output`` (``models.files.path_under``), checked for every output before the first is written."""
+    return path_under(output, f"{_stem(content)}__{style}.png", "output name")
 
 
 def _write(path: str, image) -> None:

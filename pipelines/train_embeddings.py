@@ -17,8 +17,9 @@ from models.device import resolve_device, seed_everything
 from models.embedding_losses import LOSSES, default_loss, make_loss
 from models.embedding_net import BACKBONES, EmbeddingNet, EmbeddingNetConfig, load_embedding_model
 from models.embedding_trainer import EmbeddingTrainer, TrainConfig
-from models.errors import UsageError
+from models.errors import CheckpointError, UsageError
 from models.files import write_atomically
+from models.resume import check_same_settings
 from models.text_targets import KINDS, TextTargetConfig, TextTargets
 from pipelines.cli import (
     INPUT_HELP,
@@ -67,32 +68,62 @@ def parse_args(argv):
     return args
 
 
+# The training settings each flag sets; a resumed run must repeat them (only --epochs may grow).
+TRAIN_FLAGS = ("batch_size", "lr", "image_size", "heldout_fraction", "seed")
+
+
+def run_settings(args) -> dict:
+    """What the flags ask a run to train (defaults resolved), keyed by flag: compared on ``--resume``."""
+    return {
+        "input": args.input,
+        "text_model": args.text_model,
+        "text_dim": args.text_dim or (40 if args.text_model == "lda" else 128),
+        "no_tfidf": args.no_tfidf,
+        "min_count": args.min_count,
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "loss": args.loss or default_loss(args.text_model),
+        **{key: getattr(args, key) for key in TRAIN_FLAGS},
+    }
+
+
 def new_run(args, paths):
     """Fit the text model on the training split's captions; a fresh network projecting into its space."""
-    dim = args.text_dim or (40 if args.text_model == "lda" else 128)
-    config = TextTargetConfig(args.text_model, dim, not args.no_tfidf, args.min_count, seed=args.seed)
+    settings = run_settings(args)
+    config = TextTargetConfig(
+        args.text_model, settings["text_dim"], tfidf=not args.no_tfidf, min_count=args.min_count, seed=args.seed
+    )
     text = TextTargets.fit(list(iter_split_tokens(paths, args.heldout_fraction, heldout=False)), config)
-    loss_name = args.loss or default_loss(text.config.kind)
+    loss_name = settings["loss"]
     output = "sigmoid" if loss_name == "sigmoid-ce" else "linear"
     model = EmbeddingNet(EmbeddingNetConfig(args.backbone, text.dim, output), args.weights)
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        image_size=args.image_size,
-        heldout_fraction=args.heldout_fraction,
-        seed=args.seed,
-    )
+    train_config = TrainConfig(epochs=args.epochs, **{key: settings[key] for key in TRAIN_FLAGS})
     facts = {"loss": loss_name, "weights": args.weights, "input": args.input}
     return model, text, loss_name, train_config, facts
 
 
 def resumed_run(args):
-    """The run's own network, text model and settings from its checkpoint; only ``--epochs`` may change."""
+    """The run's own network, text model and settings from its checkpoint; a flag that asks for other settings
+    than the run's is refused in one line (``models.resume.check_same_settings``), only ``--epochs`` may change."""
     model, text, info = load_embedding_model(args.output)
-    train_config = TrainConfig(**{**info.training["train"], "epochs": args.epochs})
-    facts = {key: info.training[key] for key in ("loss", "weights", "input")}
-    return model, text, info.training["loss"], train_config, facts
+    training = info.training
+    try:
+        train = {**training["train"], "epochs": args.epochs}
+        facts = {key: training[key] for key in ("loss", "weights", "input")}
+        recorded = {
+            **{key: facts[key] for key in ("input", "weights", "loss")},
+            "text_model": text.config.kind,
+            "text_dim": text.dim,
+            "no_tfidf": not text.config.tfidf,
+            "min_count": text.config.min_count,
+            "backbone": info.config.backbone,
+            **{key: train[key] for key in TRAIN_FLAGS},
+        }
+        train_config = TrainConfig(**train)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{args.output}: its checkpoint does not record how it was trained ({exc})") from None
+    check_same_settings(args.output, recorded, run_settings(args))
+    return model, text, facts["loss"], train_config, facts
 
 
 def main(argv=None):

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from models.checkpoint import load_stylizer, save_stylizer
+from models.checkpoint import load_stylizer, save_stylizer, style_names_problem
 from models.device import resolve_device, seed_everything
 from models.errors import ImageRejected, InputNotFoundError, UsageError
 from models.fns_import import import_fast_neural_style
@@ -29,6 +29,7 @@ from models.trainer import (
     StylizerTrainer,
     TrainingConfig,
     artefact_paths,
+    load_resumable,
 )
 from models.vgg import build_loss_network
 from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
@@ -180,9 +181,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.content or args.style or args.add_styles_to or args.resume:
             raise UsageError("--import-fns takes only --style-name and --output")
         name = args.style_name or _stem(args.import_fns)
+        _check_unique([name])
         digest = import_fast_neural_style(args.import_fns, args.output, name)
         print(f"wrote {args.output} ({digest}): style {name!r} from {args.import_fns}")
         return
+    _check_unique([_stem(path) for path in args.style])  # before any painting is embedded or a step trained
     if args.init == "arbitrary":
         if args.add_styles_to:
             raise UsageError(
@@ -195,7 +198,6 @@ def main(argv: list[str] | None = None) -> None:
         baked, source = bake_paintings(args.style, args.device)
         if args.steps == 0:
             names = [_stem(path) for path in args.style]
-            _check_unique(names)
             training = {"init": "arbitrary", "steps": 0, "style_files": [posixpath.basename(p) for p in args.style]}
             digest = save_stylizer(args.output, baked, names, training, source=source)
             print(f"wrote {args.output} ({digest}): {len(names)} painting styles baked in, no training")
@@ -220,6 +222,33 @@ def main(argv: list[str] | None = None) -> None:
         precision=args.precision,
         seed=args.seed,
     )
+    new_names = [_stem(path) for path in args.style]
+    style_size = args.style_size or args.image_size
+    metadata = {
+        "content": args.content,
+        "style_files": [posixpath.basename(path) for path in args.style],
+        "init": args.init,
+        "loss_network": args.loss_network,
+        "loss_arch": args.loss_arch,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "style_size": style_size,
+    }
+    base, base_names = None, []
+    if args.add_styles_to:  # a bad document (style names included) is refused here, before any training
+        base, info = load_stylizer(args.add_styles_to)
+        base_names = info.style_names
+        metadata |= {"base_checkpoint": info.digest, "base_training": info.training}
+        if info.source:  # imported weights keep their provenance and licence through fine-tuning
+            metadata["base_source"] = info.source
+    elif args.init == "arbitrary":
+        metadata["base_source"] = source
+    names = base_names + new_names
+    _check_unique(names)
+    resume_path = artefact_paths(args.output)["resume"]
+    # A changed setting is refused before the loss network is built or an image read.
+    resume_state = load_resumable(resume_path, config, metadata) if args.resume else None
+
     # The loss network first: a missing ImageNet VGG should fail before any image is read.
     loss_network = build_loss_network(
         args.loss_arch,
@@ -228,37 +257,17 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         device=device,
     )
-    new_names = [_stem(path) for path in args.style]
-    style_size = args.style_size or args.image_size
     style_images = [pil_to_tensor(resize_short_side(_load_style(path), style_size)) for path in args.style]
     spec = resolve_input(args.content)
     preview = preview_images(spec, args.image_size)
 
-    metadata = {
-        "content": args.content,
-        "style_files": [posixpath.basename(path) for path in args.style],
-        "loss_network": args.loss_network,
-        "loss_arch": args.loss_arch,
-        "batch_size": args.batch_size,
-        "image_size": args.image_size,
-        "style_size": style_size,
-    }
-    if args.add_styles_to:
-        base, info = load_stylizer(args.add_styles_to)
-        names = info.style_names + new_names
-        model = base.with_extra_styles(len(new_names))
-        first_trainable = base.num_styles
-        metadata |= {"base_checkpoint": info.digest, "base_training": info.training}
-        if info.source:  # imported weights keep their provenance and licence through fine-tuning
-            metadata["base_source"] = info.source
+    if base is not None:
+        model, first_trainable = base.with_extra_styles(len(new_names)), base.num_styles
     elif args.init == "arbitrary":  # fine-tune the baked network: every parameter trains
-        names, model, first_trainable = new_names, baked, 0
-        metadata |= {"init": "arbitrary", "base_source": source}
+        model, first_trainable = baked, 0
     else:
-        names = new_names
         model = MultiStyleTransformer(StylizerConfig(num_styles=len(names), width=args.width))
         first_trainable = 0
-    _check_unique(names)
 
     trainer = StylizerTrainer(
         model,
@@ -270,8 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         preview_images=preview,
         metadata=metadata,
     )
-    if args.resume:
-        trainer.resume(artefact_paths(args.output)["resume"])
+    if resume_state is not None:
+        trainer.resume_from(resume_state, resume_path)
     batches = content_batches(spec, args.image_size, args.batch_size, args.seed, skip_batches=trainer.step)
     result = trainer.train(batches, args.output, progress=not args.no_progress)
     paths = artefact_paths(args.output)
@@ -377,12 +386,10 @@ def _load_style(path: str):
 
 
 def _check_unique(names: list[str]) -> None:
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise UsageError(
-            f"style names must be unique (they are the style files' stems): {', '.join(duplicates)} appears twice; "
-            "rename a file"
-        )
+    """Refuse, before any training, style names that the checkpoint could not hold (``style_names_problem``)."""
+    problem = style_names_problem(names, len(names))
+    if problem:
+        raise UsageError(f"{problem} (style names are the style files' stems and --style-name: rename one)")
 
 
 def _layers(text: str) -> tuple[str, ...]:

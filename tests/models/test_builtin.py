@@ -83,3 +83,65 @@ def test_export_to_a_url_and_use_by_path(tmp_path):
 def test_unknown_builtin():
     with pytest.raises(CheckpointError, match="unknown built-in stylizer 'nope'"):
         builtin.checkpoint_path("nope")
+
+
+def test_a_self_consistent_cache_with_other_weights_is_rebuilt(fresh_cache, caplog):
+    """The cache is authenticated by the weights' digest pinned in code, not only by the checksum written beside
+    them: a checkpoint that claims the built-in's source file but holds other weights was used as magenta26."""
+    path = builtin.checkpoint_path("magenta26")
+    model, info = load_stylizer(path)
+    with torch.no_grad():
+        model.in1.weight[3] += 0.5  # one style changed; the file stays a consistent, valid checkpoint
+    save_stylizer(path, model, info.style_names, source=info.source)
+    assert load_tensors(path)[1]["source"] == info.source  # claims the right source file
+    builtin._verified.clear()
+    with caplog.at_level(logging.WARNING, logger="models.builtin"):
+        rebuilt = builtin.checkpoint_path("magenta26")
+    assert "pinned" in caplog.text and load_tensors(rebuilt)[2] == info.digest
+
+
+def test_a_build_that_does_not_give_the_pinned_weights_is_refused(fresh_cache, monkeypatch):
+    import dataclasses
+
+    entry = builtin.BUILTINS["magenta26"]
+    monkeypatch.setitem(builtin.BUILTINS, "magenta26", dataclasses.replace(entry, tensors_sha256="0" * 64))
+    with pytest.raises(CheckpointError, match="could not be rebuilt as pinned .*reinstall stylebeam"):
+        builtin.checkpoint_path("magenta26")
+    assert not any(fresh_cache.iterdir())  # the unauthenticated build is not left to be found
+
+
+def test_an_unwritable_cache_falls_back_to_a_folder_of_this_user_only(tmp_path, monkeypatch):
+    """A shared $TMPDIR/stylebeam-cache made by another user (here: a file of that name) blocked the job."""
+    import tempfile
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("STYLEBEAM_CACHE", str(tmp_path / "file" / "cache"))  # cannot be created
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "stylebeam-cache").write_text("someone else's")
+    builtin._verified.clear()
+    path = builtin.checkpoint_path("magenta26")
+    assert os.path.dirname(path) == str(tmp_path / "tmp" / f"stylebeam-cache-{os.getuid()}")
+    assert os.stat(os.path.dirname(path)).st_mode & 0o077 == 0  # private
+
+    # that name taken by another user: a fresh private folder, never theirs
+    other = os.getuid() + 1
+    (tmp_path / "tmp" / f"stylebeam-cache-{other}").mkdir()  # owned by this user, so foreign to uid `other`
+    monkeypatch.setattr(os, "getuid", lambda: other)
+    builtin._verified.clear()
+    path = builtin.checkpoint_path("magenta26")
+    folder = os.path.dirname(path)
+    assert folder.startswith(str(tmp_path / "tmp" / "stylebeam-cache-")) and not folder.endswith(f"-{other}")
+    assert load_tensors(path)[1]["tensors_sha256"] == builtin.BUILTINS["magenta26"].tensors_sha256
+
+
+def test_a_cache_url_is_refused_instead_of_making_a_local_folder(tmp_path, monkeypatch):
+    """STYLEBEAM_CACHE=gs://… made a local folder ./gs:/…"""
+    from models.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STYLEBEAM_CACHE", "gs://bucket/cache")
+    builtin._verified.clear()
+    with pytest.raises(UsageError, match=r"^STYLEBEAM_CACHE=gs://bucket/cache: the built-in cache is a local folder"):
+        builtin.checkpoint_path("magenta26")
+    assert not os.listdir(tmp_path)

@@ -118,3 +118,119 @@ def test_a_write_that_fails_says_so_in_one_line(tmp_path, monkeypatch):
     expected = r"^cannot write gs://b/x\.safetensors \(ClientConnectorDNSError: Cannot connect to host [^\n]*443\)$"
     with pytest.raises(OutputUnwritableError, match=expected):
         write_atomically("gs://b/x.safetensors", b"data")
+
+
+def write_document(path, tensors: dict, document) -> str:
+    """A checkpoint file holding ``tensors`` and any JSON ``document`` (what a hostile or hand-made file holds)."""
+    import json
+
+    from safetensors.torch import save
+
+    data = save({name: t.contiguous() for name, t in tensors.items()}, metadata={"stylebeam": json.dumps(document)})
+    path.write_bytes(data)
+    return str(path)
+
+
+def evil_stylizer(path, style_names=None, **changes) -> str:
+    """A 26-style stylizer checkpoint (a tiny network) whose document says what the caller wants."""
+    model = MultiStyleTransformer(StylizerConfig(num_styles=26, width=0.25, num_residual=1))
+    document = {
+        "format_version": 1,
+        "kind": "stylebeam.stylizer",
+        "config": model.config.to_dict(),
+        "style_names": [f"s{i:02d}" for i in range(26)] if style_names is None else style_names,
+        "training": {},
+    }
+    document = {key: value for key, value in (document | changes).items() if value is not DROP}
+    return write_document(path, model.state_dict(), document)
+
+
+DROP = object()
+NAMES = [f"s{i:02d}" for i in range(26)]
+CONFIG = {"num_styles": 26, "width": 0.25, "num_residual": 1}
+BAD_DOCUMENTS = {
+    "2 names for 26 styles": ({"style_names": NAMES[:2]}, "2 style names for a 26-style network"),
+    "29 names for 26 styles": ({"style_names": [*NAMES, "x", "y", "z"]}, "29 style names for a 26-style network"),
+    "26 copies of one name": ({"style_names": ["same"] * 26}, "must be unique: 'same'"),
+    "a string of 26 letters": ({"style_names": "abcdefghijklmnopqrstuvwxyz"}, "style_names is a string, not a list"),
+    "no config": ({"config": DROP}, "has no 'config'"),
+    "no style names": ({"style_names": DROP}, "has no 'style_names'"),
+    "config a list": ({"config": [26]}, "config is a list, not an object"),
+    "unknown config key": ({"config": CONFIG | {"layers": 9}}, "unknown config key 'layers'"),
+    "config of the wrong type": (
+        {"config": CONFIG | {"num_styles": "26"}},
+        "config num_styles is '26', not an integer",
+    ),
+    "config for other tensors": ({"config": CONFIG | {"num_styles": 27}}, "weights do not fit the stored architecture"),
+    "a huge claimed network": ({"config": CONFIG | {"width": 1e6}}, "weights do not fit the stored architecture"),
+    "training a string": ({"training": "x"}, "training is a string, not an object"),
+    "absolute traversal": ({"style_names": ["/" + "../" * 20 + "any/where/x", *NAMES[1:]]}, "path separator"),
+    "relative traversal": ({"style_names": ["../../x", *NAMES[1:]]}, "path separator"),
+    "backslashes": ({"style_names": ["..\\..\\x", *NAMES[1:]]}, "path separator"),
+    "NUL": ({"style_names": ["a\x00b", *NAMES[1:]]}, "control character"),
+    "newline": ({"style_names": ["a\nb", *NAMES[1:]]}, "control character"),
+    "ESC": ({"style_names": ["\x1b[2Jx", *NAMES[1:]]}, "control character"),
+    "10,000 characters": ({"style_names": ["x" * 10_000, *NAMES[1:]]}, "longer than 100 characters"),
+    "empty name": ({"style_names": ["", *NAMES[1:]]}, "it is empty"),
+    "a number as a name": ({"style_names": [5, *NAMES[1:]]}, "it is a int, not a string"),
+    "a newer format": ({"format_version": 2}, "format_version 2; this stylebeam reads 1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DOCUMENTS)
+def test_every_bad_document_is_one_checkpoint_error_line(tmp_path, case):
+    """Style names count, uniqueness, type and characters, required keys and config are checked on every load
+    (load_tensors without a kind is what augment uses; load_stylizer what stylize and train_stylizer use)."""
+    from models.checkpoint import load_tensors
+
+    changes, message = BAD_DOCUMENTS[case]
+    path = evil_stylizer(tmp_path / "evil.safetensors", **changes)
+    for load in (load_stylizer, load_tensors):
+        with pytest.raises(CheckpointError) as error:
+            load(path)
+        text = str(error.value)
+        assert message in text and path in text and "\n" not in text and "\x1b" not in text, text
+        assert len(text) < 400, text
+
+
+@pytest.mark.parametrize("document", [[1, 2], "stylizer", None, 7])
+def test_a_document_that_is_not_an_object_is_refused(tmp_path, document):
+    from models.checkpoint import load_tensors
+
+    path = write_document(tmp_path / "x.safetensors", {"w": torch.ones(2)}, document)
+    for load in (load_stylizer, load_tensors):
+        with pytest.raises(CheckpointError, match="its stylebeam document is .*, not an object"):
+            load(path)
+
+
+def test_a_document_of_an_unknown_kind_is_refused_where_no_kind_is_asked(tmp_path):
+    from models.checkpoint import load_tensors
+
+    path = write_document(tmp_path / "x.safetensors", {"w": torch.ones(2)}, {"kind": "stylebeam.other"})
+    with pytest.raises(CheckpointError, match="stylebeam reads stylebeam.stylizer"):
+        load_tensors(path)
+
+
+def test_arbitrary_documents_are_checked_against_their_tensors(tmp_path):
+    from models.checkpoint import load_arbitrary, load_tensors, save_arbitrary
+    from models.style_predictor import StylePredictor
+
+    transformer = MultiStyleTransformer(StylizerConfig(0, embedding_size=100, width=0.25, num_residual=1))
+    path = tmp_path / "pair.safetensors"
+    save_arbitrary(str(path), StylePredictor(), transformer)
+    tensors, document, _ = load_tensors(str(path))
+    for changes, message in [
+        ({"config": document["config"] | {"num_residual": 2}}, r"no tensor transformer\.res2"),
+        ({"config": DROP}, "has no 'config'"),
+        ({"source": ["x"]}, "source is a list, not an object"),
+    ]:
+        changed = {k: v for k, v in (document | changes).items() if v is not DROP and k != "tensors_sha256"}
+        bad = write_document(tmp_path / "bad.safetensors", tensors, changed)
+        with pytest.raises(CheckpointError, match=message):
+            load_arbitrary(bad)
+
+
+def test_writers_refuse_names_a_loader_would_refuse(tmp_path):
+    for names, message in [(["a/b", "c"], "path separator"), (["a", "b\x1b"], "control character")]:
+        with pytest.raises(ValueError, match=message):
+            save_stylizer(str(tmp_path / "x.safetensors"), make_net(), names)

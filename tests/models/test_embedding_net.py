@@ -91,3 +91,46 @@ def test_checkpoints_written_under_the_old_kind_name_still_load(tmp_path, text):
     loaded, _, _ = load_embedding_model(old)
     images = torch.rand(2, 3, 32, 32)
     assert torch.equal(loaded.embed(images), model.embed(images))
+
+
+def test_every_bad_document_is_one_checkpoint_error_line(tmp_path, text):
+    """What deepdream, embed, evaluate_embeddings and train_embeddings --resume load: nothing in the document is
+    trusted (each case was a KeyError, TypeError or AttributeError traceback, or an allocation the file's
+    tensors never backed)."""
+    from models.checkpoint import load_tensors, save_tensors
+
+    model = EmbeddingNet(EmbeddingNetConfig("resnet-tiny", text.dim)).eval()
+    good = str(tmp_path / "good.safetensors")
+    save_embedding_model(good, model, text)
+    tensors, document, _ = load_tensors(good)
+    document.pop("tensors_sha256")
+    drop = object()
+    cases = {
+        "no text": ({"text": drop}, "has no 'text'"),
+        "no config": ({"config": drop}, "has no 'config'"),
+        "text a list": ({"text": []}, "text is a list, not an object"),
+        "unknown backbone": ({"config": document["config"] | {"backbone": "vgg99"}}, "unknown backbone 'vgg99'"),
+        "unknown key": ({"config": document["config"] | {"depth": 3}}, "unknown config key 'depth'"),
+        "a huge head": (
+            {"config": document["config"] | {"out_dim": 10**9}},
+            r"tensor model\.head\.bias is \[3\], the architecture needs \[1000000000\]",
+        ),
+        "no vocabulary": ({"text": {"config": document["text"]["config"]}}, "the text model has no vocabulary"),
+        "vocabulary a string": ({"text": document["text"] | {"vocab": "red"}}, "vocabulary is not a list of words"),
+        "text config null": ({"text": document["text"] | {"config": None}}, "text config is null, not an object"),
+        "other text size": (
+            {"text": document["text"] | {"config": document["text"]["config"] | {"dim": 5}}},
+            r"text array lda_sstats is float32 \[3, \d+\], not float \[5, \d+\]",
+        ),
+    }
+    for case, (changes, message) in cases.items():
+        changed = {key: value for key, value in (document | changes).items() if value is not drop}
+        path = str(tmp_path / "bad.safetensors")
+        save_tensors(path, tensors, changed)
+        with pytest.raises(CheckpointError, match=message) as error:
+            load_embedding_model(path)
+        assert "\n" not in str(error.value) and path in str(error.value), case
+    missing_array = {name: t for name, t in tensors.items() if name != "text.lda_eta"}
+    save_tensors(path, missing_array, document)
+    with pytest.raises(CheckpointError, match="the lda text model has no lda_eta array"):
+        load_embedding_model(path)

@@ -87,3 +87,21 @@ def test_no_command_keeps_an_old_name_for_a_shared_meaning(capsys):
         entries = help_entries(command, capsys)
         assert "--quiet" not in entries, command
         assert "long side" not in entries.get("--image-size", ""), command
+
+
+def test_every_seed_flag_takes_the_range_every_consumer_takes(capsys):
+    """--seed 2**70 and --seed -1 were tracebacks in stylize, train_stylizer and train_embeddings (torch's and
+    numpy's own overflow errors); every command with --seed shares one type: 0 to 2**32 - 1 (gensim's LDA seeds
+    numpy's legacy RandomState, which stops there)."""
+    from pipelines.cli import run_main
+
+    max_seed = 2**32 - 1
+    with_seed = [command for command in COMMANDS if "--seed" in help_entries(command, capsys)]
+    assert set(with_seed) == {"augment", "train_stylizer", "stylize", "train_embeddings", "deepdream"}
+    for command in with_seed:
+        entry, prefix = COMMANDS[command]
+        for bad in (str(2**70), "-1", str(max_seed + 1), "1.5", "x"):
+            assert run_main(entry, [*prefix, f"--seed={bad}"]) == 2, (command, bad)
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: argument --seed: must be an integer from 0 to {max_seed}, got"), err
+            assert len(err.splitlines()) == 1, (command, err)

@@ -102,3 +102,21 @@ def test_errors_are_one_line(inputs, tmp_path, monkeypatch, capsys):
     assert "give --model or --torchvision, not both" in capsys.readouterr().err
     assert run_main(deepdream.main, [*argv, "--weights=random", *FAST]) == 2
     assert "--weights is for --torchvision" in capsys.readouterr().err
+
+
+def test_parquet_ids_that_cannot_name_a_file_are_skipped_not_written_elsewhere(inputs, tmp_path):
+    """A Parquet input supplies the ids the outputs are named after: a newline or a leading dot would land in a
+    file name; each such record is reported as rejected and the run goes on."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = encode(make_image(96, 80, seed=1))
+    ids = ["fine", "new\nline", "..", "back\\slash", "x" * 300]
+    pq.write_table(pa.table({"id": ids, "image": [image] * len(ids)}), tmp_path / "posts.parquet")
+    output = tmp_path / "out"
+    report = deepdream.main(
+        [f"--input={tmp_path / 'posts.parquet'}", f"--output={output}", f"--model={inputs / 'model.safetensors'}"]
+        + [*FAST, "--iterations=1", "--octaves=1"]
+    )
+    assert list(report["images"]) == ["fine"] and sorted(report["rejected"]) == sorted(ids[1:])
+    assert sorted(p.name for p in output.iterdir()) == ["deepdream.json", "fine-strip.png", "fine.png"]

@@ -152,3 +152,48 @@ def test_a_corpus_that_is_not_clean_is_one_line_that_says_to_clean_it(corpus, tr
         assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {folder} is not a clean corpus"), err
         assert "text, phash columns)" in err and f"python -m pipelines.clean --input {folder}" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_changed_settings_naming_the_flag_and_both_values(corpus, trained, tmp_path, capsys):
+    """--resume took the run's settings and ignored the flags given; now a flag that differs is refused."""
+    root, _ = corpus
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    history = (run / "history.json").read_text()
+    argv = [f"--input={root / 'clean'}", f"--output={run}", *TINY, "--epochs=9", "--resume"]
+    changed = {
+        "--lr": ("0.001", "0.01"),
+        "--seed": ("0", "3"),
+        "--image-size": ("32", "40"),
+        "--batch-size": ("32", "16"),
+        "--text-dim": ("16", "8"),
+        "--min-count": ("2", "3"),
+        "--backbone": ("resnet-tiny", "resnet18"),
+        "--loss": ("cosine", "infonce"),
+    }
+    for flag, (before, now) in changed.items():
+        assert run_main(train_embeddings.main, [*argv, f"{flag}={now}"]) == 2, flag
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot resume {run}: {flag} differs (the run: {before}; now: {now})"), err
+        assert len(err.splitlines()) == 1, err
+    assert (run / "history.json").read_text() == history  # nothing trained
+
+
+def test_a_hand_made_resume_state_without_its_optimizer_is_one_line(corpus, trained, tmp_path, capsys):
+    from models.embedding_trainer import RESUME_KIND
+    from models.resume import load_resume_state, save_resume_state
+
+    root, _ = corpus
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state_file = str(run / "train_state.pt")
+    state = load_resume_state(state_file, RESUME_KIND)
+    save_resume_state(state_file, RESUME_KIND, {key: value for key, value in state.items() if key != "optimizer"})
+    argv = [f"--input={root / 'clean'}", f"--output={run}", *TINY, "--epochs=3", "--resume"]
+    assert run_main(train_embeddings.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: resume state {state_file} has no optimizer") and len(err.splitlines()) == 1, err
+    save_resume_state(state_file, RESUME_KIND, state | {"loss": [1, 2]})
+    assert run_main(train_embeddings.main, argv) == 2
+    err = capsys.readouterr().err
+    assert f"resume state {state_file} is damaged" in err and len(err.splitlines()) == 1, err

@@ -198,3 +198,76 @@ def test_a_full_disk_is_one_line_and_leaves_no_empty_image(images, checkpoint, c
     assert err.count("\n") == 1 and err.startswith(f"error: cannot write {out}/cat__"), err
     assert err.rstrip().endswith("no space left on the device (ENOSPC)"), err
     assert os.listdir(out) == []  # neither an empty image under its name nor a temporary file
+
+
+def written_images(root) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*.png")}
+
+
+@pytest.mark.parametrize(
+    "evil_name",
+    [
+        "/" + "../" * 20 + "{root}/anywhere/x",  # absolute: cat__/ then up to / and down to any folder
+        "/../../escaped",  # relative: out/cat__/../../escaped.png is beside out's parent
+    ],
+)
+def test_a_checkpoint_style_name_cannot_write_outside_the_output(images, capsys, evil_name):
+    """A checkpoint whose style name climbs out of --output wrote {root}/anywhere/x.png (any *.png anywhere)."""
+    from tests.models.test_checkpoint import evil_stylizer
+
+    names = [evil_name.format(root=images), *(f"s{i:02d}" for i in range(1, 26))]
+    evil = evil_stylizer(images / "evil.safetensors", names)
+    before = written_images(images)
+    output = images / "work" / "out"
+    code, _, err = run(["--checkpoint", evil, "--content", images / "cat.png", "--output", output], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "path separator" in err, err
+    assert written_images(images) == before  # nothing written anywhere, inside --output or out of it
+
+
+def test_names_are_checked_again_when_paths_are_built(images, capsys, monkeypatch):
+    """The second wall: were a bad name to pass the checkpoint validator, the output path built from it is still
+    one plain component inside --output, checked for every output before the first is written."""
+    import models.checkpoint
+    from tests.models.test_checkpoint import evil_stylizer
+
+    monkeypatch.setattr(models.checkpoint, "style_names_problem", lambda names, count: None)
+    names = [*(f"s{i:02d}" for i in range(25)), "/../../escaped"]
+    evil = evil_stylizer(images / "evil.safetensors", names)
+    before = written_images(images)
+    code, _, err = run(["--checkpoint", evil, "--content", images / "cat.png", "--output", images / "out"], capsys)
+    assert code == 2 and err.startswith("error: output name 'cat__/../../escaped.png' cannot name a file"), err
+    assert written_images(images) == before
+
+
+def test_painting_and_content_names_with_control_characters_or_backslashes_are_refused(images, capsys):
+    odd = images / "new\nline.png"
+    make_image(40, 40, seed=5).save(odd)
+    argv = ["--content", images / "cat.png", "--output", images / "out", "--style-image", odd]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "control character" in err and "\\n" in err, err
+    back = images / "back\\slash.png"
+    make_image(40, 40, seed=6).save(back)
+    code, _, err = run(["--content", back, "--output", images / "out2", "--style-image", images / "starry.png"], capsys)
+    assert code == 2 and "path separator" in err, err
+    assert not (images / "out").exists() and not (images / "out2").exists()
+
+
+def test_a_symlink_in_the_output_folder_is_not_followed_outside(images, checkpoint, capsys):
+    outside = images / "elsewhere"
+    outside.mkdir()
+    (images / "out").mkdir()
+    os.symlink(outside / "victim.png", images / "out" / "cat__oil.png")
+    code, _, err = run(
+        ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out"], capsys
+    )
+    assert code == 2 and "leads outside" in err, err
+    assert not (outside / "victim.png").exists() and not (images / "out" / "cat__ink.png").exists()
+
+
+def test_duplicate_style_names_in_a_checkpoint_are_refused_not_overwritten(images, capsys):
+    """26 copies of one name said "wrote 26 image(s)" and wrote one file."""
+    from tests.models.test_checkpoint import evil_stylizer
+
+    evil = evil_stylizer(images / "evil.safetensors", ["same"] * 26)
+    code, out, err = run(["--checkpoint", evil, "--content", images / "cat.png", "--output", images / "out"], capsys)
+    assert code == 2 and "style names must be unique: 'same'" in err and "wrote" not in out

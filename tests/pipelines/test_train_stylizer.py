@@ -204,3 +204,72 @@ def test_a_full_disk_while_writing_the_samples_is_one_line_and_no_truncated_file
     assert err == f"error: cannot write {samples}: no space left on the device (ENOSPC)\n", err
     assert not (data / "out" / samples.rsplit("/", 1)[1]).exists()
     assert not [name for name in (data / "out").iterdir() if name.name.endswith(".partial")]
+
+
+def test_resume_refuses_changed_settings_naming_the_flag_and_both_values(data, capsys):
+    """--resume with another --lr (--seed, --image-size, ...) trained on and recorded only the new value."""
+    output = data / "out" / "two.safetensors"
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output]
+    code, _, err = run([*argv, "--steps", "2", *TINY, *TINY_LAYERS], capsys)
+    assert code == 0, err
+    resume = str(data / "out" / "two.resume.pt")
+    changed = {
+        "--lr": ("0.001", "0.01"),
+        "--seed": ("0", "1"),
+        "--image-size": ("32", "36"),
+        "--batch-size": ("2", "3"),
+        "--content-weight": ("100000.0", "1.0"),
+        "--loss-arch": ("vgg16", "vgg19"),
+        "--style-layers": ("relu1_2,relu2_2", "relu1_2"),
+        "--precision": ("fp32", "bf16"),
+        "--content": (str(data / "content"), str(data / "styles")),
+    }
+    for flag, (before, now) in changed.items():
+        code, _, err = run([*argv, "--steps", "4", "--resume", *TINY, *TINY_LAYERS, flag, now], capsys)
+        expected = f"error: cannot resume {resume}: {flag} differs (the run: {before}; now: {now}); "
+        assert code == 2 and err.startswith(expected) and len(err.splitlines()) == 1, (flag, err)
+    code, out, err = run([*argv, "--steps", "3", "--checkpoint-every", "1", "--resume", *TINY, *TINY_LAYERS], capsys)
+    assert code == 0 and "after 3 steps" in out, err  # how far and how often to save may change
+    assert load_stylizer(str(output))[1].training["lr"] == 0.001
+
+
+def test_a_hand_made_resume_state_without_a_part_is_one_line(data, capsys):
+    from models.resume import load_resume_state, save_resume_state
+    from models.trainer import RESUME_KIND
+
+    output = data / "out" / "two.safetensors"
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output, *TINY]
+    code, _, err = run([*argv, "--steps", "2", *TINY_LAYERS], capsys)
+    assert code == 0, err
+    resume = str(data / "out" / "two.resume.pt")
+    state = load_resume_state(resume, RESUME_KIND)
+    for damage in [{"optimizer": None}, {"optimizer": {"state": {}}}, {"history": "x"}]:
+        hand_made = {key: value for key, value in state.items() if key not in damage or damage[key] is not None}
+        hand_made |= {key: value for key, value in damage.items() if value is not None}
+        save_resume_state(resume, RESUME_KIND, hand_made)
+        code, _, err = run([*argv, "--steps", "4", "--resume", *TINY_LAYERS], capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and resume in err, (damage, err)
+        assert "has no optimizer" in err if damage == {"optimizer": None} else "is damaged" in err, (damage, err)
+
+
+def test_add_styles_to_refuses_a_checkpoint_with_bad_style_names(data, capsys):
+    """--add-styles-to copied a traversal name into a new checkpoint under a new digest."""
+    from tests.models.test_checkpoint import evil_stylizer
+
+    evil = evil_stylizer(data / "evil.safetensors", ["/../../x", *(f"s{i:02d}" for i in range(1, 26))])
+    output = data / "grown.safetensors"
+    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--add-styles-to", evil]
+    code, _, err = run([*argv, "--output", output, "--steps", "1", *TINY, *TINY_LAYERS], capsys)
+    assert code == 2 and "path separator" in err and str(evil) in err and len(err.splitlines()) == 1, err
+    assert not output.exists()
+
+
+def test_style_file_stems_that_cannot_be_style_names_are_refused_before_training(data, capsys):
+    make_image(40, 40, seed=3).save(data / "styles" / "tab\there.png")
+    argv = ["--content", data / "content", "--style", data / "styles" / "tab\there.png"]
+    code, _, err = run([*argv, "--output", data / "x.safetensors", "--steps", "1", *TINY], capsys)
+    assert code == 2 and "control character" in err and "rename" in err, err
+    code, _, err = run(
+        ["--import-fns", data / "x.pth", "--style-name", "a/b", "--output", data / "y.safetensors"], capsys
+    )
+    assert code == 2 and "path separator" in err, err
