@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         metavar="N",
         help=f"long side of the output in pixels, aspect kept; instead of --image-size (default: {GATYS_MAX_SIZE} "
-        "for gatys, the content's own size with --checkpoint)",
+        "for gatys, the content's own size with --checkpoint). An image is refused past "
+        f"{FEED_FORWARD_MAX_PIXELS} pixels with --checkpoint or --style-image, {GATYS_MAX_PIXELS} with gatys",
     )
 
     checkpoint = parser.add_argument_group("with --checkpoint or --style-image")
@@ -343,11 +344,11 @@ def _sized(path: str, args: argparse.Namespace, max_pixels: int, default_max_siz
     elif max_size:
         size, resize, flag = long_side_size(*image.size, max_size), resize_long_side, "--max-size"
     else:
-        size, resize, flag = image.size, None, "--max-size"
+        size, resize, flag = image.size, None, "--max-size N"
     if size[0] * size[1] > max_pixels:
         raise UsageError(
             f"{path} would be stylised at {size[0]}x{size[1]}, above the {max_pixels} pixels "
-            f"({math.isqrt(max_pixels)}²) this mode runs at: pass a smaller {flag}"
+            f"({math.isqrt(max_pixels)}²) this mode runs at: pass {'a smaller ' if resize else ''}{flag}"
         )
     return resize(image, args.image_size or max_size) if resize else image
 

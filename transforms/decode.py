@@ -5,6 +5,9 @@ side is scaled to ``image_size`` and the long side centre-cropped to ``image_siz
 eighth of the short side (32 px at 256: under 1/8 of the short side lost) and to at most ``max_aspect`` ×
 the short side, so images fall into a few shape buckets that batch
 together without padding (padding would change instance-norm statistics, hence the pixels).
+
+``max_pixels`` bounds an image as decoded and as resized (checked before the resize): an image that would grow past
+it, or one that runs out of memory, is a rejected row, never a failed job.
 """
 
 from dataclasses import dataclass

@@ -155,11 +155,12 @@ def png_header_claiming(width: int, height: int) -> bytes:
 
 def test_a_100_megapixel_image_is_judged_by_max_pixels_alone():
     """Issue 16 item 3: --max-pixels 150000000 still rejected a 100 MP image at Pillow's own 89.5 MP warning."""
-    from transforms.images import MAX_PIXELS_CEILING
-
     data = png_header_claiming(10_000, 10_000)
     assert reason(data) == "too_many_pixels"  # above the default 64 MP
     assert reason(data, max_pixels=150_000_000) == "corrupt_image"  # accepted by size, so decoded (and broken)
+
+    from transforms.images import MAX_PIXELS_CEILING
+
     assert MAX_PIXELS_CEILING == 2 * Image.MAX_IMAGE_PIXELS  # above it Pillow refuses whatever the limit
 
 
