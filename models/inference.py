@@ -51,6 +51,15 @@ def keep_freed_memory() -> bool:
     return _ALLOCATOR_TUNED
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: Python's ``MemoryError``, CUDA's ``torch.OutOfMemoryError``, or the
+    ``RuntimeError`` torch's CPU allocator raises ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    message = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in message or "not enough memory" in message)
+
+
 class NonFiniteOutput(RuntimeError):
     """A forward pass produced NaN or Inf for some images (``indices`` in the batch): never encode those."""
 
@@ -200,16 +209,23 @@ class StyleEmbedder:
     """A style predictor on a device (Ghiasi et al. 2017): uint8 images → style embeddings. Create once per
     worker process. Each image is prepared as the predictor was trained (centre square crop, 256², LANCZOS) and,
     as in ``StylizerRunner``, run in forward passes of a fixed size, so an embedding does not depend on its
-    batch-mates. Runs in fp32 on CPU (one embedding per painting per job, or per content image when alpha < 1:
-    not where the time goes) and under autocast on CUDA."""
+    batch-mates. Under autocast on CUDA.
+
+    On CPU in float64, cast to float32 at the end, so that an embedding does not depend on the thread count
+    either: oneDNN's float32 convolutions split their sums by thread, and the embeddings of one painting with 1 and
+    2 torch threads differed by up to 1.2e-6 (357 of 400 values), which changed the bytes of ``augment
+    --style-images`` with ``--cpu-threads`` and between a DataLoader worker and the main process. In float64 those
+    differences (~1e-16) vanish in the cast. It costs ~250 ms per image instead of ~40 ms (256², 1 thread): once
+    per painting per job, and once per content image only where alpha < 1.
+    """
 
     def __init__(self, predictor: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32):
         self.device = device
-        self.dtype = dtype if device.type == "cuda" else torch.float32
+        self.dtype = dtype if device.type == "cuda" else torch.float64  # on CPU: see above
         self.batch_size = 8 if device.type == "cuda" else 1
         self.model = copy.deepcopy(predictor).to(device).eval()
         if device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(self.dtype)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
 
@@ -231,7 +247,9 @@ class StyleEmbedder:
                 chunk = torch.cat([chunk, chunk[:1].expand(self.batch_size - count, -1, -1, -1)])
             chunk = chunk.to(self.device)
             if self.device.type == "cpu":
-                chunk = chunk.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                outputs.append(self.model(chunk).float()[:count].cpu())
+                embedded = self.model(chunk.to(self.dtype))
+            else:
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                    embedded = self.model(chunk)
+            outputs.append(embedded.float()[:count].cpu())
         return torch.cat(outputs).numpy()

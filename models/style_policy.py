@@ -24,12 +24,25 @@ MODES = ("all", "random", "mix", "randomize")
 # Paintings per mixture in mix:K over a collection: a Dirichlet over hundreds of paintings is their average,
 # a blur of every style; two or three keeps each mixture a recognisable blend.
 PAINTINGS_PER_MIX = 3
+# The largest K of random:K, mix:K and randomize:K: K stylised copies of every image (K draws of a code each) are
+# planned at once per record; past a thousand that is a typo (mix:100000000 asked numpy for 19.4 GiB), not a
+# setting.
+MAX_OUTPUTS_PER_IMAGE = 1024
 
 
 @dataclass(frozen=True)
 class StylePolicy:
     mode: str  # one of MODES
     count: int = 0  # K
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UsageError(f"unknown style policy {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.mode != "all" and not 1 <= self.count <= MAX_OUTPUTS_PER_IMAGE:
+            raise UsageError(
+                f"--styles {self.mode}:{self.count}: K is the number of outputs per image, from 1 to "
+                f"{MAX_OUTPUTS_PER_IMAGE}"
+            )
 
     def check(self, num_styles: int, paintings: bool = False) -> None:
         """``num_styles``: the checkpoint's styles, or the number of paintings."""
@@ -102,11 +115,13 @@ class PaintingSet:
 
 
 def parse_styles(text: str) -> StylePolicy:
+    """``all``, ``random:K``, ``mix:K`` or ``randomize:K`` with 1 <= K <= ``MAX_OUTPUTS_PER_IMAGE`` (random:K is
+    further bounded by the styles there are, in ``StylePolicy.check``)."""
     if text == "all":
         return StylePolicy("all")
     mode, _, count = text.partition(":")
-    if mode in MODES[1:] and count.isdigit() and int(count) > 0:
-        return StylePolicy(mode, int(count))
+    if mode in MODES[1:] and count.isascii() and count.isdigit():
+        return StylePolicy(mode, int(count))  # which checks 1 <= K <= MAX_OUTPUTS_PER_IMAGE
     raise UsageError(f"--styles must be all, random:K, mix:K or randomize:K with K >= 1, got {text!r}")
 
 

@@ -19,14 +19,14 @@ from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
 from models.style_policy import parse_alpha, parse_styles
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
-from pipelines.cli import INPUT_HELP, OUTPUT_HELP, add_common_args, positive_int, run_main
+from pipelines.cli import INPUT_HELP, OUTPUT_HELP, add_common_args, int_between, positive_int, run_main
 from transforms.decode import DecodeImages
-from transforms.images import FORMATS, MAX_PIXELS
+from transforms.images import FORMATS, MAX_PIXELS, MAX_PIXELS_CEILING
 from transforms.io import output_path
 from transforms.preview import WritePreview
 from transforms.read import ReadImages
 from transforms.schemas import AUGMENTED
-from transforms.sources import input_pattern, resolve_input
+from transforms.sources import count_records, input_pattern, resolve_input
 from transforms.stylize import EmbedPaintings, Stylize
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -93,7 +93,12 @@ class AugmentOptions(JobOptions):
         parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a contact sheet")
         parser.add_argument("--min-side", type=positive_int, default=32, help="reject images with a smaller side (px)")
         parser.add_argument(
-            "--max-pixels", type=positive_int, default=MAX_PIXELS, help="reject larger images (bomb guard)"
+            "--max-pixels",
+            type=int_between(1, MAX_PIXELS_CEILING),
+            default=MAX_PIXELS,
+            help="reject images larger than this, as decoded and after the resize to --image-size (the one "
+            f"decompression-bomb guard; at most {MAX_PIXELS_CEILING}, where Pillow refuses any image) "
+            "(default: %(default)s)",
         )
         add_common_args(
             parser, batch_size=8, image_size=256, image_size_zero="each image's own short side", cpu_threads=True
@@ -101,8 +106,18 @@ class AugmentOptions(JobOptions):
 
 
 def check_options(opts: AugmentOptions) -> None:
+    """Flag combinations that could never work are refused here, before any image is read."""
     if opts.image_size and opts.image_size < opts.min_side:
         raise UsageError(f"--image-size {opts.image_size} is below --min-side {opts.min_side}")
+    smallest = max(opts.image_size, opts.min_side)  # the fewest pixels any image can reach the model with
+    if smallest * smallest > opts.max_pixels:
+        flag = f"--image-size {opts.image_size}" if opts.image_size >= opts.min_side else f"--min-side {opts.min_side}"
+        raise UsageError(
+            f"{flag} makes every image at least {smallest}x{smallest} = {smallest * smallest} pixels, above "
+            f"--max-pixels {opts.max_pixels}: every image would be rejected; lower it or raise --max-pixels"
+        )
+    parse_styles(opts.styles)
+    parse_alpha(opts.alpha)
 
 
 def stylizer_of(opts: AugmentOptions) -> str:
@@ -113,7 +128,6 @@ def stylizer_of(opts: AugmentOptions) -> str:
 
 def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) -> JobOutputs:
     """Wire the job onto ``pipeline``: read → decode → stylise (+ preview); the entry writes what it returns."""
-    check_options(opts)
     cpu_threads = context.cpu_threads
     policy, alpha_range = parse_styles(opts.styles), parse_alpha(opts.alpha)
     source = input_pattern(opts.input)
@@ -140,10 +154,10 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
     paintings, rejected_paintings = None, []
     if arbitrary:
         style_source = input_pattern(opts.style_images, "--style-images")
-        policy.check(len(resolve_input(opts.style_images, "--style-images").paths), paintings=True)
+        policy.check(count_records(resolve_input(opts.style_images, "--style-images")), paintings=True)
         LOGGER.info("input %s (%s), paintings %s", source.pattern, source.kind, style_source.pattern)
         embedded = pipeline | "EmbedPaintings" >> EmbedPaintings(
-            style_source, stylizer, opts.device, opts.precision, cpu_threads
+            style_source, stylizer, opts.device, opts.precision, cpu_threads, opts.max_pixels
         )
         paintings, rejected_paintings = embedded["paintings"], [embedded["rejected"]]
     else:
@@ -222,6 +236,7 @@ JOB = BeamJob(
     {"augmented": AUGMENTED},
     build,
     describe,
+    check=check_options,
     worker_paths=worker_paths,
     replaces_own_output=is_demo_run,
 )

@@ -12,6 +12,7 @@ Outputs in a directory are named ``<content-stem>__<style>.png`` (Gatys: the sty
 """
 
 import argparse
+import math
 import os
 import sys
 from collections import defaultdict
@@ -22,12 +23,26 @@ from tqdm import tqdm
 from models.device import resolve_device, seed_everything
 from models.errors import UsageError
 from models.files import path_under, write_atomically
+from models.inference import is_out_of_memory
 from models.pixels import tensor_to_pil
 from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
-from transforms.images import encode_image, load_image, pil_to_tensor, resize_long_side, resize_short_side
+from transforms.images import (
+    encode_image,
+    load_image,
+    long_side_size,
+    pil_to_tensor,
+    resize_long_side,
+    resize_short_side,
+    short_side_size,
+)
 from transforms.sources import is_image_path
 
 GATYS_MAX_SIZE = 256  # CPU-friendly default long side; Gatys et al. 2016 worked at 512 px (a GPU job)
+# The most pixels one image may have as a model sees it, refused before anything loads. Peak memory per megapixel
+# per image (1 thread, fp32): the Magenta network ~450 MB (inference), Gatys on VGG-19 ~3.6 GB (optimised with
+# gradients): 16 MP and 4 MP are ~7 GB and ~15 GB, times the images of a batch.
+FEED_FORWARD_MAX_PIXELS = 4096 * 4096
+GATYS_MAX_PIXELS = 2048 * 2048
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
@@ -82,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         metavar="N",
         help=f"long side of the output in pixels, aspect kept; instead of --image-size (default: {GATYS_MAX_SIZE} "
-        "for gatys, the content's own size with --checkpoint)",
+        "for gatys, the content's own size with --checkpoint). An image is refused past "
+        f"{FEED_FORWARD_MAX_PIXELS} pixels with --checkpoint or --style-image, {GATYS_MAX_PIXELS} with gatys",
     )
 
     checkpoint = parser.add_argument_group("with --checkpoint or --style-image")
@@ -143,6 +159,20 @@ GATYS_ONLY = [
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    try:
+        _run_mode(args)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise UsageError(
+            f"out of memory ({type(exc).__name__}): lower --image-size or --max-size, or --batch-size "
+            f"(now {args.batch_size})"
+        ) from None
+
+
+def _run_mode(args: argparse.Namespace) -> None:
+    if args.image_size and args.max_size:
+        raise UsageError("give --image-size (the short side) or --max-size (the long side), not both")
     if args.style_image:
         given = [name for name in GATYS_ONLY if getattr(args, name) is not None]
         if args.method or args.style or given:
@@ -185,8 +215,9 @@ def stylize_with_gatys(args: argparse.Namespace) -> None:
     style_label = "+".join(_stem(path) for path in args.style)
     targets = _output_paths(args.output, args.content, style_label)
 
-    contents = [_sized(load_image(path), args, GATYS_MAX_SIZE) for path in args.content]
-    styles = [pil_to_tensor(_sized(load_image(path), args, GATYS_MAX_SIZE)) for path in args.style]
+    _check_image_size(args, GATYS_MAX_PIXELS, "gatys")
+    contents = [_sized(path, args, GATYS_MAX_PIXELS, GATYS_MAX_SIZE) for path in args.content]
+    styles = [pil_to_tensor(_sized(path, args, GATYS_MAX_PIXELS, GATYS_MAX_SIZE)) for path in args.style]
     device = resolve_device(args.device)
     seed_everything(args.seed)
     network = build_loss_network(
@@ -227,6 +258,7 @@ def _feed_forward_checks(args: argparse.Namespace, mode: str) -> float:
     alpha = 1.0 if args.alpha is None else args.alpha
     if not 0.0 <= alpha <= 1.0:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
+    _check_image_size(args, FEED_FORWARD_MAX_PIXELS, mode)
     if is_image_path(args.output):
         raise UsageError(f"--output must be a directory with {mode}, got {args.output}")
     _check_unique_stems(args.content)
@@ -239,7 +271,7 @@ def stylize_with_checkpoint(args: argparse.Namespace) -> None:
 
     alpha = _feed_forward_checks(args, "--checkpoint")
 
-    contents = [_sized(load_image(path), args) for path in args.content]
+    contents = [_sized(path, args, FEED_FORWARD_MAX_PIXELS) for path in args.content]
     device = resolve_device(args.device)
     seed_everything(args.seed)
     model, info = load_stylizer(args.checkpoint, device=device)
@@ -283,7 +315,7 @@ def stylize_with_paintings(args: argparse.Namespace) -> None:
     embedder = StyleEmbedder(predictor, device)
     runner = StylizerRunner(transformer, device, torch.float32, batch_size=args.batch_size)
     styles = embedder([pil_to_uint8(load_image(path)) for path in args.style_image])
-    contents = [_sized(load_image(path), args) for path in args.content]
+    contents = [_sized(path, args, FEED_FORWARD_MAX_PIXELS) for path in args.content]
     count = len(contents) * len(args.style_image)
     with tqdm(total=count, desc="stylize", unit="image", file=sys.stderr, disable=args.no_progress) as bar:
         for path, image in zip(args.content, contents, strict=True):
@@ -297,17 +329,33 @@ def stylize_with_paintings(args: argparse.Namespace) -> None:
     print(f"wrote {count} image(s) to {args.output} ({info.digest})")
 
 
-def _sized(image, args: argparse.Namespace, default_max_size: int | None = None):
-    """``--image-size``: the short side; ``--max-size`` (or ``default_max_size``): the long side, aspect kept (the
-    "max size" of neural-style tools); neither: the image as it is."""
-    if args.image_size and args.max_size:
-        raise UsageError("give --image-size (the short side) or --max-size (the long side), not both")
-    if args.image_size:
-        return resize_short_side(image, args.image_size)
+def _check_image_size(args: argparse.Namespace, max_pixels: int, mode: str) -> None:
+    """Refuse, before anything loads, an ``--image-size`` whose square alone is past what ``mode`` runs at."""
+    if args.image_size and args.image_size**2 > max_pixels:
+        raise UsageError(
+            f"--image-size {args.image_size} makes every image at least {args.image_size}x{args.image_size} pixels; "
+            f"{mode} stylises at most {max_pixels} pixels ({math.isqrt(max_pixels)}²) per image: lower --image-size"
+        )
+
+
+def _sized(path: str, args: argparse.Namespace, max_pixels: int, default_max_size: int | None = None):
+    """The image at ``path`` as the model will see it. ``--image-size``: the short side; ``--max-size`` (or
+    ``default_max_size``): the long side, aspect kept (the "max size" of neural-style tools); neither: the image as
+    it is. More than ``max_pixels`` is refused, naming the file, before any pixel is resized."""
+    image = load_image(path)
     max_size = args.max_size or default_max_size
-    if not max_size:
-        return image
-    return resize_long_side(image, max_size)
+    if args.image_size:
+        size, resize, flag = short_side_size(*image.size, args.image_size), resize_short_side, "--image-size"
+    elif max_size:
+        size, resize, flag = long_side_size(*image.size, max_size), resize_long_side, "--max-size"
+    else:
+        size, resize, flag = image.size, None, "--max-size N"
+    if size[0] * size[1] > max_pixels:
+        raise UsageError(
+            f"{path} would be stylised at {size[0]}x{size[1]}, above the {max_pixels} pixels "
+            f"({math.isqrt(max_pixels)}²) this mode runs at: pass {'a smaller ' if resize else ''}{flag}"
+        )
+    return resize(image, args.image_size or max_size) if resize else image
 
 
 def _output_paths(output: str, contents: list[str], style_label: str) -> list[str]:

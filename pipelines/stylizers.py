@@ -21,12 +21,13 @@ from models import builtin
 from models.checkpoint import load_stylizer, load_tensors
 from models.errors import InputNotFoundError, UsageError
 from models.inference import StylizerRunner
-from pipelines.cli import IMAGE_SIZE_HELP, OUTPUT_HELP, ArgumentParser, positive_int, run_main
+from pipelines.cli import IMAGE_SIZE_HELP, MAX_IMAGE_SIZE, OUTPUT_HELP, ArgumentParser, int_between, run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
 from transforms.preview import THUMB as THUMB_SIDE
 from transforms.preview import draw_contact_sheet, thumbnail
 from transforms.sources import read_file
 
+# Styles (or paintings) per row of a sheet: with the photo's column, preview.MAX_COLUMNS (8) wide; more make more rows.
 STYLES_PER_ROW = 7
 
 
@@ -71,7 +72,8 @@ def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
 
 
 def painting_sheet(stylizer: str, contents: list[str], paintings: list[str], image_size: int) -> Image.Image:
-    """Photos × paintings with an arbitrary-style stylizer: a header row of the paintings, then a row per photo."""
+    """Photos × paintings with an arbitrary-style stylizer: every painting, ``STYLES_PER_ROW`` at a time, each group
+    a header row of its paintings and then a row per photo."""
     from models.checkpoint import load_arbitrary
     from models.inference import StyleEmbedder
 
@@ -80,14 +82,20 @@ def painting_sheet(stylizer: str, contents: list[str], paintings: list[str], ima
     embeddings = StyleEmbedder(predictor, torch.device("cpu"))([pil_to_uint8(image) for image in images])
     runner = StylizerRunner(transformer, torch.device("cpu"), torch.float32, batch_size=1)
     names = [path.rstrip("/").rsplit("/", 1)[-1] for path in paintings]
-    blank = np.full((THUMB_SIDE, THUMB_SIDE, 3), 245, np.uint8)
-    rows = [("paintings", blank, [(name, thumbnail(image)) for name, image in zip(names, images, strict=True)])]
+    headers = [(name, thumbnail(image)) for name, image in zip(names, images, strict=True)]
+    photos = []
     for path in contents:
         photo = resize_short_side(_read_image(path), image_size)
         pixels = np.repeat(pil_to_uint8(photo)[None], len(paintings), 0)
         outputs = runner(pixels, embeddings, np.ones(len(paintings), np.float32))
         tiles = [(name, thumbnail(Image.fromarray(out, "RGB"))) for name, out in zip(names, outputs, strict=True)]
-        rows.append((path.rstrip("/").rsplit("/", 1)[-1], thumbnail(photo), tiles))
+        photos.append((path.rstrip("/").rsplit("/", 1)[-1], thumbnail(photo), tiles))
+    blank = np.full((THUMB_SIDE, THUMB_SIDE, 3), 245, np.uint8)
+    rows = []
+    for start in range(0, len(paintings), STYLES_PER_ROW):
+        group = slice(start, start + STYLES_PER_ROW)
+        rows.append(("paintings", blank, headers[group]))
+        rows += [(name, thumb, tiles[group]) for name, thumb, tiles in photos]
     return draw_contact_sheet(rows)
 
 
@@ -124,7 +132,12 @@ def main(argv: list[str] | None = None) -> None:
         help="with an arbitrary-style stylizer: the paintings (files or folders)",
     )
     sheet.add_argument("--output", required=True, metavar="OUT.png|.jpg", help=f"{OUTPUT_HELP}: the sheet's image file")
-    sheet.add_argument("--image-size", type=positive_int, default=256, help=f"{IMAGE_SIZE_HELP} (default: %(default)s)")
+    sheet.add_argument(
+        "--image-size",
+        type=int_between(1, MAX_IMAGE_SIZE),
+        default=256,
+        help=f"{IMAGE_SIZE_HELP} (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.command == "list":
         list_builtins()

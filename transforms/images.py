@@ -20,6 +20,11 @@ from models.pixels import uint8_to_float
 # Decompression-bomb guard: 64 MP is above any camera photo we expect and far below what would
 # exhaust a worker (64 MP RGB = 192 MB decoded).
 MAX_PIXELS = 64_000_000
+# The largest pixel limit a job can set (--max-pixels): Pillow refuses larger images itself, in Image.open and in
+# its plugins (GIF frames, TIFF tiles), with DecompressionBombError at twice Image.MAX_IMAGE_PIXELS (178,956,970
+# px unless a program changed it). Below it decode_image's own check from the header is the only one (Pillow's
+# warning at half that is ignored per call), so --max-pixels is the one limit a user meets.
+MAX_PIXELS_CEILING = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 178_956_970
 MIN_SIDE = 16
 FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 # JPEG quality 95 with 4:4:4 chroma: stylised edges keep their colour; ~2x the bytes of q=85.
@@ -41,6 +46,10 @@ def decode_image(
     and animations (first frame). Transparent pixels are composited over white. ``draft_side`` lets the
     JPEG decoder downscale by a power of two while keeping the short side ≥ ``draft_side``: a 4000 px
     photo headed for 256 px decodes ~8x faster.
+
+    ``max_pixels`` (at most ``MAX_PIXELS_CEILING``) is checked on the header's size before any pixel is decoded,
+    and it alone decides: Pillow's own decompression-bomb warning (at ``Image.MAX_IMAGE_PIXELS``) is ignored for
+    this call, not changed for the process. Memory running out is the reason ``out_of_memory``.
     """
     if not data:
         raise ImageRejected("empty_file", "0 bytes")
@@ -49,7 +58,9 @@ def decode_image(
             # Pillow warns (UserWarning) about broken EXIF or a short read it recovered from: the image either
             # decodes or raises; one stderr line per crafted file in a 10M-image job would bury the real ones.
             warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # max_pixels decides, not Pillow's process-wide MAX_IMAGE_PIXELS (a lower limit of its own that
+            # --max-pixels could not raise); Pillow's hard refusal above MAX_PIXELS_CEILING still raises.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
@@ -62,15 +73,17 @@ def decode_image(
             image.load()
     except ImageRejected:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from None
+    except MemoryError:
+        raise ImageRejected("out_of_memory", "not enough memory to decode the image") from None
     except UnidentifiedImageError:
         raise ImageRejected("not_an_image", "cannot identify image format") from None
     # IndexError: Pillow 12's QOI decoder on a file cut after its header (the only other exception fuzzing found:
     # 26 formats cut at every length)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise ImageRejected("corrupt_image", str(exc) or type(exc).__name__) from None
-    except Exception as exc:  # whatever else a plugin raises on a crafted file: struct.error, TypeError, MemoryError
+    except Exception as exc:  # whatever else a plugin raises on a crafted file: struct.error, TypeError
         raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from None
 
     # A broken EXIF block must not cost the pixels: keep the stored orientation.
@@ -79,6 +92,8 @@ def decode_image(
         image = ImageOps.exif_transpose(image)
     try:
         rgb = to_rgb(image)
+    except MemoryError:
+        raise ImageRejected("out_of_memory", f"not enough memory to convert {image.mode} to RGB") from None
     except Exception as exc:  # a mode Pillow decodes but cannot convert
         raise ImageRejected(
             "corrupt_image", f"cannot convert {image.mode} to RGB ({type(exc).__name__}: {exc})"
@@ -128,23 +143,36 @@ def encode_image(image: Image.Image, fmt: str = "jpeg") -> bytes:
     return buffer.getvalue()
 
 
-def resize_short_side(image: Image.Image, size: int) -> Image.Image:
-    """Scale so the short side is ``size`` (aspect kept). Antialiased; a no-op when already there."""
-    width, height = image.size
+def short_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The ``(width, height)`` that ``resize_short_side(image, size)`` gives an image of that size: known, and
+    checked against a pixel limit, before any pixel is resized."""
     scale = size / min(width, height)
     if abs(scale - 1) < 1e-9:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def long_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The ``(width, height)`` that ``resize_long_side(image, size)`` gives an image of that size."""
+    scale = size / max(width, height)
+    if abs(scale - 1) < 1e-9:
+        return width, height
+    return (size, max(1, round(height * scale))) if width >= height else (max(1, round(width * scale)), size)
+
+
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """Scale so the short side is ``size`` (aspect kept). Antialiased; a no-op when already there."""
+    new_size = short_side_size(*image.size, size)
+    if new_size == image.size:
         return image
-    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 def resize_long_side(image: Image.Image, size: int) -> Image.Image:
     """Scale so the long side is exactly ``size`` (aspect kept, the short side rounded). Antialiased."""
-    width, height = image.size
-    scale = size / max(width, height)
-    if abs(scale - 1) < 1e-9:
+    new_size = long_side_size(*image.size, size)
+    if new_size == image.size:
         return image
-    new_size = (size, max(1, round(height * scale))) if width >= height else (max(1, round(width * scale)), size)
     return image.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 

@@ -261,6 +261,23 @@ def resolve_input(spec: str, what: str = "input") -> InputSpec:
     return InputSpec(found.kind, found.root, tuple(kept))
 
 
+def count_records(spec: InputSpec) -> int:
+    """How many records (images) ``spec`` holds: its image files, or the rows of its Parquet tables (read from
+    each file's footer, not its data). Counts of paintings or inputs are of records, never of files: one Parquet
+    file can hold a whole collection. A file whose footer cannot be read counts no record (the job's reader makes
+    it a rejected row)."""
+    if spec.kind != "parquet":
+        return len(spec.paths)
+    total = 0
+    for path in spec.paths:
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        except Exception:  # as transforms.read: not Parquet, a damaged footer, a file gone since matching
+            continue
+    return total
+
+
 def table_paths(spec: str, prefix: str) -> list[str]:
     """Parquet files of ``--input``; in a job's output folder only its ``{prefix}-*`` table."""
     found = resolve_input(spec)

@@ -30,7 +30,7 @@ from PIL import Image
 from models.checkpoint import load_stylizer
 from models.device import resolve_device
 from models.errors import ImageRejected, UsageError
-from models.inference import NonFiniteOutput, StyleEmbedder, StylizerRunner, resolve_precision
+from models.inference import NonFiniteOutput, StyleEmbedder, StylizerRunner, is_out_of_memory, resolve_precision
 from models.style_policy import (
     PaintingSet,
     StylePlan,
@@ -41,7 +41,7 @@ from models.style_policy import (
     record_seed,
 )
 from transforms.decode import DecodedImage
-from transforms.images import decode_image, encode_image, pil_to_uint8
+from transforms.images import MAX_PIXELS, decode_image, encode_image, pil_to_uint8
 from transforms.read import ReadImages
 from transforms.schemas import rejected_row
 from transforms.sources import InputPattern
@@ -193,7 +193,7 @@ class StylizeBatchesFn(beam.DoFn):
             return []
         try:
             codes, outputs = self._stylize(tasks)
-        except RuntimeError as exc:  # one bad batch must not sink the others: retry alone, reject what still fails
+        except (RuntimeError, MemoryError) as exc:  # one bad batch must not sink the others: retry alone
             LOGGER.warning("batch of %d failed (%s); retrying one by one", len(tasks), exc)
             results = []
             for task in tasks:
@@ -203,9 +203,10 @@ class StylizeBatchesFn(beam.DoFn):
                 except NonFiniteOutput as single:
                     self.failures.inc()
                     results.append(StylizeFailure(task.source_id, "non_finite_output", str(single)))
-                except RuntimeError as single:
+                except (RuntimeError, MemoryError) as single:
                     self.failures.inc()
-                    results.append(StylizeFailure(task.source_id, "inference_error", str(single)))
+                    reason = "out_of_memory" if is_out_of_memory(single) else "inference_error"
+                    results.append(StylizeFailure(task.source_id, reason, str(single) or type(single).__name__))
             return results
         self.stylised.inc(len(tasks))
         return [StylisedImage(task, pixels, code) for task, pixels, code in zip(tasks, outputs, codes, strict=True)]
@@ -325,11 +326,14 @@ class EmbedPaintingFn(beam.DoFn):
     """A painting's ``SourceRecord`` → ``(painting id, embedding)``; an unusable one → a rejected row (stage
     ``style``). Decoded once, through the project codec; the predictor is loaded once per process."""
 
-    def __init__(self, checkpoint: str, device: str, precision: str, cpu_threads: int = 0):
+    def __init__(
+        self, checkpoint: str, device: str, precision: str, cpu_threads: int = 0, max_pixels: int = MAX_PIXELS
+    ):
         self.checkpoint = checkpoint
         self.device = device
         self.precision = precision
         self.cpu_threads = cpu_threads
+        self.max_pixels = max_pixels
         self._shared = shared.Shared()
         self.embedded = Metrics.counter("stylebeam", "paintings_embedded")
 
@@ -345,10 +349,14 @@ class EmbedPaintingFn(beam.DoFn):
 
     def process(self, record):
         try:
-            image = decode_image(record.data, min_side=16, draft_side=PAINTING_DRAFT_SIDE)
+            image = decode_image(record.data, min_side=16, max_pixels=self.max_pixels, draft_side=PAINTING_DRAFT_SIDE)
             embedding = self._embedder([pil_to_uint8(image)])[0]
         except ImageRejected as exc:
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(record.source_id, "style", exc.reason, exc.detail))
+            return
+        except MemoryError:
+            detail = "not enough memory to prepare the painting"
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(record.source_id, "style", "out_of_memory", detail))
             return
         if not np.isfinite(embedding).all():
             row = rejected_row(record.source_id, "style", "non_finite_embedding", "the style predictor gave NaN or Inf")
@@ -359,14 +367,21 @@ class EmbedPaintingFn(beam.DoFn):
 
 
 class EmbedPaintings(beam.PTransform):
-    """PBegin → ``{"paintings": (id, embedding) pairs, "rejected": rejected rows (stage "style")}``."""
+    """PBegin → ``{"paintings": (id, embedding) pairs, "rejected": rejected rows (stage "style")}``; paintings are
+    decoded under the job's ``max_pixels``, as its photos are."""
 
     def __init__(
-        self, source: InputPattern, checkpoint: str, device: str = "auto", precision: str = "auto", cpu_threads: int = 0
+        self,
+        source: InputPattern,
+        checkpoint: str,
+        device: str = "auto",
+        precision: str = "auto",
+        cpu_threads: int = 0,
+        max_pixels: int = MAX_PIXELS,
     ):
         super().__init__()
         self.source = source
-        self.fn = EmbedPaintingFn(checkpoint, device, precision, cpu_threads)
+        self.fn = EmbedPaintingFn(checkpoint, device, precision, cpu_threads, max_pixels)
 
     def expand(self, pbegin):
         read = pbegin | "ReadPaintings" >> ReadImages(self.source)

@@ -101,3 +101,42 @@ def test_non_finite_output_is_raised_for_the_images_it_hits(model):
         runner(pixels, weights, alpha)
     assert caught.value.indices == [0]  # the second image, alone in its forward pass of one
     assert runner(pixels[:1], weights[:1], alpha[:1]).shape == (1, 40, 40, 3)
+
+
+def test_style_embeddings_do_not_depend_on_the_thread_count():
+    """Issue 16 item 7: float32 embeddings differed by ~1e-6 between 1 and 2 torch threads (oneDNN splits its sums
+    by thread), so augment wrote other bytes with --cpu-threads 2 and a DataLoader worker other embeddings."""
+    from models.inference import StyleEmbedder
+    from models.style_predictor import StylePredictor
+
+    torch.manual_seed(0)
+    predictor = StylePredictor().eval()
+    paintings = list(np.random.default_rng(1).integers(0, 256, (3, 96, 128, 3), dtype=np.uint8))
+    before = torch.get_num_threads()
+    try:
+        embedded = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            embedded[threads] = StyleEmbedder(predictor, CPU)(paintings)
+    finally:
+        torch.set_num_threads(before)
+    assert embedded[1].dtype == np.float32 and embedded[1].shape == (3, 100)
+    assert np.array_equal(embedded[1], embedded[2])
+    float32 = predictor(torch.stack([prepare(p) for p in paintings])).detach().numpy()
+    assert np.abs(embedded[1] - float32).max() < 1e-4  # the same network, only more exact
+
+
+def prepare(pixels: np.ndarray) -> torch.Tensor:
+    from PIL import Image
+
+    from models.style_predictor import prepare_style_image
+
+    return prepare_style_image(Image.fromarray(pixels, "RGB"))
+
+
+def test_out_of_memory_is_recognised():
+    from models.inference import is_out_of_memory
+
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 bytes"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))

@@ -107,3 +107,17 @@ def test_blend_code_interpolates_toward_the_content_embedding():
     style, content = np.ones(3, np.float32), np.zeros(3, np.float32)
     assert np.array_equal(blend_code(style, None, 1.0), style)
     np.testing.assert_allclose(blend_code(style, content, 0.25), [0.25] * 3)
+
+
+def test_every_k_is_bounded_in_one_line():
+    """Issue 16 item 3: --styles mix:100000000 asked numpy for 19.4 GiB and crashed in 547 lines."""
+    from models.style_policy import MAX_OUTPUTS_PER_IMAGE, StylePolicy
+
+    for mode in ("random", "mix", "randomize"):
+        assert parse_styles(f"{mode}:{MAX_OUTPUTS_PER_IMAGE}").count == MAX_OUTPUTS_PER_IMAGE
+        with pytest.raises(UsageError, match=f"from 1 to {MAX_OUTPUTS_PER_IMAGE}"):
+            parse_styles(f"{mode}:100000000")
+        with pytest.raises(UsageError, match="from 1 to"):
+            StylePolicy(mode, 10**8)  # the policy itself, as the online transform builds it
+    with pytest.raises(UsageError, match="--styles"):
+        parse_styles("mix:²")  # a digit to str.isdigit, not to int()

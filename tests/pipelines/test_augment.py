@@ -330,3 +330,25 @@ def test_a_parquet_image_column_of_the_wrong_type_is_one_rejected_row_not_a_cras
     assert [(r["source_id"], r["stage"], r["reason"], r["records"]) for r in rejected.to_pylist()] == [
         ("strings.parquet", "read", "image_not_binary", 2)
     ]
+
+
+def test_every_size_a_flag_sets_is_bounded_before_the_job_starts(tmp_path, stylizer, dataset, capsys):
+    """Issue 16 item 3: --image-size 20000 on a 96x64 photo crashed in decode (MemoryError, 349 lines),
+    --styles mix:100000000 asked for 19.4 GiB (547 lines)."""
+    root, _ = dataset
+    base = [f"--input={root}", f"--stylizer={stylizer}", f"--output={tmp_path}/out", "--styles=random:1"]
+    cases = [
+        (["--image-size=20000"], "--image-size: must be from 0 to 8192"),
+        (["--image-size=8100"], "--image-size 8100 makes every image at least 8100x8100 = 65610000 pixels, above"),
+        (["--image-size=256", "--max-pixels=50000"], "above --max-pixels 50000: every image would be rejected"),
+        (["--image-size=0", "--min-side=300", "--max-pixels=50000"], "--min-side 300 makes every image at least"),
+        (["--styles=mix:100000000"], "K is the number of outputs per image, from 1 to 1024"),
+        (["--styles=randomize:5000"], "from 1 to 1024"),
+        (["--batch-size=100000"], "--batch-size: must be from 1 to 1024"),
+        (["--max-pixels=200000000"], "--max-pixels: must be from 1 to 178956970"),
+    ]
+    for extra, message in cases:
+        assert run_main(augment.run, [*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "out").exists()

@@ -271,3 +271,33 @@ def test_duplicate_style_names_in_a_checkpoint_are_refused_not_overwritten(image
     evil = evil_stylizer(images / "evil.safetensors", ["same"] * 26)
     code, out, err = run(["--checkpoint", evil, "--content", images / "cat.png", "--output", images / "out"], capsys)
     assert code == 2 and "style names must be unique: 'same'" in err and "wrote" not in out
+
+
+def test_sizes_past_what_a_mode_runs_at_are_refused_in_one_line(images, checkpoint, capsys):
+    """Issue 16 item 3: stylize --image-size 3000 ran out of memory with a traceback."""
+    gatys = ["--content", images / "cat.png", "--style", images / "starry.png", "--loss-network", "random"]
+    code, _, err = run([*gatys, "--output", images / "g.png", "--image-size", "3000"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--image-size 3000" in err and "gatys stylises at most" in err
+    fast = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
+    code, _, err = run([*fast, "--image-size", "5000"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "at most 16777216 pixels" in err
+    # --max-size is the long side: a 48x36 photo at 5000 would be 5000x3750, judged before any pixel is resized
+    code, _, err = run([*fast, "--max-size", "5000"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "cat.png would be stylised at 5000x3750" in err
+    code, _, err = run([*fast, "--image-size", "20000"], capsys)
+    assert code == 2 and "--image-size" in err and "from 0 to 8192" in err
+    code, _, err = run([*fast, "--batch-size", "100000"], capsys)
+    assert code == 2 and "--batch-size" in err and "from 1 to 1024" in err
+    assert not (images / "out").exists()
+
+
+def test_running_out_of_memory_is_one_line(images, checkpoint, capsys, monkeypatch):
+    from models.stylizer import MultiStyleTransformer
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(MultiStyleTransformer, "stylize", no_memory)
+    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out", "--no-progress"]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: out of memory") and "--batch-size" in err

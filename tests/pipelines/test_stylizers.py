@@ -42,3 +42,24 @@ def test_painting_sheet_takes_folders_and_an_image_name(tmp_path, capsys):
     assert Image.open(tmp_path / "s.png").width == 3 * 168  # a blank corner, then the 2 paintings
     assert run_main(stylizers.main, [*argv, "--output", str(tmp_path / "sheet")]) == 2
     assert capsys.readouterr().err.endswith("the sheet is an image; name a .png or .jpg file\n")
+
+
+def test_painting_sheet_shows_every_painting(tmp_path, monkeypatch):
+    """Issue 16 item 9: a sheet of 40 paintings silently showed 8 (a contact sheet row holds at most 8 tiles)."""
+    from transforms.preview import MAX_COLUMNS
+
+    paintings = tmp_path / "paintings"
+    paintings.mkdir()
+    names = [f"p{seed:02}.png" for seed in range(MAX_COLUMNS + 2)]
+    for seed, name in enumerate(names):
+        make_image(24, 24, seed=seed).save(paintings / name)
+    make_image(40, 32, seed=99).save(tmp_path / "photo.png")
+    drawn = []
+    real = stylizers.draw_contact_sheet
+    monkeypatch.setattr(stylizers, "draw_contact_sheet", lambda rows: drawn.extend(rows) or real(rows))
+    argv = ["sheet", "magenta_arbitrary", "--content", str(tmp_path / "photo.png"), "--style-images", str(paintings)]
+    assert run_main(stylizers.main, [*argv, "--output", str(tmp_path / "s.png"), "--image-size", "32"]) == 0
+    assert all(len(tiles) <= MAX_COLUMNS for _, _, tiles in drawn)  # nothing past the sheet's width
+    headers = [name for source, _, tiles in drawn if source == "paintings" for name, _ in tiles]
+    stylised = [name for source, _, tiles in drawn if source == "photo.png" for name, _ in tiles]
+    assert headers == names and stylised == names

@@ -34,3 +34,29 @@ def test_decode_images_splits_good_from_rejected(beam_options):
             equal_to([("junk.jpg", "decode", "not_an_image"), ("tiny.png", "decode", "too_small")]),
             label="rejected",
         )
+
+
+def test_max_pixels_holds_after_the_resize_and_memory_errors_are_rows(monkeypatch):
+    """Issue 16 item 3: --max-pixels was checked before the resize only (--image-size 20000 on a 96x64 photo:
+    MemoryError, 349 lines); a record whose resize runs out of memory is a rejected row, not a crash."""
+    from apache_beam.pvalue import TaggedOutput
+
+    from transforms.decode import DecodeImageFn
+
+    fn = DecodeImageFn(image_size=256, min_side=16, max_pixels=100_000)
+
+    def outcome(record):
+        (result,) = fn.process(record)
+        if isinstance(result, TaggedOutput):
+            return result.value["error"].split(":")[0]
+        return result.pixels.shape
+
+    assert outcome(SourceRecord("square.png", None, encode(make_image(64, 64)))) == (256, 256, 3)
+    # 96x32 → 768x256 = 196,608 px before the crop to the 3:1 bucket: over the limit, refused before resizing
+    assert outcome(SourceRecord("wide.png", None, encode(make_image(96, 32)))) == "too_many_pixels"
+
+    def no_memory(image, image_size):
+        raise MemoryError
+
+    monkeypatch.setattr("transforms.decode.fit_to_bucket", no_memory)
+    assert outcome(SourceRecord("square.png", None, encode(make_image(64, 64)))) == "out_of_memory"

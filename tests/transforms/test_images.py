@@ -139,3 +139,44 @@ def test_resize_long_side_makes_the_long_side_exactly_the_size():
         assert resize_long_side(Image.new("RGB", size), target).size == expected
     image = Image.new("RGB", (50, 20))
     assert resize_long_side(image, 50) is image
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` × ``height`` (1-bit grey) and whose pixel data is broken: decoding it
+    fails at once, so a test sees whether the size was accepted without decoding 100 MP."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"not zlib") + chunk(b"IEND", b"")
+
+
+def test_a_100_megapixel_image_is_judged_by_max_pixels_alone():
+    """Issue 16 item 3: --max-pixels 150000000 still rejected a 100 MP image at Pillow's own 89.5 MP warning."""
+    data = png_header_claiming(10_000, 10_000)
+    assert reason(data) == "too_many_pixels"  # above the default 64 MP
+    assert reason(data, max_pixels=150_000_000) == "corrupt_image"  # accepted by size, so decoded (and broken)
+
+    from transforms.images import MAX_PIXELS_CEILING
+
+    assert MAX_PIXELS_CEILING == 2 * Image.MAX_IMAGE_PIXELS  # above it Pillow refuses whatever the limit
+
+
+def test_pillows_bomb_warning_is_not_a_second_limit(monkeypatch):
+    """The same on a small image: Pillow's process-wide limit (lowered here) does not reject what max_pixels
+    allows, and is left as it was."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)
+    data = encode(make_image(100, 100))  # 10,000 px: over Pillow's warning, not its hard refusal at twice it
+    assert decode_image(data, max_pixels=20_000).size == (100, 100)
+    assert reason(data, max_pixels=9_999) == "too_many_pixels"
+    assert Image.MAX_IMAGE_PIXELS == 5_000
+
+
+def test_memory_running_out_in_a_decode_is_a_reason(monkeypatch):
+    def no_memory(image):
+        raise MemoryError
+
+    monkeypatch.setattr("transforms.images.to_rgb", no_memory)
+    assert reason(encode(make_image(20, 20))) == "out_of_memory"

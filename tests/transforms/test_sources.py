@@ -178,3 +178,16 @@ def test_every_jobs_tables_are_known_as_run_tables(monkeypatch):
     monkeypatch.setattr(collect, "run_beam_job", lambda job, argv, test_pipeline: jobs.append(job))
     collect.run([])  # collect builds its job inside run()
     assert {prefix for job in jobs for prefix in job.schemas} == set(RUN_TABLES)
+
+
+def test_records_are_counted_not_files(image_tree, tmp_path_factory):
+    """Issue 16 item 6: one Parquet file holds many records; an unreadable one holds none the job can use."""
+    from transforms.sources import count_records
+
+    assert count_records(resolve_input(str(image_tree))) == 4
+    tables = tmp_path_factory.mktemp("tables")
+    image = encode(make_image())
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "image": [image] * 3}), tables / "one.parquet")
+    pq.write_table(pa.table({"id": ["d"], "image": [image]}), tables / "two.parquet")
+    (tables / "broken.parquet").write_bytes(b"PAR1 not really")
+    assert count_records(resolve_input(str(tables))) == 4

@@ -67,3 +67,24 @@ def test_every_planned_output_is_a_row_with_the_runners_pixels(checkpoint, beam_
             label="rows",
         )
         assert_that(out["rejected"], equal_to([]), label="rejected")
+
+
+def test_memory_running_out_in_a_forward_pass_is_a_rejected_row(checkpoint, beam_options, monkeypatch):
+    """Issue 16 item 3: a record the stylizer has no memory for is a rejected row with a reason, not a crash."""
+    path, digest = checkpoint
+
+    def no_memory(self, pixels, style_weights, alpha):
+        raise MemoryError
+
+    monkeypatch.setattr(StylizerRunner, "__call__", no_memory)
+    images = [DecodedImage("a.png", None, np.asarray(make_image(32, 24, seed=1)))]
+    options = {"batch_size": 2, "device": "cpu", "precision": "fp32"}
+    stylize = Stylize(path, STYLES, digest, parse_styles("all"), (1.0, 1.0), **options)
+    with TestPipeline(options=beam_options) as pipeline:
+        out = pipeline | beam.Create(images) | stylize
+        assert_that(out["rows"], equal_to([]), label="rows")
+        assert_that(
+            out["rejected"] | beam.Map(lambda r: (r["source_id"], r["stage"], r["error"].split(":")[0])),
+            equal_to([("a.png", "stylize", "out_of_memory")] * 2),
+            label="rejected",
+        )
