@@ -25,6 +25,9 @@ CPU_THREADS_HELP = (
     "local default of a worker thread per core, multi_processing), else torch's default"
 )
 NO_PROGRESS_HELP = "no progress bars"
+PRECISION_HELP = (
+    "what the stylizer computes in: auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU"
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
