@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.batching import in_fixed_passes
 from models.embedding_net import EMBEDDING_KIND, EmbeddingNet, save_embedding_model
 from models.errors import CheckpointError, TrainingDiverged, UsageError
 from models.files import write_atomically
@@ -71,6 +72,27 @@ def images_to_tensor(images: list[np.ndarray], size: int, generator: torch.Gener
             crop = crop[:, ::-1]
         crops.append(crop)
     return uint8_to_float(np.stack(crops))
+
+
+class ImageEmbedder:
+    """The text-supervised CNN on a device, for prepared images (``(S, S, 3)`` uint8, ``S = source_side``): centre
+    crop to ``image_size``, then forward passes of exactly ``batch_size`` (``models.batching``), so an image's
+    embedding does not depend on its batch-mates. Create once per worker process; threads may share it."""
+
+    def __init__(self, model: nn.Module, device: torch.device, image_size: int, batch_size: int):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.image_size = image_size
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+        """``[(S, S, 3) uint8, ...]`` → ``(B, out_dim)`` float32."""
+        batch = images_to_tensor(images, self.image_size)
+        passes = in_fixed_passes(
+            lambda chunk: self.model.embed(chunk.to(self.device)).cpu().numpy(), (batch,), self.batch_size
+        )
+        return np.concatenate(passes)
 
 
 def batched(examples: Iterable[Example], batch_size: int) -> Iterator[list[Example]]:

@@ -1,9 +1,13 @@
-"""Batched stylizer inference with the fast settings per device, shared by the augment job and the CLIs.
+"""The one way to run a stylizer: ``StylizerRunner``, with the fast settings per device and one precision rule.
+
+Every caller that stylises goes through it: the augment job (``transforms.stylize``), ``pipelines.stylize`` in both
+modes, the stylizer sheets, ``StyleAugment`` and the trainer's sample grid. So a picture from the CLI and a row of
+the job, from the same image, style, alpha and seed, are the same bytes.
 
 Images travel as uint8 ``(B, H, W, 3)`` (4x fewer bytes than float, and what decoders/encoders speak);
-conversion to float happens on the device. Forward passes have a fixed size, padded when short, so that
-every image is computed by the same kernels whatever its batch-mates: an image's bytes do not depend on
-how Beam bundled it (kernels are picked by shape, and a different kernel can flip a rounding).
+conversion to float happens on the device. Training loops hand float ``(B, 3, H, W)`` in [0, 1] to
+``StylizerRunner.stylize`` instead; both run the same forward pass. Forward passes have a fixed size
+(``models.batching``), so an image's bytes do not depend on how Beam bundled it.
 
 On CPU the forward size is 1: the network is bound by cache, not arithmetic, and one image at a time is
 fastest (256², 2 cores, AVX-512 BF16: width 1.0 bf16 21.0 img/s at 1 vs 10.9 at 8; fp32 8.0 vs 5.3).
@@ -13,12 +17,17 @@ On CUDA it is the whole batch.
 import copy
 import logging
 import threading
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
 
+from models.batching import in_fixed_passes
+from models.checkpoint import load_arbitrary, load_stylizer
+from models.device import resolve_device
 from models.errors import UsageError
 from models.pixels import float_to_uint8, uint8_to_float
+from models.style_policy import Conditioning, StylePlan, style_conditioning
 from models.stylizer import MultiStyleTransformer
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -54,10 +63,16 @@ def keep_freed_memory() -> bool:
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says memory ran out: Python's ``MemoryError``, CUDA's ``torch.OutOfMemoryError``, or the
     ``RuntimeError`` torch's CPU allocator raises ("DefaultCPUAllocator: can't allocate memory")."""
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+    return is_out_of_memory_error(type(exc), str(exc))
+
+
+def is_out_of_memory_error(error_type: type, message: str) -> bool:
+    """``is_out_of_memory`` from an exception's type and message (what a Beam dead letter carries)."""
+    if issubclass(error_type, (MemoryError, torch.OutOfMemoryError)):
         return True
-    message = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in message or "not enough memory" in message)
+    return issubclass(error_type, RuntimeError) and (
+        "can't allocate memory" in message or "not enough memory" in message
+    )
 
 
 class NonFiniteOutput(RuntimeError):
@@ -77,8 +92,9 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on a CUDA GPU that has it (else fp16) and on a CPU with native bf16 (else fp32).
+    """``--precision`` → the dtype the stylizer runs in on ``device``; the one rule of every caller.
 
+    ``auto``: bf16 on a CUDA GPU that has it (else fp16) and on a CPU with native bf16 (else fp32).
     bf16 vs fp32 on the demo stylizer: see README (PSNR measured by benchmarks/stylizer.py).
     """
     if precision not in PRECISIONS:
@@ -97,17 +113,26 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 class StylizerRunner:
-    """A stylizer on a device, ready for uint8 batches. Create once per worker process."""
+    """A stylizer on a device, ready for uint8 batches (``__call__``, ``stylize_plans``) and float ones
+    (``stylize``). Create once per worker process.
+
+    ``device``: a ``torch.device`` or a ``--device`` name; ``precision``: a ``--precision`` name (``auto`` ...,
+    resolved by ``resolve_precision``) or a dtype. ``predictor``: an arbitrary-style network's style predictor, for
+    the content embeddings that alpha < 1 on paintings blends toward (``embed``).
+    """
 
     def __init__(
         self,
         model: MultiStyleTransformer,
-        device: torch.device,
-        dtype: torch.dtype,
-        batch_size: int,
+        device: torch.device | str = "auto",
+        precision: str | torch.dtype = "auto",
+        batch_size: int = 1,
         forward_batch: int | None = None,
         compile: bool = False,
+        predictor: torch.nn.Module | None = None,
     ):
+        device = resolve_device(device) if isinstance(device, str) else device
+        dtype = resolve_precision(precision, device) if isinstance(precision, str) else precision
         self.device = device
         self.dtype = dtype
         if device.type == "cpu":
@@ -127,12 +152,27 @@ class StylizerRunner:
             self.model = self.model.to(memory_format=torch.channels_last)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
+        self.embedder = StyleEmbedder(predictor, device, dtype) if predictor is not None else None
         # torch.compile fuses the pads, norms and ReLUs around the convs: 256², 2 cores, bf16: width 0.5
         # 118 img/s vs 58 eager, width 1.0 56 vs 22; it costs 10-30 s of compiling per process and shape.
-        self.forward = torch.compile(self.model) if compile else self.model
         self.compiled = compile
+        self._start_compiling()
+
+    def _start_compiling(self) -> None:
+        self.forward = torch.compile(self.model) if self.compiled else self.model
         self._compile_lock = threading.Lock()
         self._compiled_shapes: set = set()
+
+    def __getstate__(self) -> dict:
+        # A lock and a compiled graph do not pickle (StyleAugment travels to DataLoader workers): both are remade.
+        state = dict(self.__dict__)
+        for name in ("forward", "_compile_lock", "_compiled_shapes"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._start_compiling()
 
     def _forward(self, batch: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if not self.compiled:
@@ -156,53 +196,106 @@ class StylizerRunner:
     def num_styles(self) -> int:
         return self.model.num_styles
 
+    def _pass(self, images: torch.Tensor, weights: torch.Tensor, alphas: torch.Tensor):
+        """One forward pass: ``images`` ``(n, 3, H, W)`` float32 in [0, 1] on the device, channels-last strides →
+        (stylised and blended toward ``images`` by ``alphas``, unclamped float32; which rows are finite)."""
+        if self.cast_model:
+            stylised = self._forward(images.to(self.dtype), weights)
+        else:
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                stylised = self._forward(images, weights)
+        finite = torch.isfinite(stylised).flatten(1).all(1)
+        return torch.lerp(images, stylised.float(), alphas.reshape(-1, 1, 1, 1)), finite
+
+    @staticmethod
+    def _check_finite(finite: list[np.ndarray]) -> None:
+        finite = np.concatenate(finite)
+        if not finite.all():
+            raise NonFiniteOutput(np.flatnonzero(~finite).tolist())
+
     @torch.inference_mode()
     def __call__(self, pixels: np.ndarray, style_weights: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         """``pixels`` ``(B, H, W, 3)`` uint8, ``style_weights`` ``(B, code_size)`` (style mixtures or style
         embeddings), ``alpha`` ``(B,)`` → ``(B, H, W, 3)`` uint8.
 
-        Any ``B``: it is cut into forward passes of ``batch_size``, the last padded with zeros. Raises
-        ``NonFiniteOutput`` when any image's output holds NaN/Inf (e.g. weights that overflow in bf16).
+        Any ``B``: it is cut into forward passes of ``batch_size``, the last padded. Raises ``NonFiniteOutput``
+        naming every image whose output holds NaN/Inf (e.g. weights that overflow in bf16).
         """
-        count = pixels.shape[0]
-        if count == 0:
+        if pixels.shape[0] == 0:
             return pixels.copy()
-        if count > self.batch_size:
-            return np.concatenate(
-                [
-                    self(
-                        pixels[i : i + self.batch_size],
-                        style_weights[i : i + self.batch_size],
-                        alpha[i : i + self.batch_size],
-                    )
-                    for i in range(0, count, self.batch_size)
-                ]
-            )
-        pad = self.batch_size - count
-        if pad:
-            pixels = np.concatenate([pixels, np.zeros((pad, *pixels.shape[1:]), np.uint8)])
-            style_weights = np.concatenate([style_weights, np.repeat(style_weights[:1], pad, 0)])
-            alpha = np.concatenate([alpha, np.zeros(pad, alpha.dtype)])
         cuda = self.device.type == "cuda"
-        pixels = np.ascontiguousarray(pixels)
-        if not pixels.flags.writeable:  # e.g. np.asarray of a PIL image; torch.from_numpy wants to own writes
-            pixels = pixels.copy()
-        batch = torch.from_numpy(pixels)
-        if cuda:
-            batch = batch.pin_memory()
-        batch = uint8_to_float(batch.to(self.device, non_blocking=cuda), channels_last=True)
-        weights = torch.from_numpy(np.asarray(style_weights, np.float32)).to(self.device)
-        alphas = torch.from_numpy(np.asarray(alpha, np.float32)).to(self.device)
-        if self.cast_model:
-            stylised = self._forward(batch.to(self.dtype), weights)
-        else:
-            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                stylised = self._forward(batch, weights)
-        finite = torch.isfinite(stylised[:count]).flatten(1).all(1)
-        if not bool(finite.all()):
-            raise NonFiniteOutput([int(i) for i in torch.nonzero(~finite).flatten()])
-        blended = torch.lerp(batch, stylised.float(), alphas.reshape(-1, 1, 1, 1))
-        return float_to_uint8(blended[:count]).cpu().numpy()
+
+        def one_pass(pixels, style_weights, alpha):
+            pixels = np.ascontiguousarray(pixels)
+            if not pixels.flags.writeable:  # e.g. np.asarray of a PIL image; torch.from_numpy wants to own writes
+                pixels = pixels.copy()
+            batch = torch.from_numpy(pixels)
+            if cuda:
+                batch = batch.pin_memory()
+            batch = uint8_to_float(batch.to(self.device, non_blocking=cuda), channels_last=True)
+            weights = torch.from_numpy(np.asarray(style_weights, np.float32)).to(self.device)
+            alphas = torch.from_numpy(np.asarray(alpha, np.float32)).to(self.device)
+            blended, finite = self._pass(batch, weights, alphas)
+            return float_to_uint8(blended).cpu().numpy(), finite.cpu().numpy()
+
+        outputs, finite = zip(*in_fixed_passes(one_pass, (pixels, style_weights, alpha), self.batch_size), strict=True)
+        self._check_finite(finite)
+        return np.concatenate(outputs)
+
+    @torch.no_grad()
+    def stylize(self, images: torch.Tensor, style_weights, alpha=1.0) -> torch.Tensor:
+        """``images`` ``(B, 3, H, W)`` float in [0, 1] on any device, ``style_weights`` ``(B, code_size)``, ``alpha``
+        a scalar or ``(B,)`` → ``(B, 3, H, W)`` float32 in [0, 1] on the runner's device; the same forward passes as
+        ``__call__`` (which is this on ``images`` quantised to uint8, then quantised back)."""
+        images = images.detach().to(self.device, torch.float32)
+        weights = torch.as_tensor(style_weights, dtype=torch.float32).to(self.device)
+        alphas = torch.as_tensor(alpha, dtype=torch.float32).to(self.device).expand(images.shape[0])
+
+        def one_pass(images, weights, alphas):
+            blended, finite = self._pass(images.contiguous(memory_format=torch.channels_last), weights, alphas)
+            return blended.clamp_(0, 1), finite.cpu().numpy()
+
+        outputs, finite = zip(*in_fixed_passes(one_pass, (images, weights, alphas), self.batch_size), strict=True)
+        self._check_finite(finite)
+        return torch.cat(outputs)
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        """Content images ``[(H, W, 3) uint8]`` → their style embeddings (an arbitrary-style runner only)."""
+        if self.embedder is None:
+            raise UsageError("this stylizer has no style predictor: content embeddings need an arbitrary-style one")
+        return self.embedder(images)
+
+    def stylize_plans(
+        self, pixels: np.ndarray, plans: Sequence[StylePlan], keys: Sequence[Hashable] | None = None
+    ) -> tuple[np.ndarray, Conditioning]:
+        """``pixels`` ``(B, H, W, 3)`` uint8, one ``StylePlan`` per image (``models.style_policy``) → the stylised
+        ``(B, H, W, 3)`` uint8 and the conditioning the network was given. ``keys``: which rows share a content image
+        (its embedding is computed once)."""
+        conditioning = style_conditioning(plans, pixels.__getitem__, self.embed if self.embedder else None, keys)
+        return self(pixels, conditioning.codes, conditioning.alphas), conditioning
+
+
+def load_runner(
+    checkpoint: str,
+    *,
+    arbitrary: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    batch_size: int = 1,
+    compile: bool = False,
+):
+    """A checkpoint (path, URL or built-in name) → ``(StylizerRunner, its CheckpointInfo)``. ``arbitrary``: an
+    arbitrary-style pair (predictor + transformer), whose runner embeds content images too."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    if arbitrary:
+        predictor, transformer, info = load_arbitrary(checkpoint, device="cpu")
+        runner = StylizerRunner(transformer, device, precision, batch_size, compile=compile, predictor=predictor)
+        LOGGER.info("loaded arbitrary stylizer %s on %s as %s", info.digest, device, runner.dtype)
+        return runner, info
+    model, info = load_stylizer(checkpoint, device="cpu")
+    runner = StylizerRunner(model, device, precision, batch_size, compile=compile)
+    LOGGER.info("loaded stylizer %s (%d styles) on %s as %s", info.digest, model.num_styles, device, runner.dtype)
+    return runner, info
 
 
 class StyleEmbedder:
@@ -239,17 +332,12 @@ class StyleEmbedder:
         if not images:
             return np.zeros((0, 0), np.float32)
         prepared = torch.stack([prepare_style_image(Image.fromarray(image, "RGB")) for image in images])
-        outputs = []
-        for start in range(0, len(prepared), self.batch_size):
-            chunk = prepared[start : start + self.batch_size]
-            count = len(chunk)
-            if count < self.batch_size:
-                chunk = torch.cat([chunk, chunk[:1].expand(self.batch_size - count, -1, -1, -1)])
+
+        def one_pass(chunk):
             chunk = chunk.to(self.device)
             if self.device.type == "cpu":
-                embedded = self.model(chunk.to(self.dtype))
-            else:
-                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                    embedded = self.model(chunk)
-            outputs.append(embedded.float()[:count].cpu())
-        return torch.cat(outputs).numpy()
+                return self.model(chunk.to(self.dtype)).float().cpu()
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                return self.model(chunk).float().cpu()
+
+        return torch.cat(in_fixed_passes(one_pass, (prepared,), self.batch_size)).numpy()

@@ -13,9 +13,9 @@ own policies (``models.style_policy``), one draw per sample per epoch::
 
 Each sample's draw (restyle or not, which style, mixture, painting or sampled embedding, how strongly) comes from
 ``record_seed(seed, f"{key}@{epoch}")``, the job's per-record seed: the same sample in the same epoch gets the
-same draw whatever its batch, and a new one the next epoch. On CPU, where images are stylised one at a time, a
-sample's pixels do not depend on its batch-mates either; on CUDA (whole batches) they can differ by a rounding
-(kernels are chosen by batch shape).
+same draw whatever its batch, and a new one the next epoch. The stylizer runs as the job runs it
+(``models.inference.StylizerRunner``, the same ``precision`` rule), in forward passes of a fixed size, so a sample's
+pixels do not depend on its batch-mates either.
 """
 
 from collections.abc import Mapping
@@ -27,20 +27,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.checkpoint import load_arbitrary, load_stylizer
+from models.device import resolve_device
 from models.errors import UsageError
-from models.inference import StyleEmbedder
+from models.inference import StyleEmbedder, StylizerRunner, resolve_precision
+from models.pixels import float_to_uint8
 from models.style_policy import (
     PaintingSet,
     StylePlan,
     StylePolicy,
-    blend_code,
     plan_outputs,
     plan_painting_outputs,
     record_seed,
+    style_conditioning,
 )
 from models.stylizer import SIZE_MULTIPLE, MultiStyleTransformer
 
 POLICIES = ("random", "mix", "randomize")
+# Images per forward pass on CUDA (padded): a training batch's restyled share, in a few fixed-shape passes.
+CUDA_FORWARD_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ class StyleAugment(nn.Module):
     augmented:original ratio ``R``: the same share of stylised images in training. ``size``: stylise at this short
     side and scale back (antialiased bilinear): a style network's strokes have a fixed size in pixels, so the scale
     it runs at decides what it keeps (at 64 px Magenta's styles swallow small objects, at 256 px they keep even an
-    object's stripes; Jackson et al.'s ``downsamples`` is the same knob). On CPU the stylizer runs one image at a
-    time (``forward_batch``; on CUDA the whole batch): it is bound by cache, not arithmetic (``models.inference``).
-    The networks are frozen, in eval mode, on their own device.
+    object's stripes; Jackson et al.'s ``downsamples`` is the same knob). ``precision``: as the job's
+    ``--precision`` (``auto``: bf16 where the hardware has it natively, else fp32 on CPU). ``forward_batch``: images
+    per forward pass (default: 1 on CPU, where the network is bound by cache, not arithmetic; 32 on CUDA), padded.
+    The networks are frozen, in eval mode, on the stylizer's device.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class StyleAugment(nn.Module):
         style_names: list[str] | None = None,
         paintings: PaintingSet | None = None,
         predictor: nn.Module | None = None,
+        precision: str = "auto",
     ):
         super().__init__()
         if policy not in POLICIES:
@@ -97,19 +103,24 @@ class StyleAugment(nn.Module):
             raise UsageError("an arbitrary-style network needs paintings (StyleAugment.from_paintings), and only it")
         self.policy = StylePolicy(policy, 1)
         self.policy.check(len(paintings) if arbitrary else stylizer.num_styles, paintings=arbitrary)
+        if arbitrary and low < 1 and predictor is None:  # alpha < 1 blends toward each image's own embedding
+            raise UsageError("alpha < 1 on paintings needs the style predictor (from_paintings loads it)")
         self.stylizer = stylizer.eval().requires_grad_(False)
         self.style_names = list(style_names or [f"style_{i}" for i in range(stylizer.config.code_size)])
         self.paintings = paintings
-        self.embedder = None
-        if arbitrary and low < 1:  # alpha < 1 blends toward each image's own embedding
-            if predictor is None:
-                raise UsageError("alpha < 1 on paintings needs the style predictor (from_paintings loads it)")
-            self.embedder = StyleEmbedder(predictor, next(stylizer.parameters()).device)
+        device = next(stylizer.parameters()).device
+        self.runner = StylizerRunner(
+            stylizer,
+            device,
+            precision,
+            batch_size=CUDA_FORWARD_BATCH,
+            forward_batch=forward_batch,
+            predictor=predictor if arbitrary and low < 1 else None,
+        )
         self.alpha_range = (float(low), float(high))
         self.probability = float(probability)
         self.seed = int(seed)
         self.size = size
-        self.forward_batch = forward_batch
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu", **kwargs) -> "StyleAugment":
@@ -128,7 +139,8 @@ class StyleAugment(nn.Module):
         """Arbitrary styles from a painting collection ``{painting id: (H, W, 3) uint8}``: each painting's embedding
         is computed once, here, and the Gaussian of ``randomize`` fitted on them."""
         predictor, transformer, _ = load_arbitrary(checkpoint, device=device)
-        embedder = StyleEmbedder(predictor, torch.device(device))
+        device = resolve_device(device) if isinstance(device, str) else device
+        embedder = StyleEmbedder(predictor, device, resolve_precision(kwargs.get("precision", "auto"), device))
         ids = sorted(paintings)
         embeddings = embedder([np.ascontiguousarray(paintings[i], np.uint8) for i in ids])
         collection = PaintingSet.fit(list(zip(ids, embeddings, strict=True)))
@@ -155,42 +167,25 @@ class StyleAugment(nn.Module):
         out = images.detach().clone()
         if not chosen:
             return out
-        parameter = next(self.stylizer.parameters())
-        subset = images.detach()[chosen].to(parameter.device, parameter.dtype)
-        plans = [draws[i].plan for i in chosen]
-        codes, alphas = self._codes(subset, plans)
-        step = self.forward_batch or (1 if parameter.device.type == "cpu" else len(chosen))
-        restyled = [
-            self._restyle(subset[i : i + step], codes[i : i + step], alphas[i : i + step])
-            for i in range(0, len(chosen), step)
-        ]
-        out[chosen] = torch.cat(restyled).to(out.device, out.dtype)
+        subset = images.detach()[chosen]
+        # On paintings with alpha < 1 the predictor embeds each drawn image (as uint8, as the job does).
+        conditioning = style_conditioning(
+            [draws[i].plan for i in chosen],
+            lambda i: float_to_uint8(subset[i]).cpu().numpy(),
+            self.runner.embed if self.runner.embedder else None,
+        )
+        restyled = self._restyle(subset, conditioning.codes, conditioning.alphas)
+        out[chosen] = restyled.to(out.device, out.dtype)
         return out
 
-    def _codes(self, images: torch.Tensor, plans: list[StylePlan]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each image's conditioning vector and pixel alpha. On paintings alpha acts in embedding space, as in the
-        job (``models.style_policy.blend_code``), and the pixels are not blended."""
-        codes = [plan.code for plan in plans]
-        alphas = [plan.alpha for plan in plans]
-        if self.paintings is not None:
-            blend = [i for i, plan in enumerate(plans) if plan.alpha < 1]
-            if blend:
-                pixels = images[blend].mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
-                own = self.embedder(list(pixels.numpy()))
-                for j, i in enumerate(blend):
-                    codes[i] = blend_code(codes[i], own[j], plans[i].alpha)
-            alphas = [1.0] * len(plans)
-        device = images.device
-        return torch.from_numpy(np.stack(codes)).to(device), torch.tensor(alphas, device=device)
-
-    def _restyle(self, images: torch.Tensor, codes: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    def _restyle(self, images: torch.Tensor, codes: np.ndarray, alphas: np.ndarray) -> torch.Tensor:
         height, width = images.shape[-2:]
         if not self.size or min(height, width) == self.size:
-            return self.stylizer.stylize(images, codes, alphas)
+            return self.runner.stylize(images, codes, alphas)
         scale = self.size / min(height, width)
         shape = (max(1, round(height * scale)), max(1, round(width * scale)))
         resized = F.interpolate(images, size=shape, mode="bilinear", antialias=True).clamp_(0, 1)
-        restyled = self.stylizer.stylize(resized, codes, alphas)
+        restyled = self.runner.stylize(resized, codes, alphas)
         return F.interpolate(restyled, size=(height, width), mode="bilinear", antialias=True).clamp_(0, 1)
 
     def extra_repr(self) -> str:

@@ -14,6 +14,7 @@ the online transform alike.
 """
 
 import hashlib
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,3 +212,42 @@ def blend_code(style: np.ndarray, content: np.ndarray | None, alpha: float) -> n
     if alpha >= 1.0:
         return np.asarray(style, np.float32)
     return (alpha * np.asarray(style, np.float64) + (1 - alpha) * np.asarray(content, np.float64)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a batch of plans feeds the network."""
+
+    codes: np.ndarray  # (B, code_size) float32: style mixtures, or style embeddings after alpha
+    alphas: np.ndarray  # (B,) float32: the pixel blend toward the input (1 on paintings: their alpha acted on codes)
+    content_embeddings: int  # content images whose own embedding was computed for it
+
+
+def style_conditioning(
+    plans: Sequence[StylePlan],
+    content_of: Callable[[int], np.ndarray],
+    embed: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+    keys: Sequence[Hashable] | None = None,
+) -> Conditioning:
+    """Each plan's conditioning vector and pixel alpha: the one place that turns plans into network inputs.
+
+    On a checkpoint's styles a plan's code is its mixture and its alpha blends pixels. On paintings alpha acts in
+    embedding space (``blend_code``, toward the content image's own embedding) and the pixels are not blended.
+    ``content_of(i)``: plan ``i``'s content image, ``(H, W, 3)`` uint8, asked only for the plans that need its
+    embedding; ``embed``: uint8 images → ``(n, D)`` style embeddings (the style predictor); ``keys``: which plans share
+    a content image (default: none do), so each image is embedded once.
+    """
+    codes = [plan.code for plan in plans]
+    alphas = [1.0 if plan.on_paintings else plan.alpha for plan in plans]
+    blended = [i for i, plan in enumerate(plans) if plan.on_paintings and plan.alpha < 1.0]
+    first_of = {}
+    if blended:
+        if embed is None:
+            raise UsageError("alpha < 1 on paintings needs the style predictor, to embed each content image")
+        keys = range(len(plans)) if keys is None else keys
+        for i in blended:
+            first_of.setdefault(keys[i], i)
+        own = dict(zip(first_of, embed([content_of(i) for i in first_of.values()]), strict=True))
+        for i in blended:
+            codes[i] = blend_code(codes[i], own[keys[i]], plans[i].alpha)
+    return Conditioning(np.stack(codes).astype(np.float32), np.asarray(alphas, np.float32), len(first_of))

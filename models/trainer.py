@@ -25,6 +25,7 @@ from tqdm import tqdm
 from models.checkpoint import STYLIZER_KIND, save_stylizer
 from models.errors import CheckpointError, TrainingDiverged, UsageError
 from models.files import write_atomically
+from models.inference import StylizerRunner
 from models.loss_curve import Curve, draw_loss_curves, smoothed
 from models.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from models.pixels import tensor_to_pil
@@ -313,14 +314,16 @@ class StylizerTrainer:
 
     @torch.no_grad()
     def sample_grid(self) -> Image.Image:
-        """Rows: the preview content images; columns: the content, then every style (header: the style image)."""
-        content = self.preview_images.to(self.device)
+        """Rows: the preview content images; columns: the content, then every style (header: the style image).
+        The tiles are what the augment job would make of them: its runner, its default precision."""
+        content = self.preview_images
         size = content.shape[-1]
         n_styles = self.model.num_styles
+        runner = StylizerRunner(self.model, self.device, "auto", batch_size=n_styles)
         tiles = [[None] + [_thumbnail(img, size) for img in self._style_thumbnails()]]
         for image in content:
             batch = image[None].expand(n_styles, -1, -1, -1)
-            stylised = self.model.stylize(batch, torch.eye(n_styles, device=self.device)).cpu()
+            stylised = runner.stylize(batch, torch.eye(n_styles)).cpu()
             tiles.append([image.cpu()] + list(stylised))
         pad = 4
         grid = Image.new("RGB", ((size + pad) * (n_styles + 1) + pad, (size + pad) * len(tiles) + pad + 14), "white")

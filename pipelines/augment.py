@@ -19,7 +19,15 @@ from models.errors import CheckpointError, UsageError
 from models.inference import PRECISIONS
 from models.style_policy import parse_alpha, parse_styles
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
-from pipelines.cli import INPUT_HELP, OUTPUT_HELP, add_common_args, int_between, positive_int, run_main
+from pipelines.cli import (
+    INPUT_HELP,
+    OUTPUT_HELP,
+    PRECISION_HELP,
+    add_common_args,
+    int_between,
+    positive_int,
+    run_main,
+)
 from transforms.decode import DecodeImages
 from transforms.images import FORMATS, MAX_PIXELS, MAX_PIXELS_CEILING
 from transforms.io import output_path
@@ -78,10 +86,7 @@ class AugmentOptions(JobOptions):
             "interpolates the style embedding toward the photo's own, else it blends pixels",
         )
         parser.add_argument(
-            "--precision",
-            default="auto",
-            choices=PRECISIONS,
-            help="auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU (default: %(default)s)",
+            "--precision", default="auto", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: %(default)s)"
         )
         parser.add_argument(
             "--compile",

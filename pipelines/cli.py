@@ -32,6 +32,9 @@ NO_PROGRESS_HELP = "no progress bars"
 MAX_BATCH_SIZE = 1024
 # 8192² = 67 MP: past --max-pixels' default (64 MP); no model here trains or runs at such a short side.
 MAX_IMAGE_SIZE = 8192
+PRECISION_HELP = (
+    "what the stylizer computes in: auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU"
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -3,12 +3,14 @@
     python -m pipelines.stylize --method gatys --content IMG [IMG ...] --style IMG [--style IMG ...]
         --output OUT.png|DIR
     python -m pipelines.stylize --checkpoint CKPT --content IMG [IMG ...] --output DIR
-        [--style NAME|all] [--alpha A]
+        [--style NAME|all] [--alpha A] [--precision auto|fp32|bf16]
     python -m pipelines.stylize --style-image PAINTING [--style-image ...] --content IMG [IMG ...] --output DIR
-        [--alpha A] [--checkpoint magenta_arbitrary]
+        [--alpha A] [--checkpoint magenta_arbitrary] [--precision auto|fp32|bf16]
 
 Outputs in a directory are named ``<content-stem>__<style>.png`` (Gatys: the style stems joined by ``+``; with
-``--style-image``: the painting's stem).
+``--style-image``: the painting's stem). The two fast modes plan and run as ``pipelines.augment --styles all`` does
+(``models.inference.StylizerRunner``), so a picture equals the job's row for the same photo, style and alpha (on
+CUDA, for the same ``--batch-size``: the forward size).
 """
 
 import argparse
@@ -23,9 +25,17 @@ from tqdm import tqdm
 from models.device import resolve_device, seed_everything
 from models.errors import UsageError
 from models.files import path_under, write_atomically
-from models.inference import is_out_of_memory
+from models.inference import PRECISIONS, is_out_of_memory
 from models.pixels import tensor_to_pil
-from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
+from pipelines.cli import (
+    OUTPUT_HELP,
+    PRECISION_HELP,
+    ArgumentParser,
+    add_common_args,
+    positive_float,
+    positive_int,
+    run_main,
+)
 from transforms.images import (
     encode_image,
     load_image,
@@ -108,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="style strength 0..1 (default: 1): with --checkpoint it blends pixels with the original, with "
         "--style-image it moves the style embedding toward the photo's own (Ghiasi et al.)",
     )
+    checkpoint.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help=f"{PRECISION_HELP}; the same rule as pipelines.augment's, so a picture here is the job's row for the "
+        "same photo, style and alpha (default: auto)",
+    )
 
     gatys = parser.add_argument_group("gatys (defaults: models/gatys.py GatysConfig)")
     gatys.add_argument("--style-weights", metavar="W1,W2", help="blend weights of the style images (default: equal)")
@@ -187,8 +203,9 @@ def _run_mode(args: argparse.Namespace) -> None:
             raise UsageError(f"--{given[0].replace('_', '-')} is a gatys option; it does nothing with --checkpoint")
         stylize_with_checkpoint(args)
     else:
-        if args.alpha is not None:
-            raise UsageError("--alpha applies to --checkpoint stylisation only")
+        for flag in ("alpha", "precision"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag} applies to --checkpoint and --style-image stylisation only")
         stylize_with_gatys(args)
 
 
@@ -266,67 +283,68 @@ def _feed_forward_checks(args: argparse.Namespace, mode: str) -> float:
 
 
 def stylize_with_checkpoint(args: argparse.Namespace) -> None:
-    from models.checkpoint import load_stylizer
-    from models.stylizer import one_hot
+    """Every requested style of the checkpoint on every content image, planned as the job plans ``--styles all``
+    and run by the job's runner: each picture is the job's row for that photo, style and alpha."""
+    from models.inference import load_runner
+    from models.style_policy import StylePolicy, plan_outputs
 
     alpha = _feed_forward_checks(args, "--checkpoint")
-
     contents = [_sized(path, args, FEED_FORWARD_MAX_PIXELS) for path in args.content]
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
-    model, info = load_stylizer(args.checkpoint, device=device)
+    runner, info = load_runner(
+        args.checkpoint, device=args.device, precision=args.precision or "auto", batch_size=args.batch_size
+    )
     requested = args.style or ["all"]
     names = info.style_names if "all" in requested else list(dict.fromkeys(requested))
-    indices = [info.style_index(name) for name in names]  # unknown names fail here, listing the known ones
-
-    targets = {(path, name): _target(args.output, path, name) for path in args.content for name in names}
-    total = len(contents) * len(names)
-    with tqdm(total=total, desc="stylize", unit="image", file=sys.stderr, disable=args.no_progress) as bar:
-        for path, image in zip(args.content, contents, strict=True):
-            tensor = pil_to_tensor(image).unsqueeze(0).to(device)
-            for start in range(0, len(indices), args.batch_size):
-                chunk = indices[start : start + args.batch_size]
-                weights = one_hot(chunk, model.num_styles).to(device)
-                stylised = model.stylize(tensor.expand(len(chunk), -1, -1, -1), weights, alpha=alpha)
-                for row, index in enumerate(chunk):
-                    _write(targets[path, info.style_names[index]], tensor_to_pil(stylised[row]))
-                    bar.update(1)
-    print(f"wrote {len(contents) * len(names)} image(s) to {args.output} ({info.digest})")
+    every_style = plan_outputs(StylePolicy("all"), (alpha, alpha), info.style_names, args.seed)
+    plans = [every_style[info.style_index(name)] for name in names]  # an unknown name fails, listing the known ones
+    _stylize_contents(args, runner, contents, plans, [plan.style for plan in plans])
+    print(f"wrote {len(contents) * len(plans)} image(s) to {args.output} ({info.digest})")
 
 
 def stylize_with_paintings(args: argparse.Namespace) -> None:
-    import numpy as np
-    from PIL import Image
-
-    from models.checkpoint import load_arbitrary
-    from models.inference import StyleEmbedder, StylizerRunner
-    from models.style_policy import blend_code
+    """Every painting on every content image, planned as the job plans ``--styles all`` over ``--style-images``
+    (alpha moves each painting's embedding toward the photo's own) and run by the job's runner."""
+    from models.inference import load_runner
+    from models.style_policy import PaintingSet, StylePolicy, plan_painting_outputs
     from transforms.images import pil_to_uint8
 
     alpha = _feed_forward_checks(args, "--style-image")
     _check_unique_stems(args.style_image)
-    targets = {
-        (path, painting): _target(args.output, path, _stem(painting))
-        for path in args.content
-        for painting in args.style_image
-    }
-    device = resolve_device(args.device)
-    predictor, transformer, info = load_arbitrary(args.checkpoint or "magenta_arbitrary", device="cpu")
-    embedder = StyleEmbedder(predictor, device)
-    runner = StylizerRunner(transformer, device, torch.float32, batch_size=args.batch_size)
-    styles = embedder([pil_to_uint8(load_image(path)) for path in args.style_image])
+    runner, info = load_runner(
+        args.checkpoint or "magenta_arbitrary",
+        arbitrary=True,
+        device=args.device,
+        precision=args.precision or "auto",
+        batch_size=args.batch_size,
+    )
     contents = [_sized(path, args, FEED_FORWARD_MAX_PIXELS) for path in args.content]
-    count = len(contents) * len(args.style_image)
-    with tqdm(total=count, desc="stylize", unit="image", file=sys.stderr, disable=args.no_progress) as bar:
+    embeddings = runner.embed([pil_to_uint8(load_image(path)) for path in args.style_image])
+    paintings = PaintingSet.fit([(_stem(path), e) for path, e in zip(args.style_image, embeddings, strict=True)])
+    plans = plan_painting_outputs(StylePolicy("all"), (alpha, alpha), paintings, args.seed)
+    _stylize_contents(args, runner, contents, plans, [plan.style_ids[0] for plan in plans])
+    print(f"wrote {len(contents) * len(plans)} image(s) to {args.output} ({info.digest})")
+
+
+def _stylize_contents(args: argparse.Namespace, runner, contents: list, plans: list, labels: list[str]) -> None:
+    """Write ``<content-stem>__<label>.png`` for every content image and plan, ``--batch-size`` plans at a time.
+    Every output path is built (and checked to stay inside ``--output``) before the first image is written."""
+    import numpy as np
+    from PIL import Image
+
+    from transforms.images import pil_to_uint8
+
+    targets = {(path, label): _target(args.output, path, label) for path in args.content for label in labels}
+    total = len(contents) * len(plans)
+    with tqdm(total=total, desc="stylize", unit="image", file=sys.stderr, disable=args.no_progress) as bar:
         for path, image in zip(args.content, contents, strict=True):
             pixels = pil_to_uint8(image)
-            own = embedder([pixels])[0] if alpha < 1 else None
-            codes = np.stack([blend_code(style, own, alpha) for style in styles])
-            outputs = runner(np.repeat(pixels[None], len(codes), 0), codes, np.ones(len(codes), np.float32))
-            for painting, output in zip(args.style_image, outputs, strict=True):
-                _write(targets[path, painting], Image.fromarray(output, "RGB"))
-                bar.update(1)
-    print(f"wrote {count} image(s) to {args.output} ({info.digest})")
+            for start in range(0, len(plans), args.batch_size):
+                chunk = plans[start : start + args.batch_size]
+                # one content image for the whole chunk: its own embedding (alpha < 1 on paintings) is computed once
+                outputs, _ = runner.stylize_plans(np.repeat(pixels[None], len(chunk), 0), chunk, [path] * len(chunk))
+                for label, output in zip(labels[start : start + len(chunk)], outputs, strict=True):
+                    _write(targets[path, label], Image.fromarray(output, "RGB"))
+                    bar.update(1)
 
 
 def _check_image_size(args: argparse.Namespace, max_pixels: int, mode: str) -> None:

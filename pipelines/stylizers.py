@@ -14,13 +14,13 @@ in a bucket, inspect it, or load it where the wheel is not installed.
 import sys
 
 import numpy as np
-import torch
 from PIL import Image
 
 from models import builtin
-from models.checkpoint import load_stylizer, load_tensors
+from models.checkpoint import load_tensors
 from models.errors import InputNotFoundError, UsageError
-from models.inference import StylizerRunner
+from models.inference import load_runner
+from models.style_policy import StylePlan, StylePolicy, plan_outputs
 from pipelines.cli import IMAGE_SIZE_HELP, MAX_IMAGE_SIZE, OUTPUT_HELP, ArgumentParser, int_between, run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
 from transforms.preview import THUMB as THUMB_SIDE
@@ -56,17 +56,15 @@ def _read_image(path: str) -> Image.Image:
 
 
 def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
-    """Every style of ``stylizer`` on one photo: rows of the original and ``STYLES_PER_ROW`` styles."""
-    model, info = load_stylizer(stylizer)
+    """Every style of ``stylizer`` on one photo: rows of the original and ``STYLES_PER_ROW`` styles. Each tile is
+    what the augment job makes of the photo with that style (its runner, its default precision, on CPU)."""
+    runner, info = load_runner(stylizer, device="cpu")
     photo = resize_short_side(_read_image(content), image_size)
-    pixels = pil_to_uint8(photo)
-    runner = StylizerRunner(model, torch.device("cpu"), torch.float32, batch_size=1)
-    count = len(info.style_names)
-    outputs = runner(np.repeat(pixels[None], count, 0), np.eye(count, dtype=np.float32), np.ones(count, np.float32))
+    plans = plan_outputs(StylePolicy("all"), (1.0, 1.0), info.style_names, 0)
+    outputs, _ = runner.stylize_plans(np.repeat(pil_to_uint8(photo)[None], len(plans), 0), plans)
     original = thumbnail(photo)
-    tiles = [
-        (name, thumbnail(Image.fromarray(out, "RGB"))) for name, out in zip(info.style_names, outputs, strict=True)
-    ]
+    tiles = [(plan.style, thumbnail(Image.fromarray(out, "RGB"))) for plan, out in zip(plans, outputs, strict=True)]
+    count = len(tiles)
     rows = [("original", original, tiles[i : i + STYLES_PER_ROW]) for i in range(0, count, STYLES_PER_ROW)]
     return draw_contact_sheet(rows)
 
@@ -74,20 +72,19 @@ def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
 def painting_sheet(stylizer: str, contents: list[str], paintings: list[str], image_size: int) -> Image.Image:
     """Photos × paintings with an arbitrary-style stylizer: every painting, ``STYLES_PER_ROW`` at a time, each group
     a header row of its paintings and then a row per photo."""
-    from models.checkpoint import load_arbitrary
-    from models.inference import StyleEmbedder
-
-    predictor, transformer, _ = load_arbitrary(stylizer)
+    runner, _ = load_runner(stylizer, arbitrary=True, device="cpu")
     images = [_read_image(path) for path in paintings]
-    embeddings = StyleEmbedder(predictor, torch.device("cpu"))([pil_to_uint8(image) for image in images])
-    runner = StylizerRunner(transformer, torch.device("cpu"), torch.float32, batch_size=1)
     names = [path.rstrip("/").rsplit("/", 1)[-1] for path in paintings]
+    embeddings = runner.embed([pil_to_uint8(image) for image in images])
+    plans = [
+        StylePlan(n, name, embedding, 1.0, (name,), (1.0,), on_paintings=True)
+        for n, (name, embedding) in enumerate(zip(names, embeddings, strict=True))
+    ]
     headers = [(name, thumbnail(image)) for name, image in zip(names, images, strict=True)]
     photos = []
     for path in contents:
         photo = resize_short_side(_read_image(path), image_size)
-        pixels = np.repeat(pil_to_uint8(photo)[None], len(paintings), 0)
-        outputs = runner(pixels, embeddings, np.ones(len(paintings), np.float32))
+        outputs, _ = runner.stylize_plans(np.repeat(pil_to_uint8(photo)[None], len(plans), 0), plans)
         tiles = [(name, thumbnail(Image.fromarray(out, "RGB"))) for name, out in zip(names, outputs, strict=True)]
         photos.append((path.rstrip("/").rsplit("/", 1)[-1], thumbnail(photo), tiles))
     blank = np.full((THUMB_SIDE, THUMB_SIDE, 3), 245, np.uint8)

@@ -2,10 +2,9 @@
 
 Both decode each image once through ``decode_image`` and prepare it the same way (short side to
 ``source_side(image_size)``, centre square), so training, evaluation and the embedding job see the same
-pixels. Batched inference is our own DoFn over ``BatchElements`` rather than ``RunInference``: Beam 2.77's
-``max_batch_weight`` is broken and its PyTorch handler under-reports image tensor sizes, and a DoFn
-lets bad images leave through the same ``rejected`` output as every other job, with the model loaded once per
-worker in ``setup``.
+pixels. The Beam transform is ``RunInference`` with our ``EmbeddingModelHandler`` (the model loaded once per
+worker process; bad images leave through the same ``rejected`` output as every other job's, see
+``transforms.inference``).
 """
 
 import logging
@@ -20,11 +19,12 @@ import torch
 from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 
-from models.embedding_trainer import Example, images_to_tensor, source_side
+from models.embedding_trainer import Example, ImageEmbedder, source_side
 from models.errors import ImageRejected
 from models.heldout import is_heldout
 from models.text_targets import TextTargets, caption_tokens
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
+from transforms.inference import ProcessModelHandler, RunInferenceWithRetry
 from transforms.schemas import rejected_row
 from transforms.sources import iter_parquet_batches
 
@@ -180,93 +180,98 @@ class DecodeForEmbedding(beam.DoFn):
             yield TaggedOutput(REJECTED, rejected_row(record.source_id, STAGE, exc.reason, exc.detail))
 
 
-class EmbedBatches(beam.DoFn):
-    """Batches of ``(id, image)`` → ``{"id", "embedding"}`` rows; the model is loaded once per worker.
+class EmbeddingModelHandler(ProcessModelHandler):
+    """``RunInference``'s handler for the text-supervised CNN: ``(id, (S, S, 3) uint8)`` → ``(id, embedding)``, through
+    one ``ImageEmbedder`` per process. Its forward passes have a fixed size (``batch_size``, padded), so an
+    image's embedding does not depend on how Beam batched it (re-runs give bit-identical embeddings; checked in
+    tests/pipelines/test_embed.py). Beam's inference metrics are under ``stylebeam.embed``."""
 
-    Every batch is padded to ``batch_size`` before the forward pass: CPU convolution kernels are chosen by
-    batch shape, so a fixed shape makes an image's embedding independent of how Beam happened to batch it
-    (re-runs give bit-identical embeddings; checked in tests/pipelines/test_embed.py). A batch whose forward pass
-    raises is retried one image at a time (padded the same way, so the bits do not change); an image that still
-    fails, or whose embedding is not finite, leaves as a rejected row (``inference_error``,
-    ``non_finite_embedding``) instead of ending the job or writing garbage.
-    """
+    stage = STAGE
 
-    def __init__(self, model_path: str, image_size: int, batch_size: int, device: str = "auto", cpu_threads: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        image_size: int,
+        batch_size: int,
+        device: str = "auto",
+        cpu_threads: int = 0,
+        share_across_processes: bool | None = None,
+    ):
+        super().__init__(batch_size, device, share_across_processes)
         self.model_path = model_path
         self.image_size = image_size
-        self.batch_size = batch_size
-        self.device_name = device
         self.cpu_threads = cpu_threads
 
-    def setup(self):
+    def model_key(self) -> str:
+        return f"embed|{self.model_path}|{self.image_size}|{self.batch_size}|{self.device}"
+
+    def build_model(self) -> ImageEmbedder:
         from models.device import resolve_device
         from models.embedding_net import load_embedding_model
 
-        self.device = resolve_device(self.device_name)
-        if self.device.type == "cpu" and self.cpu_threads:
+        device = resolve_device(self.device)
+        if device.type == "cpu" and self.cpu_threads:
             # Runners start about one worker process per core; torch's own per-process thread pool on top of that
             # oversubscribes the CPU (a tiny-ResNet step: 39 ms with 1 thread, 523 ms with 2, on a busy 2-core box).
             torch.set_num_threads(self.cpu_threads)
-        self.model, _, info = load_embedding_model(self.model_path, self.device)
-        LOGGER.info("embedding model %s (%s) loaded on %s", self.model_path, info.digest, self.device)
+        model, _, info = load_embedding_model(self.model_path, device)
+        LOGGER.info("embedding model %s (%s) loaded on %s", self.model_path, info.digest, device)
+        return ImageEmbedder(model, device, self.image_size, self.batch_size)
 
-    def process(self, batch):
-        for start in range(0, len(batch), self.batch_size):
-            part = batch[start : start + self.batch_size]
-            try:
-                embeddings = self._embed([image for _, image in part])
-            except RuntimeError as exc:  # one bad batch must not sink the job: retry alone, reject what still fails
-                LOGGER.warning("batch of %d failed (%s); retrying one by one", len(part), exc)
-                for post_id, image in part:
-                    try:
-                        yield from self._rows([post_id], self._embed([image]))
-                    except RuntimeError as single:
-                        yield TaggedOutput(REJECTED, rejected_row(post_id, STAGE, "inference_error", str(single)))
-                continue
-            yield from self._rows([post_id for post_id, _ in part], embeddings)
+    def run_inference(self, batch, model: ImageEmbedder, inference_args=None) -> list[tuple[str, np.ndarray]]:
+        embeddings = model([image for _, image in batch])
+        return [(post_id, embedding) for (post_id, _), embedding in zip(batch, embeddings, strict=True)]
 
-    def _embed(self, images: list[np.ndarray]) -> np.ndarray:
-        batch = images_to_tensor(images, self.image_size)
-        if len(images) < self.batch_size:
-            padding = batch[:1].expand(self.batch_size - len(images), -1, -1, -1)
-            batch = torch.cat([batch, padding])
-        with torch.no_grad():
-            return self.model.embed(batch.to(self.device)).cpu().numpy()[: len(images)]
+    def get_num_bytes(self, batch) -> int:
+        return sum(image.nbytes for _, image in batch)  # the default pickles the whole batch to measure it
 
-    @staticmethod
-    def _rows(ids: list[str], embeddings: np.ndarray):
-        for post_id, embedding in zip(ids, embeddings, strict=True):
-            if not np.isfinite(embedding).all():
-                detail = f"{int((~np.isfinite(embedding)).sum())} of {embedding.size} values are NaN or Inf"
-                yield TaggedOutput(REJECTED, rejected_row(post_id, STAGE, "non_finite_embedding", detail))
-                continue
-            yield {"id": post_id, "embedding": embedding.astype(np.float32).tolist()}
+    def get_metrics_namespace(self) -> str:
+        return "stylebeam.embed"
+
+    def source_id(self, element) -> str:
+        return element[0]
+
+
+class EmbeddingRowFn(beam.DoFn):
+    """``(id, embedding)`` → an ``EMBEDDINGS`` row; a non-finite embedding → a rejected row instead of garbage."""
+
+    def process(self, item):
+        post_id, embedding = item
+        if not np.isfinite(embedding).all():
+            detail = f"{int((~np.isfinite(embedding)).sum())} of {embedding.size} values are NaN or Inf"
+            yield TaggedOutput(REJECTED, rejected_row(post_id, STAGE, "non_finite_embedding", detail))
+            return
+        yield {"id": post_id, "embedding": embedding.astype(np.float32).tolist()}
 
 
 class EmbedImages(beam.PTransform):
-    """``SourceRecord``s (``transforms.read.ReadImages``) → ``{"embeddings": EMBEDDINGS rows, "rejected": rows}``."""
+    """``SourceRecord``s (``transforms.read.ReadImages``) → ``{"embeddings": EMBEDDINGS rows, "rejected": rows}``.
+
+    ``share_model_across_processes``: one model per machine for all its worker processes (default: on CUDA only;
+    see ``transforms.inference``)."""
 
     def __init__(
-        self, model_path: str, image_size: int, batch_size: int = 32, device: str = "auto", cpu_threads: int = 0
+        self,
+        model_path: str,
+        image_size: int,
+        batch_size: int = 32,
+        device: str = "auto",
+        cpu_threads: int = 0,
+        share_model_across_processes: bool | None = None,
     ):
         super().__init__()
-        self.model_path = model_path
         self.image_size = image_size
-        self.batch_size = batch_size
-        self.device = device
-        self.cpu_threads = cpu_threads
+        self.handler = EmbeddingModelHandler(
+            model_path, image_size, batch_size, device, cpu_threads, share_model_across_processes
+        )
 
     def expand(self, rows):
         decoded = rows | "Decode" >> beam.ParDo(DecodeForEmbedding(self.image_size)).with_outputs(
             REJECTED, main="images"
         )
-        embedded = (
-            decoded.images
-            | "Batch" >> beam.BatchElements(min_batch_size=self.batch_size, max_batch_size=self.batch_size)
-            | "Embed"
-            >> beam.ParDo(
-                EmbedBatches(self.model_path, self.image_size, self.batch_size, self.device, self.cpu_threads)
-            ).with_outputs(REJECTED, main="embeddings")
+        inferred = decoded.images | "Embed" >> RunInferenceWithRetry(self.handler)
+        embedded = inferred["results"] | "Rows" >> beam.ParDo(EmbeddingRowFn()).with_outputs(
+            REJECTED, main="embeddings"
         )
-        rejected = (decoded[REJECTED], embedded[REJECTED]) | "EmbedRejected" >> beam.Flatten()
+        rejected = (decoded[REJECTED], inferred["rejected"], embedded[REJECTED]) | "EmbedRejected" >> beam.Flatten()
         return {"embeddings": embedded.embeddings, "rejected": rejected}

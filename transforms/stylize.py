@@ -1,18 +1,13 @@
 """``Stylize``: decoded images → stylised, encoded ``augmented`` rows (+ ``rejected``); ``EmbedPaintings``.
 
-Three fused steps: plan each record's outputs from its seed (``models.style_policy``), stylise in batches of one
-shape bucket (``StylizeBatchesFn``: the model is loaded once per worker process and shared by its threads through
-``beam.utils.shared``), encode and build the row.
+Three steps: plan each record's outputs from its seed (``models.style_policy``), stylise them with Beam's
+``RunInference`` and our ``StylizeModelHandler`` (one ``StylizerRunner`` per worker process, shared by its threads;
+a failed batch retried one task at a time, see ``transforms.inference``), encode and build the row.
 
 Two kinds of stylizer, one path: a checkpoint's N styles (each output conditioned on a style mixture), or Ghiasi
 et al.'s arbitrary network with a painting collection (each output conditioned on a style embedding). For the
 latter, ``EmbedPaintings`` computes every painting's embedding once per job; the sorted list reaches the planners
 as a side input, and ``--alpha`` interpolates in embedding space toward the content image's own embedding.
-
-Why our own batching DoFn rather than ``RunInference``: batches must hold images of one shape, padded
-to a fixed size so that an image's bytes do not depend on its batch-mates, and the style conditioning and
-alpha travel with each image; ``BatchElements`` knows none of that, and 2.77's ``max_batch_weight`` is
-broken. Buffers live per bundle and are flushed in ``finish_bundle``.
 """
 
 import logging
@@ -23,25 +18,23 @@ import apache_beam as beam
 import numpy as np
 import torch
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 from PIL import Image
 
-from models.checkpoint import load_stylizer
 from models.device import resolve_device
 from models.errors import ImageRejected, UsageError
-from models.inference import NonFiniteOutput, StyleEmbedder, StylizerRunner, is_out_of_memory, resolve_precision
+from models.inference import NonFiniteOutput, StylizerRunner, is_out_of_memory_error, load_runner
 from models.style_policy import (
     PaintingSet,
     StylePlan,
     StylePolicy,
-    blend_code,
     plan_outputs,
     plan_painting_outputs,
     record_seed,
 )
 from transforms.decode import DecodedImage
 from transforms.images import MAX_PIXELS, decode_image, encode_image, pil_to_uint8
+from transforms.inference import ProcessModelHandler, RunInferenceWithRetry
 from transforms.read import ReadImages
 from transforms.schemas import rejected_row
 from transforms.sources import InputPattern
@@ -66,13 +59,6 @@ class StylisedImage:
     task: StyleTask
     pixels: np.ndarray  # (H, W, 3) uint8
     code: np.ndarray  # the conditioning vector the network was given (after alpha, for paintings)
-
-
-@dataclass(frozen=True)
-class StylizeFailure:
-    source_id: str
-    reason: str
-    detail: str
 
 
 class PlanStylesFn(beam.DoFn):
@@ -113,31 +99,17 @@ class PlanStylesFn(beam.DoFn):
             yield StyleTask(image.source_id, image.label, seed, plan, image.pixels)
 
 
-class _Loaded:
-    """What ``beam.utils.shared`` keeps per process (it needs a weak-referenceable object)."""
+class StylizeModelHandler(ProcessModelHandler):
+    """``RunInference``'s handler for the stylizer: ``StyleTask``s → ``StylisedImage``s, through one
+    ``StylizerRunner`` per process (with its style predictor for an arbitrary-style checkpoint).
 
-    def __init__(self, runner: StylizerRunner | None, embedder: StyleEmbedder | None):
-        self.runner = runner
-        self.embedder = embedder
+    A batch may mix image shapes; each shape is one call of the runner (its forward passes have a fixed size, so an
+    image's bytes do not depend on its batch-mates). Counters (namespace ``stylebeam``): ``images_stylised``,
+    ``batches`` (one per shape per batch), ``content_embeddings``; Beam's own inference metrics are under
+    ``stylebeam.stylize``.
+    """
 
-
-def _load_models(checkpoint: str, arbitrary: bool, device: str, precision: str, batch_size: int, compile: bool):
-    device = resolve_device(device)
-    dtype = resolve_precision(precision, device)
-    if arbitrary:
-        from models.checkpoint import load_arbitrary
-
-        predictor, transformer, info = load_arbitrary(checkpoint, device="cpu")
-        LOGGER.info("loaded arbitrary stylizer %s on %s as %s", info.digest, device, dtype)
-        runner = StylizerRunner(transformer, device, dtype, batch_size, compile=compile)
-        return _Loaded(runner, StyleEmbedder(predictor, device, dtype))
-    model, info = load_stylizer(checkpoint, device="cpu")
-    LOGGER.info("loaded stylizer %s (%d styles) on %s as %s", info.digest, model.num_styles, device, dtype)
-    return _Loaded(StylizerRunner(model, device, dtype, batch_size, compile=compile), None)
-
-
-class StylizeBatchesFn(beam.DoFn):
-    """``StyleTask`` → ``StylisedImage`` (or ``StylizeFailure``), in batches of one image shape."""
+    stage = "stylize"
 
     def __init__(
         self,
@@ -148,106 +120,79 @@ class StylizeBatchesFn(beam.DoFn):
         cpu_threads: int = 0,
         compile: bool = False,
         arbitrary: bool = False,
+        share_across_processes: bool | None = None,
     ):
+        super().__init__(batch_size, device, share_across_processes)
         self.checkpoint = checkpoint
         self.arbitrary = arbitrary
         self.compile = compile
         self.cpu_threads = cpu_threads
-        self.batch_size = batch_size
-        self.device = device
         self.precision = precision
-        self._shared = shared.Shared()
         self.stylised = Metrics.counter("stylebeam", "images_stylised")
         self.batches = Metrics.counter("stylebeam", "batches")
-        self.failures = Metrics.counter("stylebeam", "stylize_failures")
         self.content_embeddings = Metrics.counter("stylebeam", "content_embeddings")
 
-    def _load(self) -> _Loaded:
+    def model_key(self) -> str:
+        settings = (self.checkpoint, self.arbitrary, self.device, self.precision, self.batch_size, self.compile)
+        return "stylize|" + "|".join(map(str, settings))
+
+    def build_model(self) -> StylizerRunner:
         if resolve_device(self.device).type == "cpu" and self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
-        return _load_models(self.checkpoint, self.arbitrary, self.device, self.precision, self.batch_size, self.compile)
+        runner, _ = load_runner(
+            self.checkpoint,
+            arbitrary=self.arbitrary,
+            device=self.device,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            compile=self.compile,
+        )
+        return runner
 
-    def setup(self):
-        key = f"{self.checkpoint}|{self.arbitrary}|{self.device}|{self.precision}|{self.batch_size}|{self.compile}"
-        loaded = self._shared.acquire(self._load, tag=key)
-        self._runner, self._embedder = loaded.runner, loaded.embedder
+    def run_inference(self, batch, model: StylizerRunner, inference_args=None) -> list[StylisedImage]:
+        by_shape = defaultdict(list)
+        for task in batch:
+            by_shape[task.pixels.shape].append(task)
+        results = []
+        for tasks in by_shape.values():
+            self.batches.inc()
+            pixels = np.stack([task.pixels for task in tasks])
+            outputs, conditioning = model.stylize_plans(
+                pixels, [task.plan for task in tasks], [task.source_id for task in tasks]
+            )
+            if conditioning.content_embeddings:
+                self.content_embeddings.inc(conditioning.content_embeddings)
+            results += [
+                StylisedImage(task, output, code)
+                for task, output, code in zip(tasks, outputs, conditioning.codes, strict=True)
+            ]
+        self.stylised.inc(len(results))
+        return results
 
-    def start_bundle(self):
-        self._buckets = defaultdict(list)
+    def get_num_bytes(self, batch) -> int:
+        return sum(task.pixels.nbytes for task in batch)  # the default pickles the whole batch to measure it
 
-    def process(self, task: StyleTask):
-        bucket = self._buckets[task.pixels.shape]
-        bucket.append(task)
-        if len(bucket) >= self.batch_size:
-            yield from self._run(bucket)
-            bucket.clear()
+    def get_metrics_namespace(self) -> str:
+        return "stylebeam.stylize"
 
-    def finish_bundle(self):
-        for bucket in self._buckets.values():
-            for result in self._run(bucket):
-                yield GlobalWindows.windowed_value(result)
-        self._buckets.clear()
+    def source_id(self, task: StyleTask) -> str:
+        return task.source_id
 
-    def _run(self, tasks: list[StyleTask]):
-        if not tasks:
-            return []
-        try:
-            codes, outputs = self._stylize(tasks)
-        except (RuntimeError, MemoryError) as exc:  # one bad batch must not sink the others: retry alone
-            LOGGER.warning("batch of %d failed (%s); retrying one by one", len(tasks), exc)
-            results = []
-            for task in tasks:
-                try:
-                    codes, outputs = self._stylize([task])
-                    results.append(StylisedImage(task, outputs[0], codes[0]))
-                except NonFiniteOutput as single:
-                    self.failures.inc()
-                    results.append(StylizeFailure(task.source_id, "non_finite_output", str(single)))
-                except (RuntimeError, MemoryError) as single:
-                    self.failures.inc()
-                    reason = "out_of_memory" if is_out_of_memory(single) else "inference_error"
-                    results.append(StylizeFailure(task.source_id, reason, str(single) or type(single).__name__))
-            return results
-        self.stylised.inc(len(tasks))
-        return [StylisedImage(task, pixels, code) for task, pixels, code in zip(tasks, outputs, codes, strict=True)]
-
-    def _codes(self, tasks: list[StyleTask]) -> tuple[np.ndarray, np.ndarray]:
-        """Each task's conditioning vector and pixel alpha. For paintings alpha acts in embedding space, toward
-        the content image's own embedding (computed once per image of the batch), and the pixels are not blended."""
-        codes = [task.plan.code for task in tasks]
-        alphas = [task.plan.alpha for task in tasks]
-        needs_content = [i for i, t in enumerate(tasks) if t.plan.on_paintings and t.plan.alpha < 1.0]
-        if needs_content:
-            images = {}
-            for i in needs_content:
-                images.setdefault(tasks[i].source_id, tasks[i].pixels)
-            self.content_embeddings.inc(len(images))
-            embedded = dict(zip(images, self._embedder(list(images.values())), strict=True))
-            for i in needs_content:
-                codes[i] = blend_code(codes[i], embedded[tasks[i].source_id], tasks[i].plan.alpha)
-        for i, task in enumerate(tasks):
-            if task.plan.on_paintings:
-                alphas[i] = 1.0
-        return np.stack(codes).astype(np.float32), np.asarray(alphas, np.float32)
-
-    def _stylize(self, tasks: list[StyleTask]) -> tuple[np.ndarray, np.ndarray]:
-        self.batches.inc()
-        codes, alphas = self._codes(tasks)
-        return codes, self._runner(np.stack([task.pixels for task in tasks]), codes, alphas)
+    def rejection_reason(self, error_type: type, message: str = "") -> str:
+        if issubclass(error_type, NonFiniteOutput):
+            return "non_finite_output"
+        return "out_of_memory" if is_out_of_memory_error(error_type, message) else "inference_error"
 
 
 class EncodeRowFn(beam.DoFn):
-    """``StylisedImage`` → an ``augmented`` row; failures → ``rejected``."""
+    """``StylisedImage`` → an ``augmented`` row; an image that cannot be encoded → ``rejected``."""
 
     def __init__(self, image_format: str, stylizer_digest: str):
         self.image_format = image_format
         self.stylizer_digest = stylizer_digest
         self.written = Metrics.counter("stylebeam", "rows_encoded")
 
-    def process(self, item):
-        if isinstance(item, StylizeFailure):
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(item.source_id, "stylize", item.reason, item.detail))
-            return
+    def process(self, item: StylisedImage):
         task = item.task
         try:
             data = encode_image(Image.fromarray(item.pixels, "RGB"), self.image_format)
@@ -280,7 +225,8 @@ class Stylize(beam.PTransform):
     """``DecodedImage``s → ``{"rows": augmented rows, "rejected": rejected rows}``.
 
     ``paintings``: for an arbitrary-style checkpoint, the ``EmbedPaintings`` output (``(id, embedding)`` pairs);
-    ``style_names`` is then unused.
+    ``style_names`` is then unused. ``share_model_across_processes``: one stylizer per machine for all its worker
+    processes (default: on CUDA only; see ``transforms.inference``).
     """
 
     def __init__(
@@ -298,12 +244,14 @@ class Stylize(beam.PTransform):
         cpu_threads: int = 0,
         compile: bool = False,
         paintings=None,
+        share_model_across_processes: bool | None = None,
     ):
         super().__init__()
         self.paintings = paintings
         self.plan = PlanStylesFn(policy, alpha_range, style_names, seed)
-        self.stylize = StylizeBatchesFn(
-            checkpoint, batch_size, device, precision, cpu_threads, compile, arbitrary=paintings is not None
+        arbitrary = paintings is not None
+        self.handler = StylizeModelHandler(
+            checkpoint, batch_size, device, precision, cpu_threads, compile, arbitrary, share_model_across_processes
         )
         self.encode = EncodeRowFn(image_format, stylizer_digest)
 
@@ -313,12 +261,9 @@ class Stylize(beam.PTransform):
         else:
             side = beam.pvalue.AsList(self.paintings)
             planned = images | "PlanStyles" >> beam.ParDo(self.plan, side).with_outputs(REJECTED, main="tasks")
-        encoded = (
-            planned.tasks
-            | "StylizeBatches" >> beam.ParDo(self.stylize)
-            | "Encode" >> beam.ParDo(self.encode).with_outputs(REJECTED, main="rows")
-        )
-        rejected = (planned[REJECTED], encoded[REJECTED]) | "StylizeRejected" >> beam.Flatten()
+        stylised = planned.tasks | "StylizeBatches" >> RunInferenceWithRetry(self.handler)
+        encoded = stylised["results"] | "Encode" >> beam.ParDo(self.encode).with_outputs(REJECTED, main="rows")
+        rejected = (planned[REJECTED], stylised["rejected"], encoded[REJECTED]) | "StylizeRejected" >> beam.Flatten()
         return {"rows": encoded.rows, "rejected": rejected}
 
 
@@ -341,9 +286,9 @@ class EmbedPaintingFn(beam.DoFn):
         def load():
             if resolve_device(self.device).type == "cpu" and self.cpu_threads:
                 torch.set_num_threads(self.cpu_threads)
-            return _load_models(self.checkpoint, True, self.device, self.precision, 1, False)
+            return load_runner(self.checkpoint, arbitrary=True, device=self.device, precision=self.precision)[0]
 
-        # The same key as StylizeBatchesFn's with batch 1: a separate predictor copy costs ~10 MB, not a reload.
+        # Its own runner (a predictor copy costs ~10 MB) rather than the stylize step's, which may run elsewhere.
         key = f"{self.checkpoint}|embed|{self.device}|{self.precision}"
         self._embedder = self._shared.acquire(load, tag=key).embedder
 

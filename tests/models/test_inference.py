@@ -50,6 +50,27 @@ def test_matches_the_float_model_and_alpha_blends(model):
     assert np.array_equal(out[1], pixels[1])  # alpha 0 gives the input back
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_float_path_is_the_uint8_path_before_quantising(model, dtype):
+    """StyleAugment and the trainer's grid hand float images to ``stylize``; the job hands uint8 to ``__call__``:
+    one forward pass, so on uint8 levels the two agree to the byte."""
+    from models.pixels import float_to_uint8, uint8_to_float
+
+    runner = StylizerRunner(model, CPU, dtype, batch_size=3, forward_batch=2)
+    pixels, weights, _ = batch(3)
+    alpha = np.array([1.0, 0.5, 0.0], np.float32)
+    floats = runner.stylize(uint8_to_float(pixels), weights, alpha)
+    assert floats.dtype == torch.float32 and floats.shape == (3, 3, 40, 40)
+    assert 0 <= float(floats.min()) and float(floats.max()) <= 1
+    assert np.array_equal(float_to_uint8(floats).numpy(), runner(pixels, weights, alpha))
+
+
+def test_every_caller_gets_the_precision_rule_by_name(model):
+    assert StylizerRunner(model, "cpu").dtype == resolve_precision("auto", CPU)
+    assert StylizerRunner(model, "cpu", "bf16").dtype == torch.bfloat16
+    assert StylizerRunner(model, CPU, torch.float32).dtype == torch.float32
+
+
 def test_bf16_stays_close_to_fp32(model):
     pixels, weights, alpha = batch(4, size=64)
     fp32 = StylizerRunner(model, CPU, torch.float32, 4)(pixels, weights, alpha).astype(np.float64)
@@ -99,8 +120,12 @@ def test_non_finite_output_is_raised_for_the_images_it_hits(model):
     pixels, weights, alpha = batch(2)
     with pytest.raises(NonFiniteOutput) as caught:
         runner(pixels, weights, alpha)
-    assert caught.value.indices == [0]  # the second image, alone in its forward pass of one
+    assert caught.value.indices == [1]  # the second image (style 1), named by its place in the whole batch
     assert runner(pixels[:1], weights[:1], alpha[:1]).shape == (1, 40, 40, 3)
+    stacked = StylizerRunner(broken, CPU, torch.float32, batch_size=4, forward_batch=2)
+    with pytest.raises(NonFiniteOutput) as caught:
+        stacked(*batch(5))  # styles 0 1 0 1 0 in passes of two: every style-1 image is named
+    assert caught.value.indices == [1, 3]
 
 
 def test_style_embeddings_do_not_depend_on_the_thread_count():

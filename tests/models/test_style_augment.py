@@ -84,7 +84,7 @@ def test_mix_draws_convex_mixtures(stylizer):
 
 
 def test_restyled_samples_are_the_stylizer_output_and_others_untouched(stylizer):
-    augment = StyleAugment(stylizer, "mix", alpha=(0.3, 1.0), probability=0.5, seed=1)
+    augment = StyleAugment(stylizer, "mix", alpha=(0.3, 1.0), probability=0.5, seed=1, precision="fp32")
     batch = images(8)
     keys = torch.arange(100, 108)
     before = batch.clone()
@@ -113,7 +113,7 @@ def test_a_samples_pixels_do_not_depend_on_its_batch_on_cpu(stylizer):
 
 def test_size_stylises_at_that_scale_and_returns_the_input_size(stylizer):
     batch, keys = images(2, size=12), [3, 4]
-    augment = StyleAugment(stylizer, probability=1.0, size=24, seed=2)
+    augment = StyleAugment(stylizer, probability=1.0, size=24, seed=2, precision="fp32")
     out = augment(batch, keys)
     assert out.shape == batch.shape
     for i, key in enumerate(keys):
@@ -123,6 +123,25 @@ def test_size_stylises_at_that_scale_and_returns_the_input_size(stylizer):
         expected = F.interpolate(styled, size=(12, 12), mode="bilinear", antialias=True).clamp(0, 1)
         torch.testing.assert_close(out[i : i + 1], expected, atol=1e-5, rtol=0)
     assert not torch.allclose(out, StyleAugment(stylizer, probability=1.0, seed=2)(batch, keys), atol=1e-2)
+
+
+def test_runs_as_the_job_runs_and_survives_pickling(stylizer):
+    """The job's runner and precision rule: a restyled sample on uint8 levels is the job's pixels for it."""
+    import pickle
+
+    from models.inference import StylizerRunner
+    from models.pixels import float_to_uint8, uint8_to_float
+
+    for precision in ("fp32", "bf16"):
+        augment = StyleAugment(stylizer, "mix", alpha=(0.4, 1.0), probability=1.0, seed=6, precision=precision)
+        pixels = float_to_uint8(images(3)).numpy()
+        out = float_to_uint8(augment(uint8_to_float(pixels), [0, 1, 2])).numpy()
+        plans = [augment.draw(key).plan for key in range(3)]
+        job = StylizerRunner(stylizer, "cpu", precision)
+        codes, alphas = np.stack([p.code for p in plans]), np.array([p.alpha for p in plans], np.float32)
+        assert np.array_equal(out, job(pixels, codes, alphas)), precision
+    copy = pickle.loads(pickle.dumps(augment))  # DataLoader workers receive it pickled
+    assert torch.equal(copy(images(3), [0, 1, 2]), augment(images(3), [0, 1, 2]))
 
 
 def test_probability_and_alpha_extremes(stylizer):

@@ -121,3 +121,35 @@ def test_every_k_is_bounded_in_one_line():
             StylePolicy(mode, 10**8)  # the policy itself, as the online transform builds it
     with pytest.raises(UsageError, match="--styles"):
         parse_styles("mix:²")  # a digit to str.isdigit, not to int()
+
+
+def test_style_conditioning_turns_plans_into_codes_and_pixel_alphas():
+    """The one place plans become network inputs: checkpoint styles blend pixels by alpha; paintings blend their
+    embedding toward the content's own (computed once per content image) and leave the pixels unblended."""
+    from models.style_policy import StylePlan, blend_code, style_conditioning
+
+    paint = np.full(2, 4.0, np.float32)
+    plans = [
+        StylePlan(0, "red", np.array([0, 1], np.float32), 0.3),
+        StylePlan(0, "p", paint, 0.5, ("p",), (1.0,), on_paintings=True),
+        StylePlan(1, "p", paint, 0.25, ("p",), (1.0,), on_paintings=True),
+        StylePlan(0, "p", paint, 1.0, ("p",), (1.0,), on_paintings=True),
+        StylePlan(0, "p", paint, 0.5, ("p",), (1.0,), on_paintings=True),
+    ]
+    contents = [np.full((2, 2, 3), value, np.uint8) for value in (0, 10, 10, 20, 30)]
+    embedded = []
+
+    def embed(images):
+        embedded.append(len(images))
+        return np.stack([np.full(2, image.mean(), np.float32) for image in images])
+
+    result = style_conditioning(plans, contents.__getitem__, embed, keys=["a", "b", "b", "c", "d"])
+    assert embedded == [2] and result.content_embeddings == 2  # b (shared by two plans) and d; c has alpha 1
+    assert np.array_equal(result.alphas, np.array([0.3, 1, 1, 1, 1], np.float32))
+    assert np.array_equal(result.codes[0], plans[0].code) and np.array_equal(result.codes[3], paint)
+    assert np.array_equal(result.codes[1], blend_code(paint, np.full(2, 10.0), 0.5))
+    assert np.array_equal(result.codes[2], blend_code(paint, np.full(2, 10.0), 0.25))
+    assert np.array_equal(result.codes[4], blend_code(paint, np.full(2, 30.0), 0.5))
+    assert result.codes.dtype == np.float32 and result.alphas.dtype == np.float32
+    with pytest.raises(UsageError, match="style predictor"):
+        style_conditioning(plans, contents.__getitem__)

@@ -301,3 +301,35 @@ def test_running_out_of_memory_is_one_line(images, checkpoint, capsys, monkeypat
     argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out", "--no-progress"]
     code, _, err = run(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: out of memory") and "--batch-size" in err
+
+
+@pytest.mark.parametrize("precision", [None, "bf16"])
+def test_a_checkpoint_picture_is_the_jobs_row_for_the_same_photo_style_and_alpha(tmp_path, capsys, precision):
+    """One runner and one precision rule: `stylize --checkpoint` writes the bytes `augment` writes for that row.
+
+    The photo is a square on the job's size grid (no resize, no crop at --image-size 0); `--styles all` makes the job
+    plan every style at the one --alpha, as the CLI does; both outputs are PNG, so pixels compare exactly. bf16 is
+    where the two parted before (the job ran bf16 under auto on a bf16 CPU, the CLI fp32).
+    """
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    from pipelines import augment
+
+    (tmp_path / "in").mkdir()
+    make_image(40, 40, seed=5).save(tmp_path / "in" / "photo.png")
+    chosen = ["--precision", precision] if precision else []
+    argv = ["--checkpoint", "magenta26", "--content", tmp_path / "in" / "photo.png", "--output", tmp_path / "cli"]
+    code, _, err = run([*argv, "--style", "magenta_05", "--alpha", "0.6", *chosen], capsys)
+    assert code == 0, err
+    job = [f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'job'}", "--styles=all", "--alpha=0.6", "--seed=3"]
+    job += ["--image-size=0", "--min-side=16", "--format=png", "--num-shards=1", "--runner=FnApiRunner"]
+    assert augment.run([*job, *(["--precision=bf16"] if precision else [])]).state == "DONE"
+
+    rows = pd.read_parquet(next((tmp_path / "job").glob("augmented-*.parquet")))
+    (row,) = rows[rows["style"] == "magenta_05"].itertuples()
+    assert row.alpha == np.float32(0.6)
+    with Image.open(io.BytesIO(row.image)) as from_job, Image.open(tmp_path / "cli" / "photo__magenta_05.png") as cli:
+        assert np.array_equal(np.asarray(cli), np.asarray(from_job))
