@@ -61,7 +61,7 @@ def test_the_float_path_is_the_uint8_path_before_quantising(model, dtype):
     alpha = np.array([1.0, 0.5, 0.0], np.float32)
     floats = runner.stylize(uint8_to_float(pixels), weights, alpha)
     assert floats.dtype == torch.float32 and floats.shape == (3, 3, 40, 40)
-    assert 0 <= float(floats.min()) and float(floats.max()) <= 1
+    assert float(floats.min()) >= 0 and float(floats.max()) <= 1
     assert np.array_equal(float_to_uint8(floats).numpy(), runner(pixels, weights, alpha))
 
 

@@ -84,4 +84,4 @@ def test_bad_flag_values_are_one_error_line(capsys):
 
     assert run_main(embed.run, ["--input=in", "--output=out", "--model=m", "--batch-size=0"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: argument --batch-size: must be a positive integer, got 0") and err.count("\n") == 1
+    assert err.startswith("error: argument --batch-size: must be from 1 to 1024, got 0") and err.count("\n") == 1
