@@ -297,7 +297,7 @@ def test_running_out_of_memory_is_one_line(images, checkpoint, capsys, monkeypat
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
 
-    monkeypatch.setattr(MultiStyleTransformer, "stylize", no_memory)
+    monkeypatch.setattr(MultiStyleTransformer, "forward", no_memory)
     argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out", "--no-progress"]
     code, _, err = run(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: out of memory") and "--batch-size" in err
