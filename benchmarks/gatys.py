@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.gatys import CONTENT_LAYERS, STYLE_LAYERS, GatysConfig, style_transfer
-from models.vgg import build_loss_network
+from models.style.gatys import CONTENT_LAYERS, STYLE_LAYERS, GatysConfig, style_transfer
+from models.style.vgg import build_loss_network
 
 
 @dataclass

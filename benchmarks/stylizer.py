@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.checkpoint import load_stylizer
-from models.pixels import uint8_to_float
-from models.stylizer import MultiStyleTransformer, StylizerConfig, count_flops, one_hot
+from models.common.pixels import uint8_to_float
+from models.style.checkpoint import load_stylizer
+from models.style.stylizer import MultiStyleTransformer, StylizerConfig, count_flops, one_hot
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipelines" / "assets" / "samples"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from models.builtin import is_builtin
-from models.checkpoint import ARBITRARY_KIND, check_finite, load_tensors
-from models.errors import CheckpointError, UsageError
-from models.inference import PRECISIONS
-from models.style_policy import parse_alpha, parse_styles
+from models.common.errors import CheckpointError, UsageError
+from models.style.checkpoint import ARBITRARY_KIND, check_finite, load_tensors
+from models.style.policy import parse_alpha, parse_styles
+from models.style.registry import is_builtin
+from models.style.runner import PRECISIONS
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import (
     INPUT_HELP,

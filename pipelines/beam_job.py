@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 
-from models.device import resolve_device
-from models.errors import OutputUnwritableError, UsageError
-from models.files import STORAGE_ERRNOS
+from models.common.device import resolve_device
+from models.common.errors import OutputUnwritableError, UsageError
+from models.common.files import STORAGE_ERRNOS
 from pipelines.cli import ArgumentParser, check_apart, is_within, non_negative_int, resolved_path
 from transforms.io import (
     CountRejected,
@@ -399,9 +399,10 @@ UNWRITABLE_TEXT = re.compile(r"OutputUnwritableError: (cannot write [^\n]*?)(?=$
 
 def output_failure(exc: BaseException, output: str) -> OutputUnwritableError | None:
     """The one-line error for a job that failed writing: an ``OutputUnwritableError`` raised on a worker (our own
-    writes), or an ``OSError`` with a storage errno (``models.files.STORAGE_ERRNOS``) from Beam's sinks, found in the
-    exception's chain or, when it crossed a process, in its text. A permission error counts only where it names a
-    file under ``output`` (a checkpoint that cannot be read is no output failure). ``None`` for anything else."""
+    writes), or an ``OSError`` with a storage errno (``models.common.files.STORAGE_ERRNOS``) from Beam's sinks,
+    found in the exception's chain or, when it crossed a process, in its text. A permission error counts only where it
+    names a file under ``output`` (a checkpoint that cannot be read is no output failure). ``None`` for anything
+    else."""
     chain, seen = [], set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

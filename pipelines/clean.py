@@ -13,7 +13,7 @@ import sys
 
 import apache_beam as beam
 
-from models.errors import UsageError
+from models.common.errors import UsageError
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, positive_float, positive_int, run_main
 from transforms.captions import MAX_CAPTION_CHARS, CaptionFilter

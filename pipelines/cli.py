@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from models.errors import StylebeamError, UsageError
+from models.common.errors import StylebeamError, UsageError
 
 # The project's own loggers report progress at INFO; libraries (Beam, gensim, urllib3) only warnings and errors.
 PROJECT_LOGGERS = ("pipelines", "transforms", "models", "scraping")
@@ -119,7 +119,7 @@ def add_common_args(
 
 
 # The range every consumer of --seed takes: numpy's legacy RandomState (gensim's LDA) stops at 2**32 - 1; torch,
-# numpy's Generator and the per-record seed mixing (models.style_policy.record_seed) take more.
+# numpy's Generator and the per-record seed mixing (models.style.policy.record_seed) take more.
 MAX_SEED = 2**32 - 1
 
 

@@ -18,7 +18,7 @@ import sys
 
 import apache_beam as beam
 
-from models.errors import InputNotFoundError, UsageError
+from models.common.errors import InputNotFoundError, UsageError
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import OUTPUT_HELP, positive_int, run_main
 from scraping.hashtags import HashtagScraper

@@ -14,7 +14,11 @@ import sys
 
 import torch
 
-from models.deepdream import (
+from models.common.device import resolve_device, seed_everything
+from models.common.errors import ImageRejected, OutputUnwritableError, UsageError
+from models.common.files import path_under, shown, write_atomically
+from models.common.pixels import tensor_to_pil
+from models.dream import (
     DEFAULT_LAYERS,
     DreamConfig,
     ImageNetBackbone,
@@ -24,12 +28,8 @@ from models.deepdream import (
     frame_strip,
     freeze,
 )
-from models.device import resolve_device, seed_everything
-from models.embedding_net import BACKBONES, load_embedding_model
-from models.errors import ImageRejected, OutputUnwritableError, UsageError
-from models.files import path_under, shown, write_atomically
-from models.pixels import tensor_to_pil
-from models.text_targets import caption_tokens
+from models.embedding.net import BACKBONES, load_embedding_model
+from models.embedding.text_targets import caption_tokens
 from pipelines.cli import (
     INPUT_HELP,
     OUTPUT_HELP,

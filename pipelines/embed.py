@@ -11,7 +11,7 @@ import sys
 
 import apache_beam as beam
 
-from models.embedding_net import load_embedding_model
+from models.embedding.net import load_embedding_model
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, add_common_args, run_main
 from transforms.embed import EmbedImages

@@ -14,12 +14,12 @@ from collections import Counter
 
 import numpy as np
 
-from models.device import resolve_device
-from models.embedding_net import load_embedding_model
-from models.errors import InputNotFoundError, UsageError
-from models.files import write_atomically
-from models.heldout import is_heldout
-from models.retrieval import embed_posts, evaluate, format_table
+from models.common.device import resolve_device
+from models.common.errors import InputNotFoundError, UsageError
+from models.common.files import write_atomically
+from models.embedding.heldout import is_heldout
+from models.embedding.net import load_embedding_model
+from models.embedding.retrieval import embed_posts, evaluate, format_table
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, ArgumentParser, add_common_args, positive_int, run_main
 from transforms.embed import heldout_posts, iter_corpus_rows, post_tokens
 from transforms.sources import clean_corpus_paths, iter_parquet_batches, table_paths

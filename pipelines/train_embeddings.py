@@ -13,14 +13,14 @@ import sys
 import time
 from collections import Counter
 
-from models.device import resolve_device, seed_everything
-from models.embedding_losses import LOSSES, default_loss, make_loss
-from models.embedding_net import BACKBONES, EmbeddingNet, EmbeddingNetConfig, load_embedding_model
-from models.embedding_trainer import EmbeddingTrainer, TrainConfig
-from models.errors import CheckpointError, UsageError
-from models.files import write_atomically
-from models.resume import check_same_settings
-from models.text_targets import KINDS, TextTargetConfig, TextTargets
+from models.common.device import resolve_device, seed_everything
+from models.common.errors import CheckpointError, UsageError
+from models.common.files import write_atomically
+from models.common.resume import check_same_settings
+from models.embedding.losses import LOSSES, default_loss, make_loss
+from models.embedding.net import BACKBONES, EmbeddingNet, EmbeddingNetConfig, load_embedding_model
+from models.embedding.text_targets import KINDS, TextTargetConfig, TextTargets
+from models.embedding.trainer import EmbeddingTrainer, TrainConfig
 from pipelines.cli import (
     INPUT_HELP,
     OUTPUT_HELP,
@@ -104,7 +104,8 @@ def new_run(args, paths):
 
 def resumed_run(args):
     """The run's own network, text model and settings from its checkpoint; a flag that asks for other settings
-    than the run's is refused in one line (``models.resume.check_same_settings``), only ``--epochs`` may change."""
+    than the run's is refused in one line (``models.common.resume.check_same_settings``); only ``--epochs`` may
+    change."""
     model, text, info = load_embedding_model(args.output)
     training = info.training
     try:

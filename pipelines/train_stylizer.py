@@ -7,7 +7,7 @@
     python -m pipelines.train_stylizer --import-fns mosaic.pth --style-name mosaic --output mosaic.safetensors
 
 Style names are the style files' stems. ``IN`` is a directory, a glob or Parquet with an ``image`` column
-(``transforms.sources``). The loop itself is ``models.trainer``.
+(``transforms.sources``). The loop itself is ``models.style.trainer``.
 """
 
 import argparse
@@ -18,12 +18,12 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from models.checkpoint import load_stylizer, save_stylizer, style_names_problem
-from models.device import resolve_device, seed_everything
-from models.errors import ImageRejected, InputNotFoundError, UsageError
-from models.fns_import import import_fast_neural_style
-from models.stylizer import MultiStyleTransformer, StylizerConfig
-from models.trainer import (
+from models.common.device import resolve_device, seed_everything
+from models.common.errors import ImageRejected, InputNotFoundError, UsageError
+from models.style.checkpoint import load_stylizer, save_stylizer, style_names_problem
+from models.style.fns_import import import_fast_neural_style
+from models.style.stylizer import MultiStyleTransformer, StylizerConfig
+from models.style.trainer import (
     CONTENT_LAYERS,
     STYLE_LAYERS,
     StylizerTrainer,
@@ -31,7 +31,7 @@ from models.trainer import (
     artefact_paths,
     load_resumable,
 )
-from models.vgg import build_loss_network
+from models.style.vgg import build_loss_network
 from pipelines.cli import OUTPUT_HELP, ArgumentParser, add_common_args, positive_float, positive_int, run_main
 from transforms.images import center_crop, decode_image, load_image, pil_to_tensor, resize_short_side
 from transforms.sources import InputSpec, SourceRecord, iter_records, resolve_input
@@ -291,8 +291,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def bake_paintings(paths: list[str], device: str) -> tuple[MultiStyleTransformer, dict]:
     """The arbitrary-style network with each painting's style embedding baked in as a fixed style."""
-    from models.checkpoint import load_arbitrary
-    from models.inference import StyleEmbedder
+    from models.style.checkpoint import load_arbitrary
+    from models.style.runner import StyleEmbedder
     from transforms.images import pil_to_uint8
 
     predictor, transformer, info = load_arbitrary("magenta_arbitrary")

@@ -30,7 +30,7 @@ from instaloader.exceptions import (
     TwoFactorAuthRequiredException,
 )
 
-from models.errors import StylebeamError
+from models.common.errors import StylebeamError
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.errors import StylebeamError
-from models.files import write_atomically
+from models.common.errors import StylebeamError
+from models.common.files import write_atomically
 from scraping.records import MEDIA_RECORD
 
 log = logging.getLogger(__name__)

@@ -28,15 +28,15 @@ def stylizer_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def no_downloads(monkeypatch):
     """Tests never touch the network: a download of ImageNet weights fails as it does offline. Tests of the
-    download path replace ``models.weights.fetch`` themselves."""
+    download path replace ``models.common.weights.fetch`` themselves."""
     import urllib.error
 
-    import models.weights
+    import models.common.weights
 
     def offline(url, path, timeout_s=60.0):
         raise urllib.error.URLError("tests never touch the network")
 
-    monkeypatch.setattr(models.weights, "fetch", offline)
+    monkeypatch.setattr(models.common.weights, "fetch", offline)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -170,8 +170,8 @@ def two_style_stylizer(tmp_path_factory) -> str:
     """A tiny two-style checkpoint (styles ``a`` and ``b``, random weights): fast input for the jobs' tests."""
     import torch
 
-    from models.checkpoint import save_stylizer
-    from models.stylizer import MultiStyleTransformer, StylizerConfig
+    from models.style.checkpoint import save_stylizer
+    from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 
     torch.manual_seed(0)
     model = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1))

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.pvalue import AsDict, AsMultiMap, TaggedOutput
 
-from models.errors import ImageRejected
+from models.common.errors import ImageRejected
 from scraping.instaloader_dir import (
     FolderListing,
     OfflineContext,

@@ -17,7 +17,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from PIL import Image
 
-from models.errors import ImageRejected
+from models.common.errors import ImageRejected
 from transforms.images import MAX_PIXELS, decode_image, pil_to_uint8, resize_short_side, short_side_size
 from transforms.schemas import rejected_row
 from transforms.sources import SourceRecord

@@ -19,10 +19,10 @@ import torch
 from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 
-from models.embedding_trainer import Example, ImageEmbedder, source_side
-from models.errors import ImageRejected
-from models.heldout import is_heldout
-from models.text_targets import TextTargets, caption_tokens
+from models.common.errors import ImageRejected
+from models.embedding.heldout import is_heldout
+from models.embedding.text_targets import TextTargets, caption_tokens
+from models.embedding.trainer import Example, ImageEmbedder, source_side
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
 from transforms.inference import ProcessModelHandler, RunInferenceWithRetry
 from transforms.schemas import rejected_row
@@ -206,8 +206,8 @@ class EmbeddingModelHandler(ProcessModelHandler):
         return f"embed|{self.model_path}|{self.image_size}|{self.batch_size}|{self.device}"
 
     def build_model(self) -> ImageEmbedder:
-        from models.device import resolve_device
-        from models.embedding_net import load_embedding_model
+        from models.common.device import resolve_device
+        from models.embedding.net import load_embedding_model
 
         device = resolve_device(self.device)
         if device.type == "cpu" and self.cpu_threads:

@@ -1,7 +1,7 @@
 """The one image codec of the project: bytes → RGB, RGB → bytes, and any PIL mode → RGB pixels.
 
 Every job decodes through ``decode_image`` exactly once per record, so every job rejects the same
-files for the same reasons. Pixels leave here as uint8 ``(H, W, 3)`` or, through ``models.pixels``, as
+files for the same reasons. Pixels leave here as uint8 ``(H, W, 3)`` or, through ``models.common.pixels``, as
 float32 ``(3, H, W)`` in [0, 1].
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from models.errors import ImageRejected, InputNotFoundError
-from models.files import read_file
-from models.pixels import uint8_to_float
+from models.common.errors import ImageRejected, InputNotFoundError
+from models.common.files import read_file
+from models.common.pixels import uint8_to_float
 
 # Decompression-bomb guard: 64 MP is above any camera photo we expect and far below what would
 # exhaust a worker (64 MP RGB = 192 MB decoded).
@@ -183,7 +183,7 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """Any PIL image → ``(3, H, W)`` float32 RGB in [0, 1] (``models.pixels`` convention)."""
+    """Any PIL image → ``(3, H, W)`` float32 RGB in [0, 1] (``models.common.pixels`` convention)."""
     return uint8_to_float(pil_to_uint8(image))
 
 

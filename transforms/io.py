@@ -21,7 +21,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import AsList
 
-from models.files import write_atomically
+from models.common.files import write_atomically
 
 SHARD = re.compile(r"^(?P<prefix>[a-z_]+)-\d{5}-of-\d{5}\.parquet$")
 RUN_FILES = ("summary.json", "preview.png")

@@ -10,7 +10,7 @@ import apache_beam as beam
 import numpy as np
 from PIL import Image, ImageDraw
 
-from models.files import write_atomically
+from models.common.files import write_atomically
 from transforms.decode import DecodedImage
 from transforms.images import decode_image
 

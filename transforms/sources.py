@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from models.errors import InputNotFoundError, InputUnreadableError, UsageError
+from models.common.errors import InputNotFoundError, InputUnreadableError, UsageError
 from scraping.records import printable
 from transforms.io import run_table_prefix
 from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS

@@ -1,6 +1,6 @@
 """``Stylize``: decoded images → stylised, encoded ``augmented`` rows (+ ``rejected``); ``EmbedPaintings``.
 
-Three steps: plan each record's outputs from its seed (``models.style_policy``), stylise them with Beam's
+Three steps: plan each record's outputs from its seed (``models.style.policy``), stylise them with Beam's
 ``RunInference`` and our ``StylizeModelHandler`` (one ``StylizerRunner`` per worker process, shared by its threads;
 a failed batch retried one task at a time, see ``transforms.inference``), encode and build the row.
 
@@ -21,10 +21,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 from PIL import Image
 
-from models.device import resolve_device
-from models.errors import ImageRejected, UsageError
-from models.inference import NonFiniteOutput, StylizerRunner, is_out_of_memory_error, load_runner
-from models.style_policy import (
+from models.common.device import resolve_device
+from models.common.errors import ImageRejected, UsageError
+from models.style.policy import (
     PaintingSet,
     StylePlan,
     StylePolicy,
@@ -32,6 +31,7 @@ from models.style_policy import (
     plan_painting_outputs,
     record_seed,
 )
+from models.style.runner import NonFiniteOutput, StylizerRunner, is_out_of_memory_error, load_runner
 from transforms.decode import DecodedImage
 from transforms.images import MAX_PIXELS, decode_image, encode_image, pil_to_uint8
 from transforms.inference import ProcessModelHandler, RunInferenceWithRetry

@@ -24,7 +24,7 @@ from benchmarks.augmentation_value.experiment import (
     run_experiment,
 )
 from benchmarks.augmentation_value.report import markdown_table, recommend, write_reports
-from models.style_policy import parse_alpha
+from models.style.policy import parse_alpha
 from pipelines.cli import positive_float, positive_int, run_main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from models.errors import StylebeamError
-from models.style_policy import parse_alpha, record_seed
+from models.common.errors import StylebeamError
+from models.style.policy import parse_alpha, record_seed
 from pipelines import augment
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
 

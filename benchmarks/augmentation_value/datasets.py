@@ -13,7 +13,7 @@ from PIL import Image
 
 from benchmarks.augmentation_value.augment_job import ExperimentError
 from benchmarks.augmentation_value.cue_conflict import CueConflictData, LabelledImages, write_image_folder
-from models.errors import ImageRejected
+from models.common.errors import ImageRejected
 from transforms.images import center_crop, decode_image, pil_to_uint8, resize_short_side
 from transforms.sources import IMAGE_EXTENSIONS
 

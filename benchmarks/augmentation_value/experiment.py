@@ -38,16 +38,16 @@ from benchmarks.augmentation_value.classifier import (
 from benchmarks.augmentation_value.cue_conflict import CueConflictSpec, LabelledImages, make_cue_conflict
 from benchmarks.augmentation_value.datasets import Dataset, cue_conflict_dataset, image_folder_dataset
 from benchmarks.augmentation_value.report import samples_sheet
-from models.checkpoint import load_stylizer
-from models.style_augment import StyleAugment
-from models.style_policy import parse_alpha
+from models.style.augment import StyleAugment
+from models.style.checkpoint import load_stylizer
+from models.style.policy import parse_alpha
 
 
 @dataclass(frozen=True)
 class Arm:
     """How one arm makes its training data. ``offline``: the augment job's ``--styles`` policy whose rows join the
     originals; ``paintings``: the job stylises with ``--style-images`` instead of a checkpoint; ``classic``: crop/
-    flip/colour jitter on every training image, per epoch; ``online``: ``models.style_augment.StyleAugment``'s
+    flip/colour jitter on every training image, per epoch; ``online``: ``models.style.augment.StyleAugment``'s
     policy, per epoch; ``originals``: False trains on the job's rows alone (Stylized-ImageNet's SIN training)."""
 
     name: str
@@ -73,7 +73,7 @@ ARMS = (
         paintings=True,
     ),
     Arm("classic+style", "style-random's rows + classic on every image", offline="random", classic=True),
-    Arm("online-style", "models.style_augment.StyleAugment, random style, fresh draws per epoch", online="random"),
+    Arm("online-style", "models.style.augment.StyleAugment, random style, fresh draws per epoch", online="random"),
 )
 ARM_NAMES = tuple(arm.name for arm in ARMS)
 

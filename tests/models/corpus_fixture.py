@@ -108,8 +108,8 @@ def write_corpus(directory, rows: list[dict], files: int = 2) -> list[str]:
 
 def save_untrained_checkpoint(path, rows: list[dict], kind: str = "word2vec", image_size: int = 32, seed: int = 0):
     """A checkpoint with a text model fitted on ``rows`` and an untrained resnet-tiny: quick input for job tests."""
-    from models.embedding_net import EmbeddingNet, EmbeddingNetConfig, save_embedding_model
-    from models.text_targets import TextTargetConfig, TextTargets, caption_tokens
+    from models.embedding.net import EmbeddingNet, EmbeddingNetConfig, save_embedding_model
+    from models.embedding.text_targets import TextTargetConfig, TextTargets, caption_tokens
 
     text = TextTargets.fit(
         [caption_tokens(r["text"], r["caption_hashtags"]) for r in rows], TextTargetConfig(kind, 16, seed=seed)

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import save_stylizer
-from models.stylizer import MultiStyleTransformer, StylizerConfig
+from models.style.checkpoint import save_stylizer
+from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines import augment
 from pipelines.cli import run_main
 from tests.conftest import encode, make_image
@@ -282,7 +282,7 @@ def test_job_output_folders_null_ids_and_corrupt_row_groups(tmp_path, stylizer):
 
 def test_no_flag_run_uses_the_built_in_26_style_network(tmp_path, monkeypatch):
     """A fresh clone's ``python -m pipelines.augment --preview``: the sample photos, magenta26, 4 random styles."""
-    from models.checkpoint import load_stylizer
+    from models.style.checkpoint import load_stylizer
 
     monkeypatch.chdir(tmp_path)
     result = augment.run(["--preview"])

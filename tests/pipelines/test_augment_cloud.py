@@ -9,8 +9,8 @@ import pytest
 import torch
 from apache_beam.io.filesystems import FileSystems
 
-from models.checkpoint import save_stylizer
-from models.stylizer import MultiStyleTransformer, StylizerConfig
+from models.style.checkpoint import save_stylizer
+from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines import augment
 from pipelines.cli import run_main
 from tests.conftest import encode, make_image, upload

@@ -46,7 +46,7 @@ def test_layer_dream_on_a_folder(inputs, tmp_path):
 
 
 def test_the_report_records_the_checkpoint_used_and_no_torchvision_defaults(inputs, tmp_path):
-    from models.embedding_net import load_embedding_model
+    from models.embedding.net import load_embedding_model
 
     checkpoint = str(inputs / "model.safetensors")
     deepdream.main([f"--input={inputs / 'in' / 'a.png'}", f"--output={tmp_path}", f"--model={checkpoint}", *FAST])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.embedding_trainer import images_to_tensor
+from models.embedding.trainer import images_to_tensor
 from pipelines import embed
 from tests.conftest import encode, upload
 from tests.models.corpus_fixture import corpus_rows, save_untrained_checkpoint, write_corpus
@@ -122,7 +122,7 @@ def test_bad_model_is_a_one_line_error(corpus, capsys):
 def test_a_failing_or_non_finite_forward_pass_rejects_its_images_not_the_job(corpus, tmp_path, monkeypatch):
     """Issue 12 item 3: a batch whose forward pass raises is retried image by image; what still fails, and an
     embedding that is not finite, is a rejected row with its reason."""
-    from models.embedding_net import EmbeddingNet
+    from models.embedding.net import EmbeddingNet
 
     root, rows, _ = corpus
     black = encode(Image.new("RGB", (40, 40), (0, 0, 0)))

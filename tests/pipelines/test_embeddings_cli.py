@@ -180,8 +180,8 @@ def test_resume_refuses_changed_settings_naming_the_flag_and_both_values(corpus,
 
 
 def test_a_hand_made_resume_state_without_its_optimizer_is_one_line(corpus, trained, tmp_path, capsys):
-    from models.embedding_trainer import RESUME_KIND
-    from models.resume import load_resume_state, save_resume_state
+    from models.common.resume import load_resume_state, save_resume_state
+    from models.embedding.trainer import RESUME_KIND
 
     root, _ = corpus
     run = tmp_path / "run"

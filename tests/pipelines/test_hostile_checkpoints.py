@@ -10,7 +10,7 @@ import torch
 from pipelines import augment, deepdream, embed, stylize, stylizers, train_stylizer
 from pipelines.cli import run_main
 from tests.conftest import make_image
-from tests.models.test_checkpoint import DROP, evil_stylizer, write_document
+from tests.models.style.test_checkpoint import DROP, evil_stylizer, write_document
 
 NAMES = [f"s{i:02d}" for i in range(26)]
 STYLIZER_DOCUMENTS = {

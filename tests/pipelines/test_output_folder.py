@@ -368,7 +368,7 @@ def test_a_full_disk_in_a_beam_job_is_one_line(mode, photos, stylizer, tmp_path)
 def test_output_failure_reads_the_errno_behind_beams_wrapping(tmp_path):
     import errno
 
-    from models.errors import OutputUnwritableError
+    from models.common.errors import OutputUnwritableError
     from pipelines.beam_job import output_failure
 
     out = str(tmp_path / "out")
@@ -385,7 +385,7 @@ def test_output_failure_reads_the_errno_behind_beams_wrapping(tmp_path):
     elsewhere = RuntimeError("PermissionError: [Errno 13] Permission denied: '/models/ckpt.safetensors'")
     assert output_failure(elsewhere, out) is None
     ours = RuntimeError(
-        "models.errors.OutputUnwritableError: cannot write gs://b/o/summary.json (x) [while running 'W']"
+        "models.common.errors.OutputUnwritableError: cannot write gs://b/o/summary.json (x) [while running 'W']"
     )
     assert str(output_failure(ours, out)) == "cannot write gs://b/o/summary.json (x)"
     assert isinstance(output_failure(OSError(errno.ENOSPC, "full"), out), OutputUnwritableError)
@@ -450,7 +450,7 @@ def test_containment_in_the_torch_commands(tmp_path, capsys):
 
 
 def test_a_glob_input_keeps_outputs_apart_only_where_it_reads(tmp_path):
-    from models.errors import UsageError
+    from models.common.errors import UsageError
     from pipelines.cli import check_apart
 
     check_apart(str(tmp_path / "data" / "styled"), input=f"{tmp_path}/data/*.png")  # * does not descend

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import save_stylizer
-from models.stylizer import MultiStyleTransformer, StylizerConfig
+from models.style.checkpoint import save_stylizer
+from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines.cli import run_main
 from pipelines.stylize import main
 from tests.conftest import make_image
@@ -213,7 +213,7 @@ def written_images(root) -> set[str]:
 )
 def test_a_checkpoint_style_name_cannot_write_outside_the_output(images, capsys, evil_name):
     """A checkpoint whose style name climbs out of --output wrote {root}/anywhere/x.png (any *.png anywhere)."""
-    from tests.models.test_checkpoint import evil_stylizer
+    from tests.models.style.test_checkpoint import evil_stylizer
 
     names = [evil_name.format(root=images), *(f"s{i:02d}" for i in range(1, 26))]
     evil = evil_stylizer(images / "evil.safetensors", names)
@@ -227,10 +227,10 @@ def test_a_checkpoint_style_name_cannot_write_outside_the_output(images, capsys,
 def test_names_are_checked_again_when_paths_are_built(images, capsys, monkeypatch):
     """The second wall: were a bad name to pass the checkpoint validator, the output path built from it is still
     one plain component inside --output, checked for every output before the first is written."""
-    import models.checkpoint
-    from tests.models.test_checkpoint import evil_stylizer
+    import models.style.checkpoint
+    from tests.models.style.test_checkpoint import evil_stylizer
 
-    monkeypatch.setattr(models.checkpoint, "style_names_problem", lambda names, count: None)
+    monkeypatch.setattr(models.style.checkpoint, "style_names_problem", lambda names, count: None)
     names = [*(f"s{i:02d}" for i in range(25)), "/../../escaped"]
     evil = evil_stylizer(images / "evil.safetensors", names)
     before = written_images(images)
@@ -266,7 +266,7 @@ def test_a_symlink_in_the_output_folder_is_not_followed_outside(images, checkpoi
 
 def test_duplicate_style_names_in_a_checkpoint_are_refused_not_overwritten(images, capsys):
     """26 copies of one name said "wrote 26 image(s)" and wrote one file."""
-    from tests.models.test_checkpoint import evil_stylizer
+    from tests.models.style.test_checkpoint import evil_stylizer
 
     evil = evil_stylizer(images / "evil.safetensors", ["same"] * 26)
     code, out, err = run(["--checkpoint", evil, "--content", images / "cat.png", "--output", images / "out"], capsys)
@@ -292,7 +292,7 @@ def test_sizes_past_what_a_mode_runs_at_are_refused_in_one_line(images, checkpoi
 
 
 def test_running_out_of_memory_is_one_line(images, checkpoint, capsys, monkeypatch):
-    from models.stylizer import MultiStyleTransformer
+    from models.style.stylizer import MultiStyleTransformer
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")

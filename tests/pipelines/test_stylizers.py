@@ -2,7 +2,7 @@
 
 from PIL import Image
 
-from models.checkpoint import load_stylizer
+from models.style.checkpoint import load_stylizer
 from pipelines import stylizers
 from pipelines.cli import run_main
 from tests.conftest import make_image

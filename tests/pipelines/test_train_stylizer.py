@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models.checkpoint import load_stylizer
-from models.trainer import artefact_paths
+from models.style.checkpoint import load_stylizer
+from models.style.trainer import artefact_paths
 from pipelines.cli import run_main
 from pipelines.train_stylizer import content_batches, main
 from tests.conftest import encode, make_image
@@ -109,7 +109,7 @@ def test_imagenet_loss_network_without_weights_fails_clearly(data, capsys, monke
 
 
 def test_import_fns_writes_a_one_style_checkpoint(tmp_path, capsys):
-    from tests.models.test_fns_import import TransformerNet
+    from tests.models.style.test_fns_import import TransformerNet
 
     torch.save(TransformerNet().state_dict(), tmp_path / "udnie.pth")
     code, out, err = run(["--import-fns", tmp_path / "udnie.pth", "--output", tmp_path / "udnie.safetensors"], capsys)
@@ -164,9 +164,9 @@ def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
     the baked network stylises exactly as the arbitrary network does with those embeddings."""
     import numpy as np
 
-    from models.checkpoint import load_arbitrary
-    from models.inference import StyleEmbedder
-    from models.stylizer import one_hot
+    from models.style.checkpoint import load_arbitrary
+    from models.style.runner import StyleEmbedder
+    from models.style.stylizer import one_hot
     from transforms.images import load_image, pil_to_uint8
 
     styles = [data / "styles/swirl.png", data / "styles/blocks.jpg"]
@@ -234,8 +234,8 @@ def test_resume_refuses_changed_settings_naming_the_flag_and_both_values(data, c
 
 
 def test_a_hand_made_resume_state_without_a_part_is_one_line(data, capsys):
-    from models.resume import load_resume_state, save_resume_state
-    from models.trainer import RESUME_KIND
+    from models.common.resume import load_resume_state, save_resume_state
+    from models.style.trainer import RESUME_KIND
 
     output = data / "out" / "two.safetensors"
     argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output, *TINY]
@@ -254,7 +254,7 @@ def test_a_hand_made_resume_state_without_a_part_is_one_line(data, capsys):
 
 def test_add_styles_to_refuses_a_checkpoint_with_bad_style_names(data, capsys):
     """--add-styles-to copied a traversal name into a new checkpoint under a new digest."""
-    from tests.models.test_checkpoint import evil_stylizer
+    from tests.models.style.test_checkpoint import evil_stylizer
 
     evil = evil_stylizer(data / "evil.safetensors", ["/../../x", *(f"s{i:02d}" for i in range(1, 26))])
     output = data / "grown.safetensors"

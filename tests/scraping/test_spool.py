@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models.errors import StylebeamError
+from models.common.errors import StylebeamError
 from scraping.spool import Spool
 
 

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.errors import UsageError
-from models.text_targets import TextTargetConfig, TextTargets
+from models.common.errors import UsageError
+from models.embedding.text_targets import TextTargetConfig, TextTargets
 from tests.models.corpus_fixture import corpus_rows, save_untrained_checkpoint, write_corpus
 from transforms.embed import corpus_examples, post_tokens, shuffled
 from transforms.schemas import REJECTED
@@ -61,8 +61,8 @@ def test_a_failing_image_is_rejected_alone_and_its_batch_mates_embedded(tmp_path
     from apache_beam.testing.util import assert_that, equal_to
     from PIL import Image
 
-    from models.embedding_net import EmbeddingNet
-    from models.embedding_trainer import images_to_tensor
+    from models.embedding.net import EmbeddingNet
+    from models.embedding.trainer import images_to_tensor
     from tests.conftest import encode
     from tests.transforms.test_stylize import metrics
     from transforms.embed import EmbedImages, decode_and_prepare

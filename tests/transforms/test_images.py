@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.errors import ImageRejected
-from models.pixels import tensor_to_pil
+from models.common.errors import ImageRejected
+from models.common.pixels import tensor_to_pil
 from tests.conftest import encode, make_image
 from transforms.images import (
     decode_image,

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.errors import InputNotFoundError, UsageError
+from models.common.errors import InputNotFoundError, UsageError
 from tests.conftest import encode, make_image
 from transforms.sources import iter_records, label_of, resolve_input
 
@@ -124,7 +124,7 @@ def test_only_a_missing_input_is_reported_as_not_found(monkeypatch, failure, mes
     from apache_beam.io.filesystem import BeamIOError
     from apache_beam.io.filesystems import FileSystems
 
-    from models.errors import InputUnreadableError
+    from models.common.errors import InputUnreadableError
 
     def failing(patterns, limits=None):
         inner = BeamIOError("List operation failed", {"gs://b/x/": failure})
@@ -150,7 +150,7 @@ def test_a_missing_bucket_is_not_found(monkeypatch):
 
 def test_a_jobs_table_without_its_summary_is_an_unfinished_run(tmp_path):
     """Issue 16 item 4: a job writes summary.json last; its tables without it are a killed or failed run."""
-    from models.errors import InputUnreadableError
+    from models.common.errors import InputUnreadableError
 
     run = tmp_path / "run"
     run.mkdir()

@@ -10,10 +10,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from models.checkpoint import load_stylizer, save_stylizer
-from models.inference import StylizerRunner, load_runner
-from models.style_policy import parse_styles
-from models.stylizer import MultiStyleTransformer, StylizerConfig
+from models.style.checkpoint import load_stylizer, save_stylizer
+from models.style.policy import parse_styles
+from models.style.runner import StylizerRunner, load_runner
+from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 from tests.conftest import make_image
 from transforms.decode import DecodedImage
 from transforms.stylize import Stylize
