@@ -161,8 +161,27 @@ def run_unprivileged(args: list[str], **kwargs):
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root and setpriv is not available to drop to nobody")
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if not _readable_by_nobody(checkout):
+            # A clone under a 0700 folder (what mktemp -d makes) or a 0750 home: nobody cannot import the project.
+            pytest.skip(f"user nobody cannot read the checkout at {checkout} (a folder above it is not world-readable)")
         args = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args]
     return subprocess.run(args, capture_output=True, text=True, timeout=180, **kwargs)
+
+
+def _readable_by_nobody(path: str) -> bool:
+    """Whether every folder from / down to ``path`` lets others in (x) and ``path`` lets them list (r)."""
+    import stat
+
+    folder = os.path.abspath(path)
+    while True:
+        mode = os.stat(folder).st_mode
+        if not mode & stat.S_IXOTH or (folder == os.path.abspath(path) and not mode & stat.S_IROTH):
+            return False
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return True
+        folder = parent
 
 
 @pytest.fixture(scope="session")
