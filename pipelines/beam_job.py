@@ -67,6 +67,7 @@ class JobOutputs:
     ``rejected``: the PCollections of rejected rows of every stage; ``counted``: summary key → PCollection counted
     by elements; ``tallies``: PCollections of ``(summary key, amount)`` pairs; ``facts``: settings for the summary;
     ``written``: what the job's other writes return (augment's preview): ``summary.json`` waits for them too.
+    ``schemas``: a table's schema for this run where it is not the job's fixed one (augment's carried columns).
     """
 
     tables: dict
@@ -75,6 +76,7 @@ class JobOutputs:
     tallies: tuple = ()
     facts: dict = field(default_factory=dict)
     written: tuple = ()
+    schemas: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -281,8 +283,9 @@ def write_outputs(pipeline: beam.Pipeline, job: BeamJob, opts, outputs: JobOutpu
     """The tables, the dead letters of every stage and ``summary.json``, the same way for every job. The summary is
     written last, once every table's shards are in place and every other file is written: it marks the run as
     finished (``transforms.io``)."""
+    schemas = {**job.schemas, **outputs.schemas}
     written = [
-        rows | f"Write{prefix.capitalize()}" >> WriteTable(opts.output, prefix, job.schemas[prefix], opts.num_shards)
+        rows | f"Write{prefix.capitalize()}" >> WriteTable(opts.output, prefix, schemas[prefix], opts.num_shards)
         for prefix, rows in outputs.tables.items()
     ]
     rejected = outputs.rejected | "AllRejected" >> beam.Flatten(pipeline=pipeline)
