@@ -145,16 +145,15 @@ def check_options(opts: AugmentOptions) -> None:
 
 
 def kept_columns(keep: str, input_schema) -> tuple[str, ...]:
-    """The input columns ``--keep-columns`` carries to the output rows; a ``UsageError`` for a name the input lacks
-    or one that clashes with an ``augmented`` column (``id``, ``label`` and ``image`` are mapped already)."""
+    """The input columns ``--keep-columns`` (``all`` or a list; ``none`` never gets here) carries to the output rows;
+    a ``UsageError`` for a name the input lacks or one that clashes with an ``augmented`` column (``id``, ``label``
+    and ``image`` are mapped already)."""
     available = [name for name in input_schema.names if name not in MAPPED_INPUT_COLUMNS]
-    if keep == "none":
-        return ()
     if keep == "all":
         wanted = available
     else:
         wanted = [name.strip() for name in keep.split(",") if name.strip()]
-        missing = [name for name in wanted if name not in input_schema.names]
+        missing = [name for name in wanted if name not in (*available, *MAPPED_INPUT_COLUMNS)]
         if missing:
             raise UsageError(
                 f"--keep-columns: the input has no column {', '.join(missing)} (it has {', '.join(available)})"
@@ -213,8 +212,9 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         raise CheckpointError(f"{stylizer} is not a stylizer checkpoint (no style names)")
 
     found = resolve_input(opts.input)
-    input_schema = parquet_schema(found) if found.kind == "parquet" else None
-    keep = kept_columns(opts.keep_columns, input_schema) if input_schema is not None else ()
+    carries = found.kind == "parquet" and opts.keep_columns != "none"
+    input_schema = parquet_schema(found) if carries else None
+    keep = kept_columns(opts.keep_columns, input_schema) if carries else ()
     classes = list_classes(found, opts.label_depth)
     single_label = describe_labels(opts, classes, found.kind)
 
@@ -287,7 +287,16 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         },
     }
     schemas = {"augmented": augmented_schema(input_schema, keep)}
-    return JobOutputs({"augmented": stylised["rows"]}, rejected, counted, facts=facts, written=written, schemas=schemas)
+    progress = (read["records"], count_records(found), "images")
+    return JobOutputs(
+        {"augmented": stylised["rows"]},
+        rejected,
+        counted,
+        facts=facts,
+        written=written,
+        schemas=schemas,
+        progress=progress,
+    )
 
 
 def describe(summary: dict) -> str:

@@ -328,9 +328,10 @@ def list_classes(spec: "str | InputSpec", label_depth: int = 1) -> list[str]:
     return sorted(label for label in labels if label is not None)
 
 
-def parquet_schema(spec: "InputSpec") -> pa.Schema:
-    """The Arrow schema that every Parquet file of ``spec`` shares (footers only); a ``UsageError`` naming two
-    files whose schemas differ, since their rows could not share one output table."""
+def parquet_schema(spec: "InputSpec", ignore: tuple[str, ...] = ("id", "label", "image")) -> pa.Schema:
+    """The Arrow schema of the columns (but ``ignore``) that every Parquet file of ``spec`` shares (footers only);
+    a ``UsageError`` naming two files whose schemas differ, since their rows could not share one output table.
+    The ``ignore``d columns may differ (an ``id`` column of nulls, a file without labels): the reader maps them."""
     first = None
     for path in spec.paths:
         try:
@@ -338,7 +339,7 @@ def parquet_schema(spec: "InputSpec") -> pa.Schema:
                 schema = pq.ParquetFile(handle).schema_arrow
         except Exception:  # as count_records: the job's reader makes it a rejected row
             continue
-        schema = schema.remove_metadata()
+        schema = pa.schema([field for field in schema.remove_metadata() if field.name not in ignore])
         if first is None:
             first = (path, schema)
         elif not schema.equals(first[1]):

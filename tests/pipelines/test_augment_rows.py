@@ -58,6 +58,9 @@ def test_a_column_that_clashes_with_ours_is_refused_in_one_line(tmp_path, styliz
         run_job(tmp_path / "in", tmp_path / "out", stylizer, "--styles=all")
     with pytest.raises(UsageError, match="no column nope"):
         run_job(tmp_path / "in", tmp_path / "out", stylizer, "--keep-columns=nope", "--styles=all")
+    pq.write_table(pa.table({"image": [encode(make_image(40, 40))], "style": [3]}), tmp_path / "in" / "part-1.parquet")
+    with pytest.raises(UsageError, match="have different schemas \\(columns style\\)"):
+        run_job(tmp_path / "in", tmp_path / "out", stylizer, "--keep-columns=all", "--styles=all")
     augmented, _ = run_job(tmp_path / "in", tmp_path / "out", stylizer, "--keep-columns=none", "--styles=all")
     assert "style" in augmented.schema.names and augmented.column("style").to_pylist()[0] != "baroque"
 
@@ -129,3 +132,12 @@ def test_parquet_labels_index_into_their_sorted_distinct_values(tmp_path, styliz
         ("b", 1),
     ]
     assert augment.kept_columns("all", pa.schema([("image", pa.binary())])) == ()
+
+
+def test_progress_ends_with_the_count_of_images_and_no_progress_prints_none(tmp_path, stylizer, capsys):  # noqa: F811
+    folders(tmp_path / "data", ["a/1.png", "a/2.png", "b/3.png"])
+    run_job(tmp_path / "data", tmp_path / "out", stylizer, "--styles=random:1")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("augment: ")]
+    assert lines and lines[-1].startswith("augment: 3/3 images, "), lines
+    run_job(tmp_path / "data", tmp_path / "out2", stylizer, "--styles=random:1", "--no-progress")
+    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("augment: ")]
