@@ -215,16 +215,17 @@ class EncodeRowFn(beam.DoFn):
 
     def process(self, item: StylisedImage):
         task = item.task
+        image = task.image or DecodedImage(task.source_id, task.label, task.pixels)
+        pixels = item.pixels if image.size is None else item.pixels[: image.size[1], : image.size[0]]
         try:
-            data = encode_image(Image.fromarray(item.pixels, "RGB"), self.image_format)
+            data = encode_image(Image.fromarray(np.ascontiguousarray(pixels), "RGB"), self.image_format)
         except (OSError, ValueError) as exc:
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(task.source_id, "encode", "encode_error", str(exc)))
             return
         plan = task.plan
-        image = task.image or DecodedImage(task.source_id, task.label, task.pixels)
         self.written.inc()
         yield {
-            **image_row(image, item.pixels, data, self.image_format, self.classes),
+            **image_row(image, pixels, data, self.image_format, self.classes),
             "id": f"{task.source_id}#{plan.index}",
             "style": plan.style,
             "style_weights": None if plan.on_paintings else [float(w) for w in plan.code],
@@ -250,13 +251,14 @@ class OriginalRowFn(beam.DoFn):
         self.classes = {label: i for i, label in enumerate(classes)}
 
     def process(self, image: DecodedImage):
+        pixels = np.ascontiguousarray(image.image)
         try:
-            data = encode_image(Image.fromarray(image.pixels, "RGB"), self.image_format)
+            data = encode_image(Image.fromarray(pixels, "RGB"), self.image_format)
         except (OSError, ValueError) as exc:
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(image.source_id, "encode", "encode_error", str(exc)))
             return
         yield {
-            **image_row(image, image.pixels, data, self.image_format, self.classes),
+            **image_row(image, pixels, data, self.image_format, self.classes),
             "id": f"{image.source_id}#{ORIGINAL_STYLE}",
             "style": ORIGINAL_STYLE,
             "style_weights": None,

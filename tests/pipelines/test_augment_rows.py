@@ -66,7 +66,8 @@ def test_a_column_that_clashes_with_ours_is_refused_in_one_line(tmp_path, styliz
 
 
 def test_a_box_mapped_with_the_recorded_geometry_lands_on_the_same_content(tmp_path, stylizer):  # noqa: F811
-    # 150x96 at --image-size 64 is resized to 100x64, then cropped to the 8 px grid: 96x64, 2 px off each side.
+    # 150x96 at --image-size 64 is resized to 100x64, padded to the 8 px grid (104x64) and cut back: 100x64 (the old
+    # code cropped it to 96x64, 2 px off each side, and recorded no geometry).
     pixels = np.full((96, 150, 3), 20, np.uint8)
     x0, y0, x1, y1 = 40, 30, 100, 70
     pixels[y0:y1, x0:x1] = 235
@@ -81,10 +82,12 @@ def test_a_box_mapped_with_the_recorded_geometry_lands_on_the_same_content(tmp_p
     assert original["id"] == "a/box.png#none" and original["alpha"] == 0 and original["style_weights"] is None
     assert all(row["crop_box"] == original["crop_box"] and row["scale"] == original["scale"] for row in rows)
     out = np.asarray(Image.open(io.BytesIO(original["image"])).convert("L"), np.float32)
-    assert out.shape == (original["height"], original["width"]) == (64, 96)
+    assert out.shape == (original["height"], original["width"]) == (64, 100)
     cx0, cy0, _, _ = original["crop_box"]
     scale = original["scale"]
-    assert original["crop_box"] == [3.0, 0.0, 147.0, 96.0] and scale == 64 / 96
+    assert original["crop_box"] == [0.0, 0.0, 150.0, 96.0] and scale == 64 / 96
+    stylised = next(row for row in rows if row["style"] != "none")
+    assert Image.open(io.BytesIO(stylised["image"])).size == (100, 64)
     mx0, my0, mx1, my1 = ((x0 - cx0) * scale, (y0 - cy0) * scale, (x1 - cx0) * scale, (y1 - cy0) * scale)
     inside = out[round(my0) + 2 : round(my1) - 2, round(mx0) + 2 : round(mx1) - 2]
     mask = np.ones_like(out, bool)
