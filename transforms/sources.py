@@ -329,28 +329,30 @@ def list_classes(spec: "str | InputSpec", label_depth: int = 1) -> list[str]:
 
 
 def parquet_schema(spec: "InputSpec", ignore: tuple[str, ...] = ("id", "label", "image")) -> pa.Schema:
-    """The Arrow schema of the columns (but ``ignore``) that every Parquet file of ``spec`` shares (footers only);
-    a ``UsageError`` naming two files whose schemas differ, since their rows could not share one output table.
-    The ``ignore``d columns may differ (an ``id`` column of nulls, a file without labels): the reader maps them."""
-    first = None
+    """The union of the columns (but ``ignore``) of ``spec``'s Parquet files that hold images (footers only): a
+    column some files lack is null in their rows. A ``UsageError`` naming the column and two files where one column
+    has two types, since their rows could not share one output table. The ``ignore``d columns may differ (an ``id``
+    of nulls, a file without labels): the reader maps them."""
+    fields, seen_in = {}, {}
     for path in spec.paths:
         try:
             with FileSystems.open(path, compression_type="uncompressed") as handle:
                 schema = pq.ParquetFile(handle).schema_arrow
         except Exception:  # as count_records: the job's reader makes it a rejected row
             continue
-        schema = pa.schema([field for field in schema.remove_metadata() if field.name not in ignore])
-        if first is None:
-            first = (path, schema)
-        elif not schema.equals(first[1]):
-            theirs = set(zip(schema.names, map(str, schema.types), strict=True))
-            ours = set(zip(first[1].names, map(str, first[1].types), strict=True))
-            differ = sorted({name for name, _ in theirs ^ ours})
-            raise UsageError(
-                f"Parquet inputs {first[0]} and {path} have different schemas (columns {', '.join(differ)}); "
-                "give files of one schema"
-            )
-    return first[1] if first else pa.schema([])
+        if image_column_problem(schema) is not None:  # rejected whole by the reader: its columns go nowhere
+            continue
+        for field in schema.remove_metadata():
+            if field.name in ignore:
+                continue
+            if field.name not in fields:
+                fields[field.name], seen_in[field.name] = field, path
+            elif not field.type.equals(fields[field.name].type):
+                raise UsageError(
+                    f"Parquet input column {field.name} is {fields[field.name].type} in {seen_in[field.name]} but "
+                    f"{field.type} in {path}; give it one type, or leave it out with --keep-columns"
+                )
+    return pa.schema(list(fields.values()))
 
 
 def read_file(path: str) -> bytes:
