@@ -321,9 +321,14 @@ def list_classes(spec: "str | InputSpec", label_depth: int = 1) -> list[str]:
         labels = {label_of(relative_id(path, spec.root), label_depth) for path in spec.paths}
     else:
         labels = set()
-        for batch in iter_parquet_batches(spec.paths, ["label"], batch_rows=65536):
-            if "label" in batch.schema.names:
-                labels.update(batch.column("label").to_pylist())
+        for path in spec.paths:
+            try:
+                with FileSystems.open(path, compression_type="uncompressed") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    if "label" in parquet.schema_arrow.names and image_column_problem(parquet.schema_arrow) is None:
+                        labels.update(parquet.read(columns=["label"]).column("label").unique().to_pylist())
+            except Exception:  # as count_records: the job's reader makes it a rejected row
+                continue
         labels = {None if label is None else str(label) for label in labels}
     return sorted(label for label in labels if label is not None)
 
