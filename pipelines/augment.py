@@ -33,9 +33,9 @@ from transforms.images import FORMATS, MAX_PIXELS, MAX_PIXELS_CEILING
 from transforms.io import output_path
 from transforms.preview import WritePreview
 from transforms.read import ReadImages
-from transforms.schemas import AUGMENTED
-from transforms.sources import count_records, input_pattern, resolve_input
-from transforms.stylize import EmbedPaintings, Stylize
+from transforms.schemas import AUGMENTED, MAPPED_INPUT_COLUMNS, augmented_schema
+from transforms.sources import count_records, input_pattern, list_classes, parquet_schema, resolve_input
+from transforms.stylize import ORIGINAL_STYLE, EmbedPaintings, Stylize
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_IMAGES = ASSETS / "samples"
@@ -95,6 +95,25 @@ class AugmentOptions(JobOptions):
             "(worth it from a few thousand images; needs a C++ compiler on the workers, else runs eagerly)",
         )
         parser.add_argument("--format", default="jpeg", choices=sorted(FORMATS), help="output image encoding")
+        parser.add_argument(
+            "--keep-columns",
+            default="all",
+            help="Parquet input: the columns besides image, id and label carried to the output rows unchanged: "
+            "all, none, or a comma-separated list (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--include-originals",
+            action="store_true",
+            help="also write each source image, resized as the stylizer saw it, as a row with style 'none' and "
+            "alpha 0: one output holds a whole training set",
+        )
+        parser.add_argument(
+            "--label-depth",
+            type=int_between(0, 16),
+            default=1,
+            help="folder input: which folder level under --input is the label: 1 the first (IN/<class>/x.jpg), "
+            "2 the second (IN/<split>/<class>/x.jpg), 0 no label (default: %(default)s)",
+        )
         parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a contact sheet")
         parser.add_argument("--min-side", type=positive_int, default=32, help="reject images with a smaller side (px)")
         parser.add_argument(
@@ -123,6 +142,44 @@ def check_options(opts: AugmentOptions) -> None:
         )
     parse_styles(opts.styles)
     parse_alpha(opts.alpha)
+
+
+def kept_columns(keep: str, input_schema) -> tuple[str, ...]:
+    """The input columns ``--keep-columns`` (``all`` or a list; ``none`` never gets here) carries to the output rows;
+    a ``UsageError`` for a name the input lacks or one that clashes with an ``augmented`` column (``id``, ``label``
+    and ``image`` are mapped already)."""
+    available = [name for name in input_schema.names if name not in MAPPED_INPUT_COLUMNS]
+    if keep == "all":
+        wanted = available
+    else:
+        wanted = [name.strip() for name in keep.split(",") if name.strip()]
+        missing = [name for name in wanted if name not in (*available, *MAPPED_INPUT_COLUMNS)]
+        if missing:
+            raise UsageError(
+                f"--keep-columns: the input has no column {', '.join(missing)} (it has {', '.join(available)})"
+            )
+        wanted = [name for name in wanted if name not in MAPPED_INPUT_COLUMNS]
+    clashes = [name for name in wanted if name in AUGMENTED.names]
+    if clashes:
+        raise UsageError(
+            f"input column {clashes[0]} clashes with the output's own {clashes[0]} column; rename it in the input, "
+            "or leave it out with --keep-columns (a list without it, or none)"
+        )
+    return tuple(wanted)
+
+
+def describe_labels(opts: AugmentOptions, classes: list[str], kind: str) -> bool:
+    """Warn (one stderr line) when every image gets the same label; return whether it does."""
+    if len(classes) != 1:
+        return False
+    hint = ""
+    if kind != "parquet" and opts.label_depth == 1:
+        hint = (
+            f" (one folder under {opts.input}): pass --label-depth 2 for {opts.input}/<split>/<class>/, "
+            "or 0 for no label"
+        )
+    print(f"warning: every image is labelled '{classes[0]}'{hint}", file=sys.stderr)
+    return True
 
 
 def stylizer_of(opts: AugmentOptions) -> str:
@@ -154,7 +211,14 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
     if not arbitrary and not style_names:
         raise CheckpointError(f"{stylizer} is not a stylizer checkpoint (no style names)")
 
-    read = pipeline | "ReadImages" >> ReadImages(source)
+    found = resolve_input(opts.input)
+    carries = found.kind == "parquet" and opts.keep_columns != "none"
+    input_schema = parquet_schema(found) if carries else None
+    keep = kept_columns(opts.keep_columns, input_schema) if carries else ()
+    classes = list_classes(found, opts.label_depth)
+    single_label = describe_labels(opts, classes, found.kind)
+
+    read = pipeline | "ReadImages" >> ReadImages(source, opts.label_depth, keep)
     decoded = read["records"] | "DecodeImages" >> DecodeImages(opts.image_size, opts.min_side, opts.max_pixels)
     paintings, rejected_paintings = None, []
     if arbitrary:
@@ -183,11 +247,16 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         cpu_threads=cpu_threads,
         compile=opts.compile,
         paintings=paintings,
+        classes=classes,
+        include_originals=opts.include_originals,
     )
     written = ()
     if opts.preview:
         preview = output_path(opts.output, "preview.png")
-        written = ((decoded["images"], stylised["rows"]) | "WritePreview" >> WritePreview(preview),)
+        copies = stylised["rows"]
+        if opts.include_originals:
+            copies = copies | "StylisedOnly" >> beam.Filter(lambda row: row["style"] != ORIGINAL_STYLE)
+        written = ((decoded["images"], copies) | "WritePreview" >> WritePreview(preview),)
     rejected = (read["rejected"], decoded["rejected"], stylised["rejected"], *rejected_paintings)
     counted = {
         "images_read": read["records"],
@@ -197,6 +266,9 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
     }
     facts = {
         "input": opts.input,
+        "classes": classes,
+        "single_label": single_label,
+        "carried_columns": list(keep),
         "stylizer": {"path": stylizer, "digest": digest, "styles": style_names, "kind": document.get("kind")},
         **({"style_images": opts.style_images} if arbitrary else {}),
         "settings": {
@@ -210,9 +282,21 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
             "cpu_threads": cpu_threads,
             "compile": opts.compile,
             "batch_size": opts.batch_size,
+            "label_depth": opts.label_depth,
+            "include_originals": opts.include_originals,
         },
     }
-    return JobOutputs({"augmented": stylised["rows"]}, rejected, counted, facts=facts, written=written)
+    schemas = {"augmented": augmented_schema(input_schema, keep)}
+    progress = (read["records"], count_records(found), "images")
+    return JobOutputs(
+        {"augmented": stylised["rows"]},
+        rejected,
+        counted,
+        facts=facts,
+        written=written,
+        schemas=schemas,
+        progress=progress,
+    )
 
 
 def describe(summary: dict) -> str:

@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from models.common.device import resolve_device
 from models.common.errors import OutputUnwritableError, UsageError
 from models.common.files import STORAGE_ERRNOS
-from pipelines.cli import ArgumentParser, check_apart, is_within, non_negative_int, resolved_path
+from pipelines.cli import NO_PROGRESS_HELP, ArgumentParser, check_apart, is_within, non_negative_int, resolved_path
 from transforms.io import (
     CountRejected,
     OutputFolder,
@@ -67,6 +67,9 @@ class JobOutputs:
     ``rejected``: the PCollections of rejected rows of every stage; ``counted``: summary key → PCollection counted
     by elements; ``tallies``: PCollections of ``(summary key, amount)`` pairs; ``facts``: settings for the summary;
     ``written``: what the job's other writes return (augment's preview): ``summary.json`` waits for them too.
+    ``schemas``: a table's schema for this run where it is not the job's fixed one (augment's carried columns).
+    ``progress``: ``(PCollection, total or None, unit)``, what the progress line counts on a local run (default:
+    the first table's rows, with no total).
     """
 
     tables: dict
@@ -75,6 +78,8 @@ class JobOutputs:
     tallies: tuple = ()
     facts: dict = field(default_factory=dict)
     written: tuple = ()
+    schemas: dict = field(default_factory=dict)
+    progress: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,7 @@ def parse_job_args(job: BeamJob, argv: list[str] | None) -> tuple[argparse.Names
         default=0,
         help="files per output table; 0 lets the runner choose (default: %(default)s)",
     )
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     outputs.add_argument(
         "--overwrite",
         action="store_true",
@@ -227,7 +233,27 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
     if earlier is not None:  # only now, once the job is built: a bad checkpoint must not cost the earlier output
         deleted = clear_earlier_run(earlier, {*job.schemas, "rejected"})
         LOGGER.info("cleared %d files and folders of an earlier run from %s", len(deleted), opts.output)
-    return run_pipeline(pipeline, options, opts.output, job.describe, started=started)
+    with progress_shown(pipeline, job, opts, options, outputs) as reporter:
+        return run_pipeline(pipeline, options, opts.output, job.describe, started=started, progress=reporter)
+
+
+@contextlib.contextmanager
+def progress_shown(pipeline, job: BeamJob, opts, options: PipelineOptions, outputs: JobOutputs):
+    """A local run's progress (``transforms.progress``): a counting step on ``outputs.progress`` and the reporter
+    that prints it while the job runs; ``None`` (nothing added) with ``--no-progress``, on a remote runner (its
+    console shows progress) or for a dry run."""
+    runner = (options.view_as(StandardOptions).runner or "FnApiRunner").rsplit(".", 1)[-1]
+    if opts.no_progress or runner not in LOCAL_RUNNERS or options.view_as(TestOptions).dry_run:
+        yield None
+        return
+    import tempfile
+
+    from transforms.progress import CountProgressFn, ProgressReporter
+
+    counted, total, unit = outputs.progress or (next(iter(outputs.tables.values())), None, "rows")
+    with tempfile.TemporaryDirectory(prefix="stylebeam-progress-") as folder:
+        _ = counted | "CountProgress" >> beam.ParDo(CountProgressFn(folder))
+        yield ProgressReporter(folder, job.name, unit, total)
 
 
 def prepare_output(job: BeamJob, opts, options: PipelineOptions) -> OutputFolder | None:
@@ -281,8 +307,9 @@ def write_outputs(pipeline: beam.Pipeline, job: BeamJob, opts, outputs: JobOutpu
     """The tables, the dead letters of every stage and ``summary.json``, the same way for every job. The summary is
     written last, once every table's shards are in place and every other file is written: it marks the run as
     finished (``transforms.io``)."""
+    schemas = {**job.schemas, **outputs.schemas}
     written = [
-        rows | f"Write{prefix.capitalize()}" >> WriteTable(opts.output, prefix, job.schemas[prefix], opts.num_shards)
+        rows | f"Write{prefix.capitalize()}" >> WriteTable(opts.output, prefix, schemas[prefix], opts.num_shards)
         for prefix, rows in outputs.tables.items()
     ]
     rejected = outputs.rejected | "AllRejected" >> beam.Flatten(pipeline=pipeline)
@@ -294,17 +321,25 @@ def write_outputs(pipeline: beam.Pipeline, job: BeamJob, opts, outputs: JobOutpu
     pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, tallies, facts, after)
 
 
-def run_pipeline(pipeline, options: PipelineOptions, output_dir: str, describe, *, started: float | None = None):
+def run_pipeline(
+    pipeline,
+    options: PipelineOptions,
+    output_dir: str,
+    describe,
+    *,
+    started: float | None = None,
+    progress=None,
+):
     """Run a built job to the end and report it; return the ``PipelineResult``.
 
     A Dataflow ``--dry_run`` only builds and validates the job, and says so. A finished job gets its wall
     time (from ``started``, default now) added to ``summary.json``, its Beam counters printed, and the
-    one-line ``describe(summary)`` printed, all on stderr.
+    one-line ``describe(summary)`` printed, all on stderr. ``progress``: a ``ProgressReporter`` to run meanwhile.
     """
     from apache_beam.runners.runner import PipelineState
 
     started = time.perf_counter() if started is None else started
-    with storage_errors_in_one_line(output_dir):
+    with storage_errors_in_one_line(output_dir), progress or contextlib.nullcontext():
         result = pipeline.run()
         if options.view_as(TestOptions).dry_run:
             print("dry run: the Dataflow job was built and validated, nothing was submitted", file=sys.stderr)

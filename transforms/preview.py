@@ -82,7 +82,10 @@ class WritePreview(beam.PTransform):
 
         def original(image: DecodedImage, keep):
             if image.source_id in keep:
-                yield image.source_id, ("original", "", thumbnail(Image.fromarray(image.pixels, "RGB")))
+                yield (
+                    image.source_id,
+                    ("original", "", thumbnail(Image.fromarray(np.ascontiguousarray(image.image), "RGB"))),
+                )
 
         def stylised(row, keep):
             if row["source_id"] in keep:

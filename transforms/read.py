@@ -36,8 +36,9 @@ STAGE = "read"
 
 
 class ReadFileFn(beam.DoFn):
-    def __init__(self, root: str):
+    def __init__(self, root: str, label_depth: int = 1):
         self.root = root
+        self.label_depth = label_depth
         self.read_counter = Metrics.counter("stylebeam", "images_read")
         self.side_files = Metrics.counter("stylebeam", "side_files_skipped")
 
@@ -56,7 +57,7 @@ class ReadFileFn(beam.DoFn):
             yield TaggedOutput(REJECTED, rejected_row(source_id, STAGE, "unreadable_file", str(exc)))
             return
         self.read_counter.inc()
-        yield SourceRecord(source_id, label_of(source_id), data)
+        yield SourceRecord(source_id, label_of(source_id, self.label_depth), data)
 
 
 class SplitRowGroupsFn(beam.DoFn):
@@ -136,10 +137,11 @@ class FirstAndCount(beam.CombineFn):
 
 class ReadRowGroupFn(beam.DoFn):
     """A row group → records; a row whose id an earlier row holds (side input ``repeated``: id → kept position)
-    is rejected as ``duplicate_id``."""
+    is rejected as ``duplicate_id``. ``extra_columns``: the columns carried to the output rows (``--keep-columns``)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, extra_columns: tuple[str, ...] = ()):
         self.root = root
+        self.extra_columns = tuple(extra_columns)
         self.read_counter = Metrics.counter("stylebeam", "images_read")
         self.duplicates = Metrics.counter("stylebeam", "duplicate_ids")
 
@@ -147,13 +149,14 @@ class ReadRowGroupFn(beam.DoFn):
         path, group, first_row, num_rows = item
         file_id = relative_id(path, self.root)
         try:
-            table = _read_row_group(path, group, ("id", "label", "image"))
+            table = _read_row_group(path, group, ("id", "label", "image", *self.extra_columns))
         except Exception as exc:  # a corrupt row group costs its rows (dead-lettered), not the job
             rows = f"{file_id}:rows{first_row}+"
             row = rejected_row(rows, STAGE, "unreadable_row_group", f"{exc} ({num_rows} rows)", records=num_rows)
             yield TaggedOutput(REJECTED, row)
             return
-        for i, record in enumerate(table_records(table, file_id, first_row)):
+        extra_columns = tuple(name for name in self.extra_columns if name in table)
+        for i, record in enumerate(table_records(table, file_id, first_row, extra_columns)):
             kept = repeated.get(record.source_id)
             if kept is not None and kept != (file_id, first_row + i):
                 self.duplicates.inc()
@@ -165,11 +168,15 @@ class ReadRowGroupFn(beam.DoFn):
 
 
 class ReadImages(beam.PTransform):
-    """PBegin → ``{"records": SourceRecord, "rejected": rejected rows}``."""
+    """PBegin → ``{"records": SourceRecord, "rejected": rejected rows}``. ``label_depth``: which folder level
+    labels an image file (``transforms.sources.label_of``); ``extra_columns``: the Parquet columns each record
+    carries in ``extra``."""
 
-    def __init__(self, source: InputPattern):
+    def __init__(self, source: InputPattern, label_depth: int = 1, extra_columns: tuple[str, ...] = ()):
         super().__init__()
         self.source = source
+        self.label_depth = label_depth
+        self.extra_columns = tuple(extra_columns)
 
     def expand(self, pbegin):
         source = self.source
@@ -195,10 +202,13 @@ class ReadImages(beam.PTransform):
                 split.groups
                 | "SpreadGroups" >> beam.Reshuffle()
                 | "ReadRowGroups"
-                >> beam.ParDo(ReadRowGroupFn(source.root), AsDict(repeated)).with_outputs(REJECTED, main="records")
+                >> beam.ParDo(ReadRowGroupFn(source.root, self.extra_columns), AsDict(repeated)).with_outputs(
+                    REJECTED, main="records"
+                )
             )
             rejected = (search_rejected, split[REJECTED], read[REJECTED]) | "ParquetRejected" >> beam.Flatten()
             return {"records": read.records, "rejected": rejected}
-        read = found | "ReadFiles" >> beam.ParDo(ReadFileFn(source.root)).with_outputs(REJECTED, main="records")
+        read_files = ReadFileFn(source.root, self.label_depth)
+        read = found | "ReadFiles" >> beam.ParDo(read_files).with_outputs(REJECTED, main="records")
         rejected = (search_rejected, read[REJECTED]) | "FilesRejected" >> beam.Flatten()
         return {"records": read.records, "rejected": rejected}

@@ -24,6 +24,7 @@ AUGMENTED = pa.schema(
         ("id", pa.string()),
         ("source_id", pa.string()),
         ("label", pa.string()),
+        ("label_index", pa.int32()),  # index of label in the job's sorted class list (summary.json "classes")
         ("style", pa.string()),
         ("style_weights", pa.list_(pa.float32())),  # checkpoint styles: the mixture; null for paintings
         ("style_ids", pa.list_(pa.string())),  # paintings: the one (or those mixed) behind the row; else null
@@ -35,9 +36,22 @@ AUGMENTED = pa.schema(
         ("image_format", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
+        # Source pixels → output pixels: x' = (x - x0) * scale, y' = (y - y0) * scale (transforms.decode).
+        ("crop_box", pa.list_(pa.float64())),  # (x0, y0, x1, y1) in the source's upright pixels
+        ("scale", pa.float64()),  # output px per source px
         ("stylizer", pa.string()),
     ]
 )
+# Input columns the augmented rows carry under their own names already (``id`` is the source id, ``label`` the label).
+MAPPED_INPUT_COLUMNS = ("id", "label", "image")
+
+
+def augmented_schema(input_schema: pa.Schema | None = None, keep: tuple[str, ...] = ()) -> pa.Schema:
+    """``AUGMENTED`` plus the input's ``keep`` columns (with their Parquet types), after ours."""
+    if not keep:
+        return AUGMENTED
+    return pa.schema([*AUGMENTED, *(input_schema.field(name) for name in keep)])
+
 
 RAW_CORPUS = pa.schema(
     [

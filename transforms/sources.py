@@ -41,6 +41,9 @@ class SourceRecord:
     source_id: str
     label: str | None
     data: bytes
+    # A Parquet row's other columns (``--keep-columns``), carried to the output rows unchanged; never decoded or
+    # shown to the model. ``None`` for image files.
+    extra: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -301,10 +304,60 @@ def relative_id(path: str, root: str) -> str:
         return printable(relative)
 
 
-def label_of(source_id: str) -> str | None:
-    """ImageFolder rule: the first folder of the relative path, or ``None`` for files at the top."""
-    parts = source_id.split("/")
-    return parts[0] if len(parts) > 1 else None
+def label_of(source_id: str, label_depth: int = 1) -> str | None:
+    """ImageFolder rule: the ``label_depth``-th folder of the relative path (1: the first sub-folder under the
+    input, ``data/<class>/x.jpg``; 2: the second, ``data/<split>/<class>/x.jpg``; 0: no label), or ``None`` for a
+    file with fewer folders above it."""
+    folders = source_id.split("/")[:-1]
+    return folders[label_depth - 1] if 0 < label_depth <= len(folders) else None
+
+
+def list_classes(spec: "str | InputSpec", label_depth: int = 1) -> list[str]:
+    """The job's sorted class list: the label folders of a folder input (at ``label_depth``), or the distinct
+    non-null values of a Parquet input's ``label`` column (as strings, as the rows carry them). Read on the launcher:
+    file names only, or the ``label`` column alone."""
+    spec = resolve_input(spec) if isinstance(spec, str) else spec
+    if spec.kind != "parquet":
+        labels = {label_of(relative_id(path, spec.root), label_depth) for path in spec.paths}
+    else:
+        labels = set()
+        for path in spec.paths:
+            try:
+                with FileSystems.open(path, compression_type="uncompressed") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    if "label" in parquet.schema_arrow.names and image_column_problem(parquet.schema_arrow) is None:
+                        labels.update(parquet.read(columns=["label"]).column("label").unique().to_pylist())
+            except Exception:  # as count_records: the job's reader makes it a rejected row
+                continue
+        labels = {None if label is None else str(label) for label in labels}
+    return sorted(label for label in labels if label is not None)
+
+
+def parquet_schema(spec: "InputSpec", ignore: tuple[str, ...] = ("id", "label", "image")) -> pa.Schema:
+    """The union of the columns (but ``ignore``) of ``spec``'s Parquet files that hold images (footers only): a
+    column some files lack is null in their rows. A ``UsageError`` naming the column and two files where one column
+    has two types, since their rows could not share one output table. The ``ignore``d columns may differ (an ``id``
+    of nulls, a file without labels): the reader maps them."""
+    fields, seen_in = {}, {}
+    for path in spec.paths:
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as handle:
+                schema = pq.ParquetFile(handle).schema_arrow
+        except Exception:  # as count_records: the job's reader makes it a rejected row
+            continue
+        if image_column_problem(schema) is not None:  # rejected whole by the reader: its columns go nowhere
+            continue
+        for field in schema.remove_metadata():
+            if field.name in ignore:
+                continue
+            if field.name not in fields:
+                fields[field.name], seen_in[field.name] = field, path
+            elif not field.type.equals(fields[field.name].type):
+                raise UsageError(
+                    f"Parquet input column {field.name} is {fields[field.name].type} in {seen_in[field.name]} but "
+                    f"{field.type} in {path}; give it one type, or leave it out with --keep-columns"
+                )
+    return pa.schema(list(fields.values()))
 
 
 def read_file(path: str) -> bytes:
@@ -331,11 +384,15 @@ def image_column_problem(schema: pa.Schema) -> tuple[str, str] | None:
     return None
 
 
-def table_records(columns: dict[str, list], file_id: str, first_row: int) -> Iterator[SourceRecord]:
-    """Rows of one Parquet batch (``RecordBatch.to_pydict()`` of ``id``, ``label``, ``image``) as records.
+def table_records(
+    columns: dict[str, list], file_id: str, first_row: int, extra_columns: tuple[str, ...] = ()
+) -> Iterator[SourceRecord]:
+    """Rows of one Parquet batch (``RecordBatch.to_pydict()`` of ``id``, ``label``, ``image`` and
+    ``extra_columns``) as records.
 
     ``id`` falls back to ``{file}:{row}`` when the column is absent or the value null; ``label`` is a string (a
-    numeric class becomes ``"3"``) or ``None``; a null ``image`` is empty bytes (rejected as ``empty_file``).
+    numeric class becomes ``"3"``) or ``None``; a null ``image`` is empty bytes (rejected as ``empty_file``); the
+    ``extra_columns`` values go to ``extra`` as they are (``None`` when there are none).
     The one reading of a row, for the Beam reader and for ``iter_records`` alike.
     """
     ids, labels = columns.get("id"), columns.get("label")
@@ -343,7 +400,8 @@ def table_records(columns: dict[str, list], file_id: str, first_row: int) -> Ite
         row_id = None if ids is None else ids[i]
         label = None if labels is None else labels[i]
         source_id = f"{file_id}:{first_row + i}" if row_id is None else str(row_id)
-        yield SourceRecord(source_id, None if label is None else str(label), data or b"")
+        extra = {name: columns[name][i] for name in extra_columns} if extra_columns else None
+        yield SourceRecord(source_id, None if label is None else str(label), data or b"", extra)
 
 
 def parquet_records(spec: InputSpec, batch_rows: int = 64) -> Iterator[SourceRecord]:

@@ -52,6 +52,7 @@ class StyleTask:
     seed: int
     plan: StylePlan
     pixels: np.ndarray  # (H, W, 3) uint8, shared by the tasks of one image
+    image: DecodedImage | None = None  # its record: carried columns and geometry for the row (not the model's)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class PlanStylesFn(beam.DoFn):
                 return
             plans = plan_painting_outputs(self.policy, self.alpha_range, collection, seed)
         for plan in plans:
-            yield StyleTask(image.source_id, image.label, seed, plan, image.pixels)
+            yield StyleTask(image.source_id, image.label, seed, plan, image.pixels, image)
 
 
 class StylizeModelHandler(ProcessModelHandler):
@@ -184,28 +185,48 @@ class StylizeModelHandler(ProcessModelHandler):
         return "out_of_memory" if is_out_of_memory_error(error_type, message) else "inference_error"
 
 
-class EncodeRowFn(beam.DoFn):
-    """``StylisedImage`` → an ``augmented`` row; an image that cannot be encoded → ``rejected``."""
+def image_row(image: DecodedImage, pixels: np.ndarray, data: bytes, image_format: str, classes: dict) -> dict:
+    """The columns every ``augmented`` row of ``image`` shares: its record (source id, label and its index in
+    ``classes``, label → index), the encoded ``pixels``, their geometry, and the input's carried columns."""
+    height, width = pixels.shape[:2]
+    return {
+        **(image.extra or {}),
+        "source_id": image.source_id,
+        "label": image.label,
+        "label_index": classes.get(image.label),
+        "image": data,
+        "image_format": image_format,
+        "width": width,
+        "height": height,
+        "crop_box": None if image.crop_box is None else list(image.crop_box),
+        "scale": image.scale,
+    }
 
-    def __init__(self, image_format: str, stylizer_digest: str):
+
+class EncodeRowFn(beam.DoFn):
+    """``StylisedImage`` → an ``augmented`` row; an image that cannot be encoded → ``rejected``. ``classes``: the
+    job's sorted class list (``label_index`` is a label's position in it)."""
+
+    def __init__(self, image_format: str, stylizer_digest: str, classes: list[str] = ()):
         self.image_format = image_format
         self.stylizer_digest = stylizer_digest
+        self.classes = {label: i for i, label in enumerate(classes)}
         self.written = Metrics.counter("stylebeam", "rows_encoded")
 
     def process(self, item: StylisedImage):
         task = item.task
+        image = task.image or DecodedImage(task.source_id, task.label, task.pixels)
+        pixels = item.pixels if image.size is None else item.pixels[: image.size[1], : image.size[0]]
         try:
-            data = encode_image(Image.fromarray(item.pixels, "RGB"), self.image_format)
+            data = encode_image(Image.fromarray(np.ascontiguousarray(pixels), "RGB"), self.image_format)
         except (OSError, ValueError) as exc:
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(task.source_id, "encode", "encode_error", str(exc)))
             return
-        height, width = item.pixels.shape[:2]
         plan = task.plan
         self.written.inc()
         yield {
+            **image_row(image, pixels, data, self.image_format, self.classes),
             "id": f"{task.source_id}#{plan.index}",
-            "source_id": task.source_id,
-            "label": task.label,
             "style": plan.style,
             "style_weights": None if plan.on_paintings else [float(w) for w in plan.code],
             "style_ids": list(plan.style_ids) if plan.style_ids else None,
@@ -213,11 +234,40 @@ class EncodeRowFn(beam.DoFn):
             "style_embedding": [float(v) for v in item.code] if plan.on_paintings else None,
             "alpha": plan.alpha,
             "seed": task.seed,
-            "image": data,
-            "image_format": self.image_format,
-            "width": width,
-            "height": height,
             "stylizer": self.stylizer_digest,
+        }
+
+
+ORIGINAL_STYLE = "none"
+
+
+class OriginalRowFn(beam.DoFn):
+    """``DecodedImage`` → its ``augmented`` row as it went into the stylizer (``--include-originals``): style
+    ``none``, alpha 0, id ``{source_id}#none``, the same geometry and columns as its stylised rows."""
+
+    def __init__(self, image_format: str, seed: int, classes: list[str] = ()):
+        self.image_format = image_format
+        self.seed = seed
+        self.classes = {label: i for i, label in enumerate(classes)}
+
+    def process(self, image: DecodedImage):
+        pixels = np.ascontiguousarray(image.image)
+        try:
+            data = encode_image(Image.fromarray(pixels, "RGB"), self.image_format)
+        except (OSError, ValueError) as exc:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_row(image.source_id, "encode", "encode_error", str(exc)))
+            return
+        yield {
+            **image_row(image, pixels, data, self.image_format, self.classes),
+            "id": f"{image.source_id}#{ORIGINAL_STYLE}",
+            "style": ORIGINAL_STYLE,
+            "style_weights": None,
+            "style_ids": None,
+            "style_mix": None,
+            "style_embedding": None,
+            "alpha": 0.0,
+            "seed": record_seed(self.seed, image.source_id),
+            "stylizer": None,
         }
 
 
@@ -226,7 +276,8 @@ class Stylize(beam.PTransform):
 
     ``paintings``: for an arbitrary-style checkpoint, the ``EmbedPaintings`` output (``(id, embedding)`` pairs);
     ``style_names`` is then unused. ``share_model_across_processes``: one stylizer per machine for all its worker
-    processes (default: on CUDA only; see ``transforms.inference``).
+    processes (default: on CUDA only; see ``transforms.inference``). ``classes``: the job's sorted class list
+    (``label_index``); ``include_originals``: each image once more, unstylised (``OriginalRowFn``).
     """
 
     def __init__(
@@ -245,6 +296,8 @@ class Stylize(beam.PTransform):
         compile: bool = False,
         paintings=None,
         share_model_across_processes: bool | None = None,
+        classes: list[str] = (),
+        include_originals: bool = False,
     ):
         super().__init__()
         self.paintings = paintings
@@ -253,7 +306,8 @@ class Stylize(beam.PTransform):
         self.handler = StylizeModelHandler(
             checkpoint, batch_size, device, precision, cpu_threads, compile, arbitrary, share_model_across_processes
         )
-        self.encode = EncodeRowFn(image_format, stylizer_digest)
+        self.encode = EncodeRowFn(image_format, stylizer_digest, classes)
+        self.originals = OriginalRowFn(image_format, seed, classes) if include_originals else None
 
     def expand(self, images):
         if self.paintings is None:
@@ -263,8 +317,13 @@ class Stylize(beam.PTransform):
             planned = images | "PlanStyles" >> beam.ParDo(self.plan, side).with_outputs(REJECTED, main="tasks")
         stylised = planned.tasks | "StylizeBatches" >> RunInferenceWithRetry(self.handler)
         encoded = stylised["results"] | "Encode" >> beam.ParDo(self.encode).with_outputs(REJECTED, main="rows")
-        rejected = (planned[REJECTED], stylised["rejected"], encoded[REJECTED]) | "StylizeRejected" >> beam.Flatten()
-        return {"rows": encoded.rows, "rejected": rejected}
+        rejected = (planned[REJECTED], stylised["rejected"], encoded[REJECTED])
+        rows = encoded.rows
+        if self.originals is not None:
+            originals = images | "Originals" >> beam.ParDo(self.originals).with_outputs(REJECTED, main="rows")
+            rows = (rows, originals.rows) | "WithOriginals" >> beam.Flatten()
+            rejected += (originals[REJECTED],)
+        return {"rows": rows, "rejected": rejected | "StylizeRejected" >> beam.Flatten()}
 
 
 class EmbedPaintingFn(beam.DoFn):

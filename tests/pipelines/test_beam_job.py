@@ -59,7 +59,7 @@ def test_a_flag_nobody_knows_is_a_usage_error_not_a_warning(capsys):
 
     for argv, expected in [
         (["--stlyes=all"], "unrecognized arguments: --stlyes=all (neither this job's nor Beam's); did you mean"),
-        (["--nmu_workers=3", "--no-progress"], "unrecognized arguments: --nmu_workers=3 --no-progress"),
+        (["--nmu_workers=3", "--preserve-color"], "unrecognized arguments: --nmu_workers=3 --preserve-color"),
         (["photos/"], "unrecognized arguments: photos/ (neither"),  # a path without its flag
         (["--direct_num_workers=two"], "argument --direct_num_workers: invalid int value: 'two'"),
     ]:
