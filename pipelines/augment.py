@@ -149,8 +149,11 @@ def kept_columns(keep: str, input_schema) -> tuple[str, ...]:
     a ``UsageError`` for a name the input lacks or one that clashes with an ``augmented`` column (``id``, ``label``
     and ``image`` are mapped already)."""
     available = [name for name in input_schema.names if name not in MAPPED_INPUT_COLUMNS]
-    if keep == "all":
-        wanted = available
+    if keep == "all":  # an earlier augment output as input: its own columns are ours again, not carried
+        clashing = [name for name in available if name in AUGMENTED.names]
+        if clashing:
+            print(f"warning: input columns {', '.join(clashing)} are the output's own: not carried", file=sys.stderr)
+        wanted = [name for name in available if name not in AUGMENTED.names]
     else:
         wanted = [name.strip() for name in keep.split(",") if name.strip()]
         missing = [name for name in wanted if name not in (*available, *MAPPED_INPUT_COLUMNS)]
