@@ -202,3 +202,112 @@ def test_from_checkpoint_and_bad_settings(stylizer, arbitrary, tmp_path):
         StyleAugment(load_arbitrary(arbitrary)[1])
     with pytest.raises(ValueError, match="keys"):
         augment(batch, [1, 2])
+
+
+# -- a torchvision v2 transform: PIL, CHW/BCHW, uint8/float, tv_tensors.Image, v2.Compose, DataLoader workers --
+
+
+def test_uint8_batch_comes_back_uint8_stylised_and_as_the_jobs_pixels(stylizer):
+    """The old bug: a uint8 batch came back all black. Now uint8 in, uint8 out, restyled, the job's pixels."""
+    from models.style.runner import StylizerRunner
+
+    augment = StyleAugment(stylizer, "mix", alpha=(0.8, 1.0), probability=1.0, seed=2, precision="fp32")
+    batch = (images(4) * 255).round().to(torch.uint8)
+    out = augment(batch, torch.arange(4), 0)
+    assert out.dtype == torch.uint8 and out.shape == batch.shape
+    assert out.amax(dim=(1, 2, 3)).min() > 0 and len(out.unique()) > 20  # not black (the old bug: all 0)
+    assert (out.float() - batch.float()).abs().mean() > 5  # stylised by a real margin
+    plans = [augment.draw(key).plan for key in range(4)]
+    codes, alphas = np.stack([p.code for p in plans]), np.array([p.alpha for p in plans], np.float32)
+    job = StylizerRunner(stylizer, "cpu", "fp32")(batch.movedim(1, -1).numpy(), codes, alphas)
+    assert np.array_equal(out.movedim(1, -1).numpy(), job)
+    unkeyed = augment(batch)  # keys are optional: draws from the transform's own generator
+    assert unkeyed.dtype == torch.uint8 and (unkeyed.float() - batch.float()).abs().mean() > 5
+
+
+def test_pil_chw_and_tv_tensors_image_come_back_as_they_came(stylizer):
+    from PIL import Image
+    from torchvision import tv_tensors
+
+    augment = StyleAugment(stylizer, probability=1.0, seed=3)
+    pil = Image.fromarray((images(1, size=20)[0].movedim(0, -1) * 255).byte().numpy()[:, :16], "RGB")
+    out = augment(pil)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == pil.size == (16, 20)
+    assert np.abs(np.asarray(out, np.float32) - np.asarray(pil, np.float32)).mean() > 5
+    chw = images(1)[0]
+    styled = augment(chw)
+    assert styled.dtype == torch.float32 and styled.shape == chw.shape
+    assert styled.min() >= 0 and styled.max() <= 1 and (styled - chw).abs().mean() > 5 / 255
+    wrapped = augment(tv_tensors.Image(chw))
+    assert type(wrapped) is tv_tensors.Image and wrapped.shape == chw.shape and (wrapped - chw).abs().mean() > 5 / 255
+    keyed = augment(tv_tensors.Image(chw), keys=[7], epoch=1)
+    assert torch.equal(keyed.as_subclass(torch.Tensor), augment(chw[None], [7], 1)[0])
+
+
+def test_inside_v2_compose_with_a_label(stylizer):
+    from torchvision.transforms import v2
+
+    augment = StyleAugment(stylizer, probability=1.0, seed=4)
+    image = (images(1)[0] * 255).round().to(torch.uint8)
+    pipeline = v2.Compose([v2.RandomHorizontalFlip(p=1), augment, v2.ToDtype(torch.float32, scale=True)])
+    out, label = pipeline(image, 3)
+    assert label == 3 and out.dtype == torch.float32 and out.shape == image.shape
+    assert out.min() >= 0 and out.max() <= 1 and (out - image.flip(-1) / 255).abs().mean() > 5 / 255
+    sample = pipeline({"image": image, "label": torch.tensor(3)})
+    assert sample["label"].item() == 3 and sample["image"].shape == image.shape
+    batch, labels = images(3), torch.tensor([0, 1, 0])  # a batch with its labels, as one sample: labels pass
+    out, passed = augment((batch, labels))
+    assert torch.equal(passed, labels) and out.shape == batch.shape and (out - batch).abs().mean() > 5 / 255
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.zeros(3, 8, 8, dtype=torch.int64), "uint8 images in \\[0, 255\\] or float ones"),
+        (torch.full((3, 8, 8), 200.0), "float images in \\[0, 1\\].*uint8"),
+        (torch.rand(8, 8), "RGB tensors, got shape \\(8, 8\\)"),
+        (torch.rand(4, 8, 8), "RGB tensors, got shape \\(4, 8, 8\\)"),
+        (torch.rand(2, 4, 8, 8), "RGB tensors, got shape \\(2, 4, 8, 8\\)"),
+    ],
+)
+def test_a_wrong_dtype_range_or_shape_is_one_clear_error(stylizer, bad, match):
+    with pytest.raises(UsageError, match=match):
+        StyleAugment(stylizer, probability=1.0)(bad)
+
+
+class _Keyed(torch.utils.data.Dataset):
+    def __init__(self, augment, batch):
+        self.augment, self.batch = augment, batch
+
+    def __len__(self):
+        return len(self.batch)
+
+    def __getitem__(self, index):
+        return self.augment(self.batch[index], keys=[index], epoch=1), index
+
+
+def test_dataloader_workers_give_the_main_process_keyed_pixels(stylizer):
+    import multiprocessing
+
+    augment = StyleAugment(stylizer, "mix", probability=1.0, seed=5)
+    batch = images(6)
+    loader = torch.utils.data.DataLoader(
+        _Keyed(augment, batch), batch_size=2, num_workers=2, multiprocessing_context=multiprocessing.get_context("fork")
+    )
+    out, keys = (torch.cat(parts) for parts in zip(*loader, strict=True))
+    assert keys.tolist() == list(range(6))
+    assert torch.equal(out, augment(batch, torch.arange(6), 1)) and not torch.equal(out, batch)
+
+
+def test_from_checkpoint_pickles_without_its_weights(stylizer, tmp_path):
+    """Spawned DataLoader workers receive the transform pickled: the checkpoint's path, not its tensors."""
+    import pickle
+
+    path = tmp_path / "three.safetensors"
+    save_stylizer(str(path), stylizer, NAMES)
+    augment = StyleAugment.from_checkpoint(str(path), policy="mix", probability=1.0, seed=5)
+    data = pickle.dumps(augment)
+    weights = sum(p.numel() * p.element_size() for p in stylizer.parameters())
+    assert len(data) < weights / 4
+    copy = pickle.loads(data)
+    assert torch.equal(copy(images(3), [0, 1, 2]), augment(images(3), [0, 1, 2]))
