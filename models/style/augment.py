@@ -39,6 +39,7 @@ from models.style.policy import (
     record_seed,
     style_conditioning,
 )
+from models.style.registry import resolve
 from models.style.runner import StyleEmbedder, StylizerRunner, resolve_precision
 from models.style.stylizer import SIZE_MULTIPLE, MultiStyleTransformer
 
@@ -125,7 +126,7 @@ class StyleAugment(nn.Module):
     @classmethod
     def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu", **kwargs) -> "StyleAugment":
         """An N-style stylizer: a built-in name (``magenta26``) or a checkpoint path/URL."""
-        stylizer, info = load_stylizer(checkpoint, device=device)
+        stylizer, info = load_stylizer(resolve(checkpoint), device=device)
         return cls(stylizer, style_names=info.style_names, **kwargs)
 
     @classmethod
@@ -138,7 +139,7 @@ class StyleAugment(nn.Module):
     ) -> "StyleAugment":
         """Arbitrary styles from a painting collection ``{painting id: (H, W, 3) uint8}``: each painting's embedding
         is computed once, here, and the Gaussian of ``randomize`` fitted on them."""
-        predictor, transformer, _ = load_arbitrary(checkpoint, device=device)
+        predictor, transformer, _ = load_arbitrary(resolve(checkpoint), device=device)
         device = resolve_device(device) if isinstance(device, str) else device
         embedder = StyleEmbedder(predictor, device, resolve_precision(kwargs.get("precision", "auto"), device))
         ids = sorted(paintings)
