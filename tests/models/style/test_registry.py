@@ -147,3 +147,14 @@ def test_a_cache_url_is_refused_instead_of_making_a_local_folder(tmp_path, monke
     with pytest.raises(UsageError, match=r"^STYLEBEAM_CACHE=gs://bucket/cache: the built-in cache is a local folder"):
         builtin.checkpoint_path("magenta26")
     assert not os.listdir(tmp_path)
+
+
+def test_names_are_resolved_by_the_registry_not_by_the_checkpoint_loaders(tmp_path, monkeypatch):
+    """The checkpoint code sits below the registry: it reads files, and a built-in name is a file only via
+    ``resolve``; a path passes through ``resolve`` as given."""
+    monkeypatch.chdir(tmp_path)  # no file named magenta26 here
+    with pytest.raises(CheckpointError, match="magenta26"):
+        load_stylizer("magenta26")
+    assert builtin.resolve("some/where.safetensors") == "some/where.safetensors"
+    assert builtin.resolve("magenta26") == builtin.checkpoint_path("magenta26")
+    assert builtin.CONFIGS["magenta26"] == load_stylizer(builtin.resolve("magenta26"))[1].config
