@@ -19,6 +19,7 @@ import torch
 
 from models.style.checkpoint import load_arbitrary
 from models.style.magenta_import import ARBITRARY_PREDICT, ARBITRARY_TRANSFORM, wheel_file
+from models.style.registry import resolve
 
 
 def median_ms(function, reps: int) -> float:
@@ -72,7 +73,7 @@ def onnx_ms(graph, feeds: dict, reps: int) -> float:
 
 def run(args) -> None:
     torch.set_num_threads(args.threads)
-    predictor, transformer, _ = load_arbitrary("magenta_arbitrary")
+    predictor, transformer, _ = load_arbitrary(resolve("magenta_arbitrary"))
     generator = torch.Generator().manual_seed(0)
     style = torch.rand(1, 3, 256, 256, generator=generator)
     with torch.inference_mode():

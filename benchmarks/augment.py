@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from models.style.checkpoint import load_stylizer  # noqa: E402
 from models.style.magenta_import import MULTISTYLE26, wheel_file  # noqa: E402
+from models.style.registry import resolve  # noqa: E402
 from models.style.runner import StylizerRunner, cpu_supports_bf16  # noqa: E402
 
 STYLIZER = "magenta26"
@@ -152,7 +153,7 @@ def painting_ms() -> float:
     from models.style.checkpoint import load_arbitrary
     from models.style.runner import StyleEmbedder
 
-    predictor, _, _ = load_arbitrary("magenta_arbitrary")
+    predictor, _, _ = load_arbitrary(resolve("magenta_arbitrary"))
     embedder = StyleEmbedder(predictor, torch.device("cpu"))
     painting = np.asarray(Image.open(REPO / "pipelines" / "assets" / "styles" / "harlequin.png").convert("RGB"))
     return 1000 / timed_rate(lambda: embedder([painting]), 5)
@@ -198,7 +199,7 @@ def main() -> None:
     parser.add_argument("--rss-size", type=int, default=128)
     args = parser.parse_args()
 
-    model, info = load_stylizer(STYLIZER)
+    model, info = load_stylizer(resolve(STYLIZER))
     native_bf16 = cpu_supports_bf16()
     print(
         f"stylizer {STYLIZER} ({info.digest}); torch {torch.__version__}, {torch.get_num_threads()} threads, "

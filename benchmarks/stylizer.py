@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from models.common.pixels import uint8_to_float
 from models.style.checkpoint import load_stylizer
+from models.style.registry import resolve
 from models.style.stylizer import MultiStyleTransformer, StylizerConfig, count_flops, one_hot
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipelines" / "assets" / "samples"
@@ -35,7 +36,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def build_model(checkpoint: str | None, width: float | None) -> tuple[MultiStyleTransformer, str]:
     """The network to time: a checkpoint's, or random weights of ``width`` (speed does not depend on weights)."""
     if width is None and checkpoint:
-        model, info = load_stylizer(checkpoint)
+        model, info = load_stylizer(resolve(checkpoint))
         channels = info.config.layer_channels()
         return model, f"{Path(checkpoint).name} ({channels} channels, {info.config.num_styles} styles)"
     torch.manual_seed(0)

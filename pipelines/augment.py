@@ -13,10 +13,10 @@ from pathlib import Path
 
 import apache_beam as beam
 
+from models.common.checkpoint import ARBITRARY_KIND, check_finite, load_tensors
 from models.common.errors import CheckpointError, UsageError
-from models.style.checkpoint import ARBITRARY_KIND, check_finite, load_tensors
 from models.style.policy import parse_alpha, parse_styles
-from models.style.registry import is_builtin
+from models.style.registry import is_builtin, resolve
 from models.style.runner import PRECISIONS
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import (
@@ -199,7 +199,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
     stylizer = stylizer_of(opts)
     # Fail here, not on a worker, if the checkpoint is bad (unreadable, or weights that are not numbers: a worker
     # would only fail in its setup, behind a wall of Beam tracebacks); a built-in is built into the cache here first.
-    tensors, document, digest = load_tensors(stylizer)
+    tensors, document, digest = load_tensors(resolve(stylizer))
     check_finite(tensors, stylizer)
     del tensors
     arbitrary = document.get("kind") == ARBITRARY_KIND

@@ -16,9 +16,9 @@ import sys
 import numpy as np
 from PIL import Image
 
+from models.common.checkpoint import load_tensors
 from models.common.errors import InputNotFoundError, UsageError
 from models.style import registry as builtin
-from models.style.checkpoint import load_tensors
 from models.style.policy import StylePlan, StylePolicy, plan_outputs
 from models.style.runner import load_runner
 from pipelines.cli import IMAGE_SIZE_HELP, MAX_IMAGE_SIZE, OUTPUT_HELP, ArgumentParser, int_between, run_main
@@ -32,8 +32,13 @@ STYLES_PER_ROW = 7
 
 
 def list_builtins() -> None:
+    """The registry: every named configuration, then every built-in with its source."""
+    print("configurations:")
+    for name, config in builtin.CONFIGS.items():
+        print(f"  {name}: {config.to_dict()}")
+    print("built-ins:")
     for name, entry in builtin.BUILTINS.items():
-        _, document, digest = load_tensors(name, entry.kind)
+        _, document, digest = load_tensors(builtin.resolve(name), entry.kind)
         source = document["source"]
         print(f"{name}: {entry.description}")
         if "style_names" in document:

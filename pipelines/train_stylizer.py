@@ -11,6 +11,7 @@ Style names are the style files' stems. ``IN`` is a directory, a glob or Parquet
 """
 
 import argparse
+import dataclasses
 import posixpath
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from models.common.device import resolve_device, seed_everything
 from models.common.errors import ImageRejected, InputNotFoundError, UsageError
 from models.style.checkpoint import load_stylizer, save_stylizer, style_names_problem
 from models.style.fns_import import import_fast_neural_style
-from models.style.stylizer import MultiStyleTransformer, StylizerConfig
+from models.style.registry import CONFIGS, resolve
+from models.style.stylizer import MultiStyleTransformer
 from models.style.trainer import (
     CONTENT_LAYERS,
     STYLE_LAYERS,
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     base, base_names = None, []
     if args.add_styles_to:  # a bad document (style names included) is refused here, before any training
-        base, info = load_stylizer(args.add_styles_to)
+        base, info = load_stylizer(resolve(args.add_styles_to))
         base_names = info.style_names
         metadata |= {"base_checkpoint": info.digest, "base_training": info.training}
         if info.source:  # imported weights keep their provenance and licence through fine-tuning
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.init == "arbitrary":  # fine-tune the baked network: every parameter trains
         model, first_trainable = baked, 0
     else:
-        model = MultiStyleTransformer(StylizerConfig(num_styles=len(names), width=args.width))
+        model = MultiStyleTransformer(dataclasses.replace(CONFIGS["johnson"], num_styles=len(names), width=args.width))
         first_trainable = 0
 
     trainer = StylizerTrainer(
@@ -295,7 +297,7 @@ def bake_paintings(paths: list[str], device: str) -> tuple[MultiStyleTransformer
     from models.style.runner import StyleEmbedder
     from transforms.images import pil_to_uint8
 
-    predictor, transformer, info = load_arbitrary("magenta_arbitrary")
+    predictor, transformer, info = load_arbitrary(resolve("magenta_arbitrary"))
     embeddings = StyleEmbedder(predictor, resolve_device(device))([pil_to_uint8(_load_style(p)) for p in paths])
     return transformer.bake(torch.from_numpy(embeddings)), info.source
 

@@ -41,6 +41,7 @@ from benchmarks.augmentation_value.report import samples_sheet
 from models.style.augment import StyleAugment
 from models.style.checkpoint import load_stylizer
 from models.style.policy import parse_alpha
+from models.style.registry import resolve
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def _transform(variant: Variant, seed: int, stylizer: str, stylise_size: int):
     steps = []
     if variant.arm.online:
         if stylizer not in _STYLIZERS:  # loaded once per worker process
-            _STYLIZERS[stylizer] = load_stylizer(stylizer)[0]
+            _STYLIZERS[stylizer] = load_stylizer(resolve(stylizer))[0]
         probability = variant.ratio / (1 + variant.ratio)  # the offline arms' share of stylised images
         alpha = parse_alpha(variant.alpha)
         online = StyleAugment(_STYLIZERS[stylizer], variant.arm.online, alpha, probability, seed, stylise_size)

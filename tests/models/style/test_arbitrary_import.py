@@ -23,9 +23,12 @@ from models.common.errors import CheckpointError
 from models.style import magenta_import
 from models.style import registry as builtin
 from models.style.checkpoint import load_arbitrary, load_stylizer, load_tensors, save_arbitrary, save_stylizer
-from models.style.magenta_import import ARBITRARY_CONFIG, ARBITRARY_PREDICT, ARBITRARY_TRANSFORM, import_arbitrary
+from models.style.magenta_import import ARBITRARY_PREDICT, ARBITRARY_TRANSFORM, import_arbitrary
 from models.style.predictor import STYLE_IMAGE_SIZE, StylePredictor, prepare_style_image
+from models.style.registry import CONFIGS, resolve
 from models.style.stylizer import one_hot
+
+ARBITRARY_CONFIG = CONFIGS["magenta_arbitrary"]
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -86,7 +89,7 @@ def session(model, optimise: bool = False):
 
 @pytest.fixture(scope="module")
 def imported():
-    return import_arbitrary()
+    return import_arbitrary(ARBITRARY_CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +227,7 @@ def test_altered_file_is_refused_naming_both_digests(tmp_path, file_name):
     altered.write_bytes(bytes(data))
     argument = "predict_path" if file_name == ARBITRARY_PREDICT else "transform_path"
     with pytest.raises(CheckpointError) as caught:
-        import_arbitrary(**{argument: altered})
+        import_arbitrary(ARBITRARY_CONFIG, **{argument: altered})
     message = str(caught.value)
     assert magenta_import.FILE_SHA256[file_name] in message and hashlib.sha256(data).hexdigest() in message
     assert len(message.splitlines()) == 1
@@ -267,9 +270,9 @@ def test_non_finite_weights_are_refused(imported, tmp_path):
 
 def test_kinds_are_not_mixed_up(tmp_path):
     with pytest.raises(CheckpointError, match="not a 'stylebeam.arbitrary'"):
-        load_arbitrary("magenta26")
+        load_arbitrary(resolve("magenta26"))
     with pytest.raises(CheckpointError, match="not a 'stylebeam.stylizer'"):
-        load_stylizer("magenta_arbitrary")
+        load_stylizer(resolve("magenta_arbitrary"))
 
 
 @pytest.fixture
@@ -287,19 +290,19 @@ def test_builtin_is_built_cached_and_verified(fresh_cache, imported, caplog):
     stamp = os.stat(path).st_mtime_ns
     builtin._verified.clear()  # a new process: verifies the file, does not rebuild it
     assert builtin.checkpoint_path("magenta_arbitrary") == path and os.stat(path).st_mtime_ns == stamp
-    predictor, transformer, info = load_arbitrary("magenta_arbitrary")
+    predictor, transformer, info = load_arbitrary(resolve("magenta_arbitrary"))
     assert info.source == imported[2] and "Apache-2.0" in info.source["licence"]
     assert same_weights(predictor, imported[0]) and same_weights(transformer, imported[1])
     # Another kind of checkpoint under the built-in's name is rebuilt, never trusted.
-    save_stylizer(path, load_stylizer("magenta26")[0], [f"magenta_{i:02d}" for i in range(26)])
+    save_stylizer(path, load_stylizer(resolve("magenta26"))[0], [f"magenta_{i:02d}" for i in range(26)])
     builtin._verified.clear()
-    assert load_arbitrary("magenta_arbitrary")[2].digest == info.digest
+    assert load_arbitrary(resolve("magenta_arbitrary"))[2].digest == info.digest
     # So is a flipped bit in the weights.
     data = bytearray(Path(path).read_bytes())
     data[-1000] ^= 0x01
     Path(path).write_bytes(bytes(data))
     builtin._verified.clear()
-    assert load_arbitrary("magenta_arbitrary")[2].digest == info.digest
+    assert load_arbitrary(resolve("magenta_arbitrary"))[2].digest == info.digest
     assert "rebuilding" in caplog.text
 
 

