@@ -21,6 +21,10 @@ from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 from pipelines.cli import run_main
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
 
+# The experiment trains small CNNs on real augment jobs: seconds each, the slowest tests here.
+pytestmark = pytest.mark.slow
+
+
 TINY = ["--classes=3", "--image-size=32", "--stylise-size=48", "--train-per-class=6", "--test-per-class=4"]
 TINY += ["--steps=3", "--batch-size=8"]
 STYLE_ARMS = ("style-random", "style-mix", "style-only", "classic+style", "painting-random", "painting-randomize")

@@ -147,6 +147,7 @@ def test_every_usable_image_stylised_every_broken_one_rejected(dataset, stylizer
     assert list(frame.columns) == AUGMENTED.names
 
 
+@pytest.mark.slow
 def test_same_bytes_across_reruns_and_runners(dataset, stylizer, tmp_path):
     """A re-run on multi-process workers (other bundles, other batch-mates) writes identical images."""
     root, good = dataset
@@ -215,6 +216,7 @@ def test_cli_errors_are_one_line(tmp_path, stylizer, dataset, capsys):
     assert "--styles" in helped and "DataflowRunner" in helped
 
 
+@pytest.mark.slow
 def test_module_entry_point_prints_one_line_and_exits_2(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.augment", f"--input={tmp_path}/missing", f"--output={tmp_path}/o"],
@@ -302,6 +304,15 @@ def test_no_flag_run_uses_the_built_in_26_style_network(tmp_path, monkeypatch):
     namespace = {}
     exec(quick_start, namespace)
     assert sorted(namespace["rows"]["id"]) == sorted(r["id"] for r in rows)
+    # and its "Training on the result" snippet gives one (image tensor, label index) pair per row
+    training = readme.split("### Training on the result", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(training, namespace)
+    assert (
+        len(namespace["data"]) == len(rows)
+        and namespace["classes"] == json.loads((out / "summary.json").read_text())["classes"]
+    )
+    assert all(image.shape == (3, 224, 224) and image.dtype == torch.float32 for image, _ in namespace["data"])
 
 
 def test_non_finite_outputs_are_rejected_not_encoded(dataset, tmp_path):

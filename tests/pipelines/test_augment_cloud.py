@@ -62,6 +62,7 @@ def test_reads_and_writes_gcs(gcs_bucket, stylizer):
     assert summary["counts"]["rows_written"] == 6 and summary["counts"]["rejected"] == 1
 
 
+@pytest.mark.slow
 def test_dataflow_job_builds_offline(gcs_bucket, stylizer, capsys):
     """--dry_run builds and validates the whole Dataflow job (GPU workers, custom container) without a network."""
     write(f"{gcs_bucket}/in/a.png", encode(make_image(40, 40)))

@@ -95,6 +95,7 @@ def test_every_painting_for_every_photo_with_provenance(photos, paintings, tmp_p
     assert sum(closest) >= 0.6 * len(rows), f"{sum(closest)} of {len(rows)}"
 
 
+@pytest.mark.slow
 def test_randomize_mix_and_alpha_are_reproducible(photos, paintings, tmp_path):
     policy = ["--styles=randomize:3", "--alpha=0.5,1", "--seed=4"]
     first, _ = run(photos, paintings, tmp_path / "a", *policy)

@@ -175,6 +175,7 @@ def test_bad_flags_are_one_line_errors(raw_corpus, tmp_path, capsys, argv, messa
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dataflow_job_builds_offline(raw_corpus, gcs_bucket):
     """--dry_run builds and validates the whole Dataflow job graph without a network (GCS is the local emulator)."""
     upload(raw_corpus, f"{gcs_bucket}/raw")
@@ -195,6 +196,7 @@ def test_dataflow_job_builds_offline(raw_corpus, gcs_bucket):
     assert set(steps) <= transforms
 
 
+@pytest.mark.slow
 def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
     """Every input row is a clean row or a rejected row (weight 1 each; a file whose rows cannot even be counted is
     one rejected row standing for the file); the CLI exits 0 with no traceback."""

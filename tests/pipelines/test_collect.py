@@ -130,6 +130,7 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys, tmp_path, monkeypa
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_login_without_a_terminal_or_a_piped_password_is_one_line(tmp_path):
     """``--login`` from cron or a script with nothing on stdin: no getpass warning, no EOFError traceback."""
     done = subprocess.run(
@@ -191,6 +192,7 @@ def post_json(shortcode: str, caption: str | None, *, typename="GraphImage", is_
     return lzma.compress(json.dumps({"node": node, "instaloader": {"version": "4.16", "node_type": "Post"}}).encode())
 
 
+@pytest.mark.slow
 def test_a_hostile_download_tree_loses_nothing_and_prints_no_traceback(fake, tmp_path):
     """Every media item under --from-dir is a raw row, a skipped video or a rejected row with its reason; the CLI
     exits 0 with no traceback. (One rejected row stands for one item: a post that cannot be read is one row per

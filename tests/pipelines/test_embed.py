@@ -88,6 +88,7 @@ def test_rerun_in_other_processes_and_batches_gives_identical_embeddings(corpus)
     assert np.array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
 
 
+@pytest.mark.slow
 def test_dataflow_dry_run_builds_the_job(corpus, gcs_bucket):
     root, _, _ = corpus
     upload(root / "clean", f"{gcs_bucket}/clean")

@@ -121,6 +121,7 @@ def run_cli(module: str, argv: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_augment_over_a_hostile_folder_of_images(image_tree, stylizer, tmp_path):
     root, records = image_tree
     out = tmp_path / "out"
@@ -142,6 +143,7 @@ def test_augment_over_a_hostile_folder_of_images(image_tree, stylizer, tmp_path)
     ]
 
 
+@pytest.mark.slow
 def test_embed_over_hostile_parquet(parquet_tree, model, tmp_path):
     root, records = parquet_tree
     out = tmp_path / "out"

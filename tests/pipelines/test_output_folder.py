@@ -132,6 +132,7 @@ def test_an_output_that_is_a_file_is_one_line_before_anything_runs(job, tmp_path
     assert err.startswith("error: ") and err.count("\n") == 1 and "is a file" in err, err
 
 
+@pytest.mark.slow
 def test_an_output_folder_without_write_permission_is_one_line(world_tmp):
     from tests.pipelines.test_clean import jpeg, painting, raw_row
     from transforms.schemas import RAW_CORPUS
@@ -337,6 +338,7 @@ parquetio._ParquetSink.open = full
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["multi_threading", "multi_processing"])
 def test_a_full_disk_in_a_beam_job_is_one_line(mode, photos, stylizer, tmp_path):
     """augment on a full disk printed 291 lines of Beam tracebacks; now one line, exit 2. In multi_processing the

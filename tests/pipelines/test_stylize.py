@@ -151,6 +151,7 @@ def test_checkpoint_unknown_style_lists_the_known_ones(images, checkpoint, capsy
     assert code == 2 and "checkpoint not found" in err
 
 
+@pytest.mark.slow
 def test_module_entry_point_exits_2_with_one_line(images):
     argv = ["--content", str(images / "nope.png"), "--style", str(images / "starry.png"), "--output", "o.png"]
     completed = subprocess.run(

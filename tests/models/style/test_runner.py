@@ -98,6 +98,7 @@ def test_cuda_path_matches_cpu(model):
         assert np.abs(gpu - cpu).mean() < (0.5 if dtype == torch.float32 else 3.0), dtype
 
 
+@pytest.mark.slow
 def test_compiled_runner_matches_eager(model):
     """torch.compile fuses ops (2x faster on CPU); its pixels stay within rounding of the eager ones."""
     pixels, weights, alpha = batch(2, size=32)
