@@ -69,6 +69,7 @@ def test_a_folder_of_images_is_embedded_under_relative_ids(corpus, tmp_path):
     assert list(rejected["source_id"]) == ["c.jpg"]
 
 
+@pytest.mark.slow
 def test_rerun_in_other_processes_and_batches_gives_identical_embeddings(corpus):
     root, _, _ = corpus
     common = [f"--input={root / 'clean'}", f"--model={root / 'model' / 'model.safetensors'}"]
