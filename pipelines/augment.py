@@ -304,9 +304,12 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
 
 def describe(summary: dict) -> str:
     counts = summary["counts"]
-    rate = counts.get("rows_written", 0) / max(summary["elapsed_s"], 1e-9)
+    originals = counts.get("images_decoded", 0) if summary.get("settings", {}).get("include_originals") else 0
+    stylised = counts.get("rows_written", 0) - originals
+    rate = stylised / max(summary["elapsed_s"], 1e-9)
+    also = f" and {originals} originals" if originals else ""
     return (
-        f"wrote {counts.get('rows_written', 0)} stylised images ({rate:.1f}/s) and {counts.get('rejected', 0)} "
+        f"wrote {stylised} stylised images ({rate:.1f}/s){also} and {counts.get('rejected', 0)} "
         f"rejected rows to {summary['output']} in {summary['elapsed_s']:.1f}s"
     )
 
