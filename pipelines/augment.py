@@ -29,11 +29,12 @@ from pipelines.cli import (
     run_main,
 )
 from transforms.decode import DecodeImages
+from transforms.formats import OUTPUT_FORMATS, WriteDatasetCard, WriteImageFolder, WriteWebDataset
 from transforms.images import FORMATS, MAX_PIXELS, MAX_PIXELS_CEILING
 from transforms.io import output_path
 from transforms.preview import WritePreview
 from transforms.read import ReadImages
-from transforms.schemas import AUGMENTED, MAPPED_INPUT_COLUMNS, augmented_schema
+from transforms.schemas import AUGMENTED, MAPPED_INPUT_COLUMNS, augmented_schema, huggingface_features
 from transforms.sources import count_records, input_pattern, list_classes, parquet_schema, resolve_input
 from transforms.stylize import ORIGINAL_STYLE, EmbedPaintings, Stylize
 
@@ -95,6 +96,20 @@ class AugmentOptions(JobOptions):
             "(worth it from a few thousand images; needs a C++ compiler on the workers, else runs eagerly)",
         )
         parser.add_argument("--format", default="jpeg", choices=sorted(FORMATS), help="output image encoding")
+        parser.add_argument(
+            "--output-format",
+            default="parquet",
+            choices=OUTPUT_FORMATS,
+            help="how the stylised rows are written in OUT/data/: parquet (the contract: every column), "
+            "imagefolder (<label>/<id>.jpg, for torchvision/timm), webdataset (tar shards of .jpg, .cls, .json); "
+            "rejected rows are Parquet in OUT/rejected/ whatever the format (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--shard-size",
+            type=positive_int,
+            default=1000,
+            help="--output-format webdataset: samples per tar shard (default: %(default)s)",
+        )
         parser.add_argument(
             "--keep-columns",
             default="all",
@@ -253,13 +268,23 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         classes=classes,
         include_originals=opts.include_originals,
     )
-    written = ()
+    if opts.output_format != "webdataset" and opts.shard_size != 1000:
+        raise UsageError(f"--shard-size is for --output-format webdataset, not {opts.output_format}")
+    schema = augmented_schema(input_schema, keep)
+    features = huggingface_features(schema, classes) if opts.output_format == "parquet" else None
+    written = (pipeline | "WriteDatasetCard" >> WriteDatasetCard(opts.output, opts.output_format, features),)
+    tables = {"augmented": stylised["rows"]}
+    if opts.output_format == "imagefolder":
+        tables, written = {}, (*written, stylised["rows"] | "WriteImageFolder" >> WriteImageFolder(opts.output))
+    elif opts.output_format == "webdataset":
+        shards = WriteWebDataset(opts.output, opts.shard_size)
+        tables, written = {}, (*written, stylised["rows"] | "WriteWebDataset" >> shards)
     if opts.preview:
         preview = output_path(opts.output, "preview.png")
         copies = stylised["rows"]
         if opts.include_originals:
             copies = copies | "StylisedOnly" >> beam.Filter(lambda row: row["style"] != ORIGINAL_STYLE)
-        written = ((decoded["images"], copies) | "WritePreview" >> WritePreview(preview),)
+        written = (*written, (decoded["images"], copies) | "WritePreview" >> WritePreview(preview))
     rejected = (read["rejected"], decoded["rejected"], stylised["rejected"], *rejected_paintings)
     counted = {
         "images_read": read["records"],
@@ -287,12 +312,14 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
             "batch_size": opts.batch_size,
             "label_depth": opts.label_depth,
             "include_originals": opts.include_originals,
+            "output_format": opts.output_format,
+            **({"shard_size": opts.shard_size} if opts.output_format == "webdataset" else {}),
         },
     }
-    schemas = {"augmented": augmented_schema(input_schema, keep)}
+    schemas = {"augmented": schema}
     progress = (read["records"], count_records(found), "images")
     return JobOutputs(
-        {"augmented": stylised["rows"]},
+        tables,
         rejected,
         counted,
         facts=facts,

@@ -1,9 +1,16 @@
 """Writing the jobs' outputs: Parquet tables with an explicit schema, ``summary.json``, and what an output folder
 holds before a job writes into it.
 
-File layout of every job: ``OUT/{prefix}-SSSSS-of-NNNNN.parquet`` per table, ``OUT/summary.json`` (and augment's
-``OUT/preview.png``); while a job runs, Beam writes its shards under ``OUT/beam-temp-{prefix}-{uuid}/`` and renames
-them into place at the end. Paths are local or any filesystem Beam knows (``gs://``).
+File layout of every job: ``OUT/data/{prefix}-SSSSS-of-NNNNN.parquet`` per table, the dead letters in
+``OUT/rejected/rejected-SSSSS-of-NNNNN.parquet``, ``OUT/summary.json`` (and augment's ``OUT/preview.png`` and
+``OUT/README.md``, a Hugging Face dataset card). The tables sit in ``data/`` under Hugging Face's sharded name
+(``data/{split}-00000-of-00004.*``), the one pattern ``datasets`` tries before any other, so
+``load_dataset("parquet", data_dir=OUT)`` reads the table alone (split ``{prefix}``), never the rejected rows, the
+summary or the preview beside it. Augment's other formats (``transforms.formats``) write ``data/`` too: tar shards
+under the same names, or an ImageFolder tree. While a job runs, Beam writes its shards under
+``beam-temp-{prefix}-{uuid}/`` (in ``data/``, ``rejected/`` or ``OUT``) and renames them into place at the end.
+Paths are local or any filesystem Beam knows (``gs://``). Outputs of earlier versions (tables directly in ``OUT``)
+are still recognised as earlier runs and read as inputs.
 
 ``summary.json`` is the commit marker: it is written last, once every table is renamed into place and every other
 file is written (``WriteSummary``'s ``after``), so a run killed at any moment leaves a folder without it, which
@@ -23,8 +30,10 @@ from apache_beam.pvalue import AsList
 
 from models.common.files import write_atomically
 
-SHARD = re.compile(r"^(?P<prefix>[a-z_]+)-\d{5}-of-\d{5}\.parquet$")
-RUN_FILES = ("summary.json", "preview.png")
+SHARD = re.compile(r"^(?P<prefix>[a-z_]+)-\d{5}-of-\d{5}\.(?:parquet|tar)$")
+RUN_FILES = ("summary.json", "preview.png", "README.md")
+DATA_FOLDER = "data"  # a job's tables (or augment's ImageFolder tree)
+REJECTED_FOLDER = "rejected"  # its dead letters, apart so that readers of data/ never meet them
 TEMP_PREFIX = "beam-temp-"
 # The tables of this project's Beam jobs (augment, collect, clean, embed; each BeamJob's schemas, checked by a test).
 # A shard of one of them is a run's output, finished only beside its summary.json. Other Beam-style shard names
@@ -43,8 +52,22 @@ def output_path(output_dir: str, name: str) -> str:
     return FileSystems.join(output_dir, name) if "://" in output_dir else f"{output_dir.rstrip('/')}/{name}"
 
 
+def table_folder(output_dir: str, prefix: str) -> str:
+    """Where table ``prefix`` of a job writing ``output_dir`` lives: ``OUT/rejected`` for the dead letters, else
+    ``OUT/data``."""
+    return output_path(output_dir, REJECTED_FOLDER if prefix == "rejected" else DATA_FOLDER)
+
+
+def run_folder(shard_path: str) -> str:
+    """The output folder of the run that wrote ``shard_path``: the parent of its ``data/`` or ``rejected/``
+    folder, or the folder itself for an output of an earlier version (tables directly in it)."""
+    folder = shard_path.rstrip("/").rsplit("/", 1)[0] if "/" in shard_path else ""
+    parent, _, name = folder.rpartition("/")
+    return parent if name in (DATA_FOLDER, REJECTED_FOLDER) else folder
+
+
 class WriteTable(beam.PTransform):
-    """Write dict rows as ``OUT/{prefix}-*.parquet`` with ``schema``.
+    """Write dict rows as ``OUT/data/{prefix}-*.parquet`` (``OUT/rejected/`` for ``rejected``) with ``schema``.
 
     ``num_shards=0`` lets the runner choose (one shard per bundle); tests pin it for stable names.
     Row groups are kept small (about 8 MB; rows are buffered in Arrow batches of ``row_group_rows``) when rows carry
@@ -63,7 +86,7 @@ class WriteTable(beam.PTransform):
 
     def expand(self, rows):
         return rows | beam.io.WriteToParquet(
-            output_path(self.output_dir, self.prefix),
+            output_path(table_folder(self.output_dir, self.prefix), self.prefix),
             self.schema,
             file_name_suffix=".parquet",
             num_shards=self.num_shards,
@@ -140,24 +163,27 @@ def update_summary(output_dir: str, **fields) -> dict:
 
 @dataclass
 class OutputFolder:
-    """What an output folder holds from earlier runs: ``tables`` (prefix → shard paths), ``run_files``
-    (``summary.json``, ``preview.png``) and ``temp`` (the ``beam-temp-*`` folders a killed run left behind, empty
-    ones included). ``summary_job`` is the job named in its ``summary.json``, when there is one that says."""
+    """What an output folder holds from earlier runs: ``tables`` (prefix → shard paths, Parquet or tar),
+    ``data_files`` (the other files in ``data/``: an ImageFolder tree), ``run_files`` (``summary.json``,
+    ``preview.png``, ``README.md``) and ``temp`` (the ``beam-temp-*`` folders a killed run left behind, empty ones
+    included). ``summary_job`` is the job named in its ``summary.json``, when there is one that says."""
 
     path: str
     tables: dict = field(default_factory=dict)
+    data_files: list = field(default_factory=list)
     run_files: list = field(default_factory=list)
     temp: list = field(default_factory=list)
     summary_job: str | None = None
 
     @property
     def earlier_run(self) -> bool:
-        return bool(self.tables or self.run_files)
+        return bool(self.tables or self.data_files or self.run_files)
 
     @property
     def unfinished(self) -> bool:
-        """Tables without the ``summary.json`` that a run writes last: a run killed or failed before its end."""
-        return bool(self.tables) and not any(path.endswith("/summary.json") for path in self.run_files)
+        """Data without the ``summary.json`` that a run writes last: a run killed or failed before its end."""
+        has_data = bool(self.tables or self.data_files)
+        return has_data and not any(path.endswith("/summary.json") for path in self.run_files)
 
 
 def inspect_output(output_dir: str) -> OutputFolder:
@@ -171,16 +197,24 @@ def inspect_output(output_dir: str) -> OutputFolder:
     temp = set()
     for metadata in found:
         relative = metadata.path[len(root) + 1 :] if metadata.path.startswith(root + "/") else metadata.path
-        first, _, rest = relative.partition("/")
-        shard = SHARD.match(relative)
-        if first.startswith(TEMP_PREFIX):
-            temp.add(output_path(output_dir, first))
+        parts = relative.split("/")
+        ours = parts[0] in (DATA_FOLDER, REJECTED_FOLDER)
+        shard = SHARD.match(parts[-1]) if len(parts) == 1 or (ours and len(parts) == 2) else None
+        if parts[0].startswith(TEMP_PREFIX):
+            temp.add(output_path(output_dir, parts[0]))
+        elif ours and len(parts) > 2 and parts[1].startswith(TEMP_PREFIX):
+            temp.add(output_path(output_dir, f"{parts[0]}/{parts[1]}"))
         elif shard:
             folder.tables.setdefault(shard.group("prefix"), []).append(metadata.path)
+        elif parts[0] == DATA_FOLDER and len(parts) > 1:
+            folder.data_files.append(metadata.path)
         elif relative in RUN_FILES:
             folder.run_files.append(metadata.path)
     if "://" not in output_dir and os.path.isdir(output_dir):  # an empty folder is no file, so no match above
-        temp |= {output_path(output_dir, e.name) for e in os.scandir(output_dir) if e.name.startswith(TEMP_PREFIX)}
+        for sub in ("", DATA_FOLDER, REJECTED_FOLDER):
+            here = output_path(output_dir, sub) if sub else output_dir
+            if os.path.isdir(here):
+                temp |= {output_path(here, e.name) for e in os.scandir(here) if e.name.startswith(TEMP_PREFIX)}
     folder.temp = sorted(temp)
     summary = output_path(output_dir, "summary.json")
     if summary in folder.run_files:
@@ -193,14 +227,15 @@ def inspect_output(output_dir: str) -> OutputFolder:
 
 
 def clear_earlier_run(folder: OutputFolder, prefixes) -> list[str]:
-    """Delete the shards of the tables named in ``prefixes``, the run files and the temporary folders; return what
-    was deleted. ``summary.json`` goes first: a deletion cut short leaves an unfinished run, never a folder that
-    looks finished with tables missing. Anything else in the folder (a user's files, collect's ``_state/``) stays."""
+    """Delete the shards of the tables named in ``prefixes``, the other files of ``data/`` (an ImageFolder tree),
+    the run files and the temporary folders; return what was deleted. ``summary.json`` goes first: a deletion cut
+    short leaves an unfinished run, never a folder that looks finished with tables missing. Anything else in the
+    folder (a user's files, collect's ``_state/``) stays."""
     marker = [path for path in folder.run_files if path.endswith("/summary.json")]
     if marker:
         FileSystems.delete(marker)
     files = [path for prefix in prefixes for path in folder.tables.get(prefix, [])]
-    files += [path for path in folder.run_files if path not in marker]
+    files += folder.data_files + [path for path in folder.run_files if path not in marker]
     temp_files = []
     for temp in folder.temp:
         temp_files += [m.path for m in FileSystems.match([f"{temp}/**"])[0].metadata_list]
@@ -209,4 +244,15 @@ def clear_earlier_run(folder: OutputFolder, prefixes) -> list[str]:
     if "://" not in folder.path:  # local folders stay behind once their files are gone
         for temp in folder.temp:
             shutil.rmtree(temp, ignore_errors=True)
+        remove_empty_folders(output_path(folder.path, DATA_FOLDER))
     return marker + files + folder.temp
+
+
+def remove_empty_folders(root: str) -> None:
+    """Remove the empty folders below a local ``root`` (an ImageFolder tree's class folders once their files are
+    gone: torchvision refuses a class folder without images), ``root`` itself kept."""
+    if not os.path.isdir(root):
+        return
+    for here, folders, files in os.walk(root, topdown=False):
+        if here != root and not files and not os.listdir(here):
+            os.rmdir(here)

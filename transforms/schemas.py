@@ -53,6 +53,46 @@ def augmented_schema(input_schema: pa.Schema | None = None, keep: tuple[str, ...
     return pa.schema([*AUGMENTED, *(input_schema.field(name) for name in keep)])
 
 
+# Arrow type names that Hugging Face ``datasets`` spells its own way (its ``Value`` dtypes); every other primitive
+# type is named as Arrow prints it (``int32``, ``string``, ``timestamp[us]``).
+HF_DTYPES = {"bool": "bool", "halffloat": "float16", "float": "float32", "double": "float64"}
+
+
+def huggingface_features(schema: pa.Schema, classes: list[str]) -> list[dict]:
+    """The ``dataset_info.features`` of a Hugging Face dataset card (the YAML list ``datasets`` writes,
+    ``Features._to_yaml_list``) for a table of ``schema``: every column as ``datasets`` would infer it, except
+    ``image``, an ``Image`` (decoded to PIL on access), and ``label``, a ``ClassLabel`` over ``classes`` (the job's
+    sorted class list, so it loads as the class index, ``label_index``).
+
+    In the card, not in the Parquet schema's ``huggingface`` metadata: ``datasets`` takes a feature from that
+    metadata only where the column's Arrow type is the feature's own storage (``Features.from_arrow_schema``), a
+    struct of bytes and path for an ``Image``, an integer for a ``ClassLabel``; this table's ``image`` is binary and
+    its ``label`` a string, the contract every other reader relies on. A card's features are cast to instead."""
+    features = []
+    for field in schema:
+        if field.name == "image":
+            features.append({"name": "image", "dtype": "image"})
+        elif field.name == "label":
+            names = {str(index): name for index, name in enumerate(classes)}
+            features.append({"name": "label", "dtype": {"class_label": {"names": names}}})
+        else:
+            features.append({"name": field.name, **_card_type(field.type)})
+    return features
+
+
+def _card_type(arrow_type: pa.DataType) -> dict:
+    """One column's type as a card writes it: ``{"dtype": ...}``, ``{"list": ...}`` or ``{"struct": [...]}``."""
+    if pa.types.is_struct(arrow_type):
+        fields = (arrow_type.field(i) for i in range(arrow_type.num_fields))
+        return {"struct": [{"name": field.name, **_card_type(field.type)} for field in fields]}
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        inner = _card_type(arrow_type.value_type)
+        length = {"length": arrow_type.list_size} if pa.types.is_fixed_size_list(arrow_type) else {}
+        return {"list": inner.get("dtype", inner.get("struct", inner)), **length}
+    name = str(arrow_type)
+    return {"dtype": HF_DTYPES.get(name, name)}
+
+
 RAW_CORPUS = pa.schema(
     [
         ("id", pa.string()),

@@ -9,8 +9,9 @@ parallel) and for the torch tools (which iterate here, lazily). Paths are local 
   the glob starts in;
 - Parquet (``*.parquet`` files, a glob of them, or a directory holding only Parquet): rows with an
   ``image`` binary column; ``id`` and ``label`` columns are carried over when present. The tables of this
-  project's jobs (``augmented-*``, ``raw-*``, ``clean-*``, ``embeddings-*`` shards) are read only beside their
-  ``summary.json``: without it the run that wrote them was killed or failed (``check_finished_runs``).
+  project's jobs (``augmented-*``, ``raw-*``, ``clean-*``, ``embeddings-*`` shards, in the run's ``data/``) are read
+  only beside their run's ``summary.json``: without it the run that wrote them was killed or failed
+  (``check_finished_runs``).
 """
 
 import os
@@ -25,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.common.errors import InputNotFoundError, InputUnreadableError, UsageError
 from scraping.records import printable
-from transforms.io import run_table_prefix
+from transforms.io import run_folder, run_table_prefix
 from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
@@ -174,7 +175,7 @@ def check_finished_runs(paths: list[str], what: str = "input") -> None:
     for path in paths:
         prefix = run_table_prefix(path)
         if prefix is not None:
-            folders.setdefault(posixpath.dirname(path), set()).add(prefix)
+            folders.setdefault(run_folder(path), set()).add(prefix)
     for folder, prefixes in sorted(folders.items()):
         if not _exists(f"{folder}/summary.json" if folder else "summary.json"):
             tables = ", ".join(f"{prefix}-*.parquet" for prefix in sorted(prefixes))
@@ -245,9 +246,9 @@ def local_links(root: str) -> tuple[list[str], list[dict]]:
 
 
 def is_side_file(path: str, root: str) -> bool:
-    """A file a job writes beside its tables, never an input: ``rejected-*.parquet``, a run's ``summary.json``,
-    anything in a folder named ``_…`` or ``.…`` (collect's ``_state/`` spool) or ``beam-temp-…`` (the shards of
-    a running or killed Beam job). Pointing ``--input`` at a job's output folder reads its table only."""
+    """A file a job writes beside its tables, never an input: ``rejected-*.parquet`` (in ``rejected/``), a run's
+    ``summary.json``, anything in a folder named ``_…`` or ``.…`` (collect's ``_state/`` spool) or ``beam-temp-…``
+    (the shards of a running or killed Beam job). Pointing ``--input`` at a job's output folder reads its table only."""
     parts = relative_id(path, root).split("/")
     name = parts[-1]
     if (name.startswith("rejected-") and name.endswith(".parquet")) or parts == ["summary.json"]:

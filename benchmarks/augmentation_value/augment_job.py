@@ -1,7 +1,7 @@
 """Run the real ``pipelines.augment`` job (Beam → Parquet) and read its output back, checked.
 
 The style arms train on exactly what a user's job would write: the experiment calls ``pipelines.augment.run``
-with the job's own flags, then reads ``augmented-*.parquet`` and refuses to go on unless the table accounts for
+with the job's own flags, then reads ``data/augmented-*.parquet`` and refuses to go on unless the table accounts for
 every training image (``copies`` rows per source, nothing rejected that decoded here) and every row's provenance
 columns agree with what was asked (source, label, seed, stylizer digest, style weights, alpha, size).
 """
@@ -201,7 +201,8 @@ def _painting_ids(style_images: str) -> set[str]:
 
 
 def _read_table(output_dir: str, prefix: str):
-    paths = sorted(glob.glob(f"{output_dir}/{prefix}-*.parquet"))
+    folder = "rejected" if prefix == "rejected" else "data"  # transforms.io's layout
+    paths = sorted(glob.glob(f"{output_dir}/{folder}/{prefix}-*.parquet"))
     if not paths:
         raise ExperimentError(f"augment job output {output_dir}: no {prefix}-*.parquet")
     return pq.ParquetDataset(paths).read()

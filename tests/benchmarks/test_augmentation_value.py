@@ -82,7 +82,7 @@ def test_every_arm_trains_and_evaluates_on_the_jobs_parquet(tmp_path, stylizer, 
     assert len(train_ids) == originals
     for label in [label for label, arm in results["arms"].items() if arm["arm"] in STYLE_ARMS]:
         (job,) = results["arms"][label]["augment_jobs"]
-        table = pq.read_table(glob.glob(f"{job['output']}/augmented-*.parquet")).to_pylist()
+        table = pq.read_table(glob.glob(f"{job['output']}/data/augmented-*.parquet")).to_pylist()
         # ratio 2: two copies of every training image, each row traceable to its source, label, seed and stylizer
         assert len(table) == job["rows"] == 2 * originals
         assert sorted({row["source_id"] for row in table}) == sorted(p.split("/train/", 1)[1] for p in train_ids)
@@ -160,11 +160,11 @@ def test_read_back_refuses_a_table_that_does_not_account_for_the_input(tmp_path,
     with pytest.raises(ExperimentError, match="mix"):
         read_augmented(AugmentRequest("mix", 2, "1", stylizer=stylizer), str(out), sources, 32, seed=0)
     # a table with one row dropped is refused, whatever else is right
-    table = pq.read_table(glob.glob(f"{out}/augmented-*.parquet"))
+    table = pq.read_table(glob.glob(f"{out}/data/augmented-*.parquet"))
     shutil.rmtree(out / "truncated", ignore_errors=True)
     (out / "truncated").mkdir()
     pq.write_table(table.slice(1), out / "truncated/augmented-00000-of-00001.parquet")
-    pq.write_table(pq.read_table(glob.glob(f"{out}/rejected-*.parquet")), out / "truncated/rejected-0.parquet")
+    pq.write_table(pq.read_table(glob.glob(f"{out}/rejected/rejected-*.parquet")), out / "truncated/rejected-0.parquet")
     shutil.copy(out / "summary.json", out / "truncated/summary.json")
     with pytest.raises(ExperimentError, match="11 rows"):
         read_augmented(request, str(out / "truncated"), sources, 32, seed=0)

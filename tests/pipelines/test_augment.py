@@ -108,8 +108,8 @@ def run_job(dataset_root, output, stylizer, *extra):
     ]
     result = augment.run(argv)
     assert result.state == "DONE"
-    return pq.read_table(glob.glob(f"{output}/augmented-*.parquet")), pq.read_table(
-        glob.glob(f"{output}/rejected-*.parquet")
+    return pq.read_table(glob.glob(f"{output}/data/augmented-*.parquet")), pq.read_table(
+        glob.glob(f"{output}/rejected/rejected-*.parquet")
     )
 
 
@@ -142,7 +142,7 @@ def test_every_usable_image_stylised_every_broken_one_rejected(dataset, stylizer
 
     preview = Image.open(out / "preview.png")
     assert preview.format == "PNG" and preview.width > 3 * 100 and preview.height > 6 * 100
-    frame = pd.concat(pd.read_parquet(path) for path in sorted(glob.glob(f"{out}/augmented-*.parquet")))
+    frame = pd.concat(pd.read_parquet(path) for path in sorted(glob.glob(f"{out}/data/augmented-*.parquet")))
     assert len(frame) == len(rows) and frame["image"].map(len).min() > 100
     assert list(frame.columns) == AUGMENTED.names
 
@@ -291,12 +291,12 @@ def test_no_flag_run_uses_the_built_in_26_style_network(tmp_path, monkeypatch):
     result = augment.run(["--preview"])
     assert result.state == "DONE"
     out = tmp_path / "augment-output"
-    rows = pq.read_table(glob.glob(f"{out}/augmented-*.parquet")).to_pylist()
+    rows = pq.read_table(glob.glob(f"{out}/data/augmented-*.parquet")).to_pylist()
     samples = sorted(p.name for p in augment.SAMPLE_IMAGES.iterdir())
     assert len(rows) == 4 * len(samples) and sorted({r["source_id"] for r in rows}) == samples
     assert all(r["style"].startswith("magenta_") and len(r["style_weights"]) == 26 for r in rows)
     assert {r["stylizer"] for r in rows} == {load_stylizer(resolve("magenta26"))[1].digest}
-    assert not pq.read_table(glob.glob(f"{out}/rejected-*.parquet")).num_rows
+    assert not pq.read_table(glob.glob(f"{out}/rejected/rejected-*.parquet")).num_rows
     assert Image.open(out / "preview.png").width > 500
     # the README's quick start reads exactly these rows (however many shards the machine's workers wrote)
     readme = (Path(__file__).parents[2] / "README.md").read_text()

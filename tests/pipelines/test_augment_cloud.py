@@ -53,10 +53,10 @@ def test_reads_and_writes_gcs(gcs_bucket, stylizer):
         ]
     )
     assert result.state == "DONE"
-    table = pq.read_table(io.BytesIO(read(f"{gcs_bucket}/out/augmented-00000-of-00001.parquet")))
+    table = pq.read_table(io.BytesIO(read(f"{gcs_bucket}/out/data/augmented-00000-of-00001.parquet")))
     assert sorted(table.column("id").to_pylist()) == [f"birds/{i}.png#{n}" for i in range(3) for n in range(2)]
     assert set(table.column("label").to_pylist()) == {"birds"}
-    rejected = pq.read_table(io.BytesIO(read(f"{gcs_bucket}/out/rejected-00000-of-00001.parquet"))).to_pylist()
+    rejected = pq.read_table(io.BytesIO(read(f"{gcs_bucket}/out/rejected/rejected-00000-of-00001.parquet"))).to_pylist()
     assert [(r["source_id"], r["stage"]) for r in rejected] == [("birds/broken.jpg", "decode")]
     summary = json.loads(read(f"{gcs_bucket}/out/summary.json"))
     assert summary["counts"]["rows_written"] == 6 and summary["counts"]["rejected"] == 1

@@ -51,8 +51,8 @@ def run(photos, paintings, output, *extra):
         *extra,
     ]
     assert augment.run(argv).state == "DONE"
-    rows = pq.read_table(glob.glob(f"{output}/augmented-*.parquet"))
-    rejected = pq.read_table(glob.glob(f"{output}/rejected-*.parquet")).to_pylist()
+    rows = pq.read_table(glob.glob(f"{output}/data/augmented-*.parquet"))
+    rejected = pq.read_table(glob.glob(f"{output}/rejected/rejected-*.parquet")).to_pylist()
     return rows, rejected
 
 

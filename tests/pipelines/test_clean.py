@@ -116,8 +116,8 @@ def test_clean_counts_every_reason_exactly(raw_corpus, tmp_path):
         ]
     )
 
-    rows = [r for path in sorted(glob.glob(f"{out}/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
-    assert pq.read_schema(glob.glob(f"{out}/clean-*.parquet")[0]).equals(CLEAN_CORPUS, check_metadata=False)
+    rows = [r for path in sorted(glob.glob(f"{out}/data/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    assert pq.read_schema(glob.glob(f"{out}/data/clean-*.parquet")[0]).equals(CLEAN_CORPUS, check_metadata=False)
     assert sorted(row["id"] for row in rows) == ["instagram:A1:0", "instagram:A2:0", "instagram:A3:0"]
     by_id = {row["id"]: row for row in rows}
     assert by_id["instagram:A1:0"]["text"] == "la constel·lació de miró és preciosa joan miro"
@@ -128,8 +128,8 @@ def test_clean_counts_every_reason_exactly(raw_corpus, tmp_path):
         assert (row["width"], row["height"]) == (200, 160)
         assert hamming(row["phash"], phash(decode_image(row["image"]))) <= 2
 
-    rejected = [r for path in sorted(glob.glob(f"{out}/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()]
-    assert pq.read_schema(glob.glob(f"{out}/rejected-*.parquet")[0]).equals(REJECTED, check_metadata=False)
+    rejected = [r for path in sorted(glob.glob(f"{out}/rejected/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    assert pq.read_schema(glob.glob(f"{out}/rejected/rejected-*.parquet")[0]).equals(REJECTED, check_metadata=False)
     assert {r["source_id"]: (r["stage"], r["error"].split(":")[0]) for r in rejected} == EXPECTED_REJECTED
     for row in rejected:
         if row["source_id"] in KEPT_FOR:
@@ -158,7 +158,7 @@ def test_clean_counts_every_reason_exactly(raw_corpus, tmp_path):
 def test_the_hamming_threshold_decides_what_is_near(raw_corpus, tmp_path):
     out = tmp_path / "clean"
     clean.run(["--input", str(raw_corpus), "--output", str(out), "--max-hamming", "3"])
-    rows = [r for path in sorted(glob.glob(f"{out}/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    rows = [r for path in sorted(glob.glob(f"{out}/data/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
     # Z3 (6 bits from A3) stays; Z2 (a recompressed A2) goes; C4 stays: every language is kept by default
     assert sorted(row["shortcode"] for row in rows) == ["A1", "A2", "A3", "C4", "Z3"]
 
@@ -256,8 +256,8 @@ def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
     )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
-    clean_rows = [r for path in sorted(glob.glob(f"{out}/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
-    rejected = [r for path in sorted(glob.glob(f"{out}/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    clean_rows = [r for path in sorted(glob.glob(f"{out}/data/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    rejected = [r for path in sorted(glob.glob(f"{out}/rejected/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()]
     assert sorted(row["id"] for row in clean_rows) == [
         "instagram:G1:0",
         "instagram:G2:0",
@@ -301,8 +301,8 @@ def test_an_image_the_output_format_cannot_hold_is_a_reason(tmp_path):
     (folder / "summary.json").write_text('{"job": "collect"}')
     out = tmp_path / "clean"
     clean.run(["--input", str(folder), "--output", str(out), "--format", "webp", "--max-aspect", "200"])
-    kept = [r["id"] for path in glob.glob(f"{out}/clean-*.parquet") for r in pq.read_table(path).to_pylist()]
-    rejected = [r for path in glob.glob(f"{out}/rejected-*.parquet") for r in pq.read_table(path).to_pylist()]
+    kept = [r["id"] for path in glob.glob(f"{out}/data/clean-*.parquet") for r in pq.read_table(path).to_pylist()]
+    rejected = [r for path in glob.glob(f"{out}/rejected/rejected-*.parquet") for r in pq.read_table(path).to_pylist()]
     assert kept == ["instagram:OK:0"]
     assert [(r["source_id"], r["stage"], r["error"].split(":")[0]) for r in rejected] == [
         ("instagram:WIDE:0", "image", "unencodable")

@@ -80,7 +80,7 @@ def test_a_stopped_scrape_exits_2_and_the_same_command_resumes(fake, tmp_path, c
     assert run_main(lambda a: collect.run(a, instagram_factory=fi.test_instagram), argv) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: Instagram stopped the session at #joanmiro") and "resume" in error
-    assert not glob.glob(f"{out}/raw-*.parquet")
+    assert not glob.glob(f"{out}/data/raw-*.parquet")
 
     assert run_main(lambda a: collect.run(a, instagram_factory=fi.test_instagram), argv) == 0
     ids = [row["id"] for row in table(out, "raw", RAW_CORPUS)]

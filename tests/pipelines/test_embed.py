@@ -37,11 +37,11 @@ def test_embeds_every_good_image_and_rejects_the_rest(corpus):
     out = root / "out"
     embed.run([f"--input={root / 'clean'}", f"--output={out}", f"--model={root / 'model'}", "--batch-size=4"])
 
-    table = pd.read_parquet(sorted(out.glob("embeddings-*.parquet")))
+    table = pd.read_parquet(sorted(out.glob("data/embeddings-*.parquet")))
     good = [r for i, r in enumerate(rows) if i not in (3, 7)]
     assert sorted(table["id"]) == sorted(r["id"] for r in good)
     assert {len(e) for e in table["embedding"]} == {model.config.out_dim}
-    rejected = pd.read_parquet(sorted(out.glob("rejected-*.parquet")))
+    rejected = pd.read_parquet(sorted(out.glob("rejected/rejected-*.parquet")))
     assert dict(zip(rejected["source_id"], rejected["error"].str.split(":").str[0], strict=True)) == {
         rows[3]["id"]: "not_an_image",
         rows[7]["id"]: "empty_file",
@@ -64,8 +64,8 @@ def test_a_folder_of_images_is_embedded_under_relative_ids(corpus, tmp_path):
     (tmp_path / "in" / "b.png").write_bytes(rows[1]["image"])
     (tmp_path / "in" / "c.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
     embed.run([f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", f"--model={root / 'model'}"])
-    assert sorted(embeddings(sorted((tmp_path / "out").glob("embeddings-*.parquet")))["id"]) == ["b.png", "cats/a.png"]
-    rejected = pd.read_parquet(sorted((tmp_path / "out").glob("rejected-*.parquet")))
+    assert sorted(embeddings(sorted((tmp_path / "out").glob("data/embeddings-*.parquet")))["id"]) == ["b.png", "cats/a.png"]
+    rejected = pd.read_parquet(sorted((tmp_path / "out").glob("rejected/rejected-*.parquet")))
     assert list(rejected["source_id"]) == ["c.jpg"]
 
 
@@ -83,8 +83,8 @@ def test_rerun_in_other_processes_and_batches_gives_identical_embeddings(corpus)
             "--direct_num_workers=2",
         ]
     )
-    a = embeddings(sorted((root / "a").glob("embeddings-*.parquet")))
-    b = embeddings(sorted((root / "b").glob("embeddings-*.parquet")))
+    a = embeddings(sorted((root / "a").glob("data/embeddings-*.parquet")))
+    b = embeddings(sorted((root / "b").glob("data/embeddings-*.parquet")))
     assert list(a["id"]) == list(b["id"]) and len(a) == 28
     assert np.array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
 
@@ -144,8 +144,8 @@ def test_a_failing_or_non_finite_forward_pass_rejects_its_images_not_the_job(cor
     monkeypatch.setattr(EmbeddingNet, "embed", flaky_embed)
     out = tmp_path / "out"
     embed.run([f"--input={tmp_path / 'in'}", f"--output={out}", f"--model={root / 'model'}", "--batch-size=4"])
-    assert list(embeddings(sorted(out.glob("embeddings-*.parquet")))["id"]) == ["a.png"]
-    rejected = pd.read_parquet(sorted(out.glob("rejected-*.parquet")))
+    assert list(embeddings(sorted(out.glob("data/embeddings-*.parquet")))["id"]) == ["a.png"]
+    rejected = pd.read_parquet(sorted(out.glob("rejected/rejected-*.parquet")))
     assert sorted(zip(rejected["source_id"], rejected["stage"], rejected["reason"], strict=True)) == [
         ("black.png", "embed", "inference_error"),
         ("white.png", "embed", "non_finite_embedding"),

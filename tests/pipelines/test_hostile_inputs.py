@@ -111,7 +111,7 @@ def model(tmp_path_factory):
 def accounted(out: Path, table: str, key: str) -> tuple[int, list[dict]]:
     """Distinct sources written to ``table`` and the rejected rows."""
     written = {r[key] for p in glob.glob(f"{out}/{table}-*.parquet") for r in pq.read_table(p).to_pylist()}
-    rejected = [r for p in glob.glob(f"{out}/rejected-*.parquet") for r in pq.read_table(p).to_pylist()]
+    rejected = [r for p in glob.glob(f"{out}/rejected/rejected-*.parquet") for r in pq.read_table(p).to_pylist()]
     return len(written), rejected
 
 
@@ -131,7 +131,7 @@ def test_augment_over_a_hostile_folder_of_images(image_tree, stylizer, tmp_path)
     sources, rejected = accounted(out, "augmented", "source_id")
     assert sources + sum(r["records"] for r in rejected) == records
     assert sources == 8 and "dogs/caf\\xe9.png" in {
-        r["source_id"] for p in glob.glob(f"{out}/augmented-*.parquet") for r in pq.read_table(p).to_pylist()
+        r["source_id"] for p in glob.glob(f"{out}/data/augmented-*.parquet") for r in pq.read_table(p).to_pylist()
     }
     assert sorted((r["stage"], r["reason"]) for r in rejected) == [
         ("decode", "corrupt_image"),
@@ -168,7 +168,7 @@ def test_augment_over_hostile_parquet(parquet_tree, stylizer, tmp_path):
     assert run_main(augment.run, argv) == 0
     sources, rejected = accounted(out, "augmented", "source_id")
     assert sources + sum(r["records"] for r in rejected) == records and sources == 4
-    rows = [r for p in glob.glob(f"{out}/augmented-*.parquet") for r in pq.read_table(p).to_pylist()]
+    rows = [r for p in glob.glob(f"{out}/data/augmented-*.parquet") for r in pq.read_table(p).to_pylist()]
     assert len(rows) == 2 * sources and len({r["id"] for r in rows}) == len(rows)  # ids stay unique
 
 

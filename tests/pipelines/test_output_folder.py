@@ -172,7 +172,7 @@ def test_a_directory_whose_name_holds_glob_characters_is_read_as_a_directory(sty
         (folder / f"{i}.png").write_bytes(encode(make_image(40, 40, seed=i)))
     out = tmp_path / "out"
     assert run_main(augment.run, [f"--input={folder}", f"--output={out}", f"--stylizer={stylizer}", *FAST]) == 0
-    ids = sorted(pq.read_table(glob.glob(f"{out}/augmented-*.parquet")).column("source_id").to_pylist())
+    ids = sorted(pq.read_table(glob.glob(f"{out}/data/augmented-*.parquet")).column("source_id").to_pylist())
     assert ids == ["0.png", "1.png"]
 
 
@@ -191,9 +191,9 @@ def test_duplicate_parquet_ids_keep_the_first_copy_and_reject_the_later_ones(sty
     pq.write_table(pa.table({"id": ["dup"], "image": images[3:]}), folder / "b.parquet")
     out = tmp_path / "out"
     assert run_main(augment.run, [f"--input={folder}", f"--output={out}", f"--stylizer={stylizer}", *FAST]) == 0
-    augmented = pq.read_table(glob.glob(f"{out}/augmented-*.parquet")).to_pylist()
+    augmented = pq.read_table(glob.glob(f"{out}/data/augmented-*.parquet")).to_pylist()
     assert sorted(r["id"] for r in augmented) == ["dup#0", "solo#0"]  # ids stay unique
-    rejected = pq.read_table(glob.glob(f"{out}/rejected-*.parquet")).to_pylist()
+    rejected = pq.read_table(glob.glob(f"{out}/rejected/rejected-*.parquet")).to_pylist()
     assert sorted((r["source_id"], r["reason"], r["error"].split(": ", 1)[1]) for r in rejected) == [
         ("dup", "duplicate_id", "a.parquet:2 repeats the id of a.parquet:0, which was kept"),
         ("dup", "duplicate_id", "b.parquet:0 repeats the id of a.parquet:0, which was kept"),
@@ -213,12 +213,12 @@ def test_a_symlinked_folder_is_followed_once_and_a_loop_is_reported(stylizer, tm
     os.symlink(tmp_path / "gone.png", root / "broken.png")  # points nowhere: reported
     out = tmp_path / "out"
     assert run_main(augment.run, [f"--input={root}", f"--output={out}", f"--stylizer={stylizer}", *FAST]) == 0
-    augmented = pq.read_table(glob.glob(f"{out}/augmented-*.parquet")).to_pylist()
+    augmented = pq.read_table(glob.glob(f"{out}/data/augmented-*.parquet")).to_pylist()
     assert sorted((r["source_id"], r["label"]) for r in augmented) == [
         ("cats/near.png", "cats"),
         ("linked/far.png", "linked"),
     ]
-    rejected = pq.read_table(glob.glob(f"{out}/rejected-*.parquet")).to_pylist()
+    rejected = pq.read_table(glob.glob(f"{out}/rejected/rejected-*.parquet")).to_pylist()
     assert sorted((r["source_id"], r["reason"], r["records"]) for r in rejected) == [
         ("again", "symlink_to_folder_read", 0),
         ("broken.png", "broken_symlink", 1),

@@ -329,7 +329,7 @@ def test_a_checkpoint_picture_is_the_jobs_row_for_the_same_photo_style_and_alpha
     job += ["--image-size=0", "--min-side=16", "--format=png", "--num-shards=1", "--runner=FnApiRunner"]
     assert augment.run([*job, *(["--precision=bf16"] if precision else [])]).state == "DONE"
 
-    rows = pd.read_parquet(next((tmp_path / "job").glob("augmented-*.parquet")))
+    rows = pd.read_parquet(next((tmp_path / "job").glob("data/augmented-*.parquet")))
     (row,) = rows[rows["style"] == "magenta_05"].itertuples()
     assert row.alpha == np.float32(0.6)
     with Image.open(io.BytesIO(row.image)) as from_job, Image.open(tmp_path / "cli" / "photo__magenta_05.png") as cli:
