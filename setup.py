@@ -36,6 +36,8 @@ TEST_REQUIRES = [
     "scikit-image",
     "onnxruntime",  # the reference the imported Magenta networks are tested against
     "ruff",
+    "datasets>=4",  # augment's outputs read back as Hugging Face loads them; examples/train_parquet.py
+    "webdataset",  # augment's --output-format webdataset read back; examples/train_webdataset.py
 ]
 
 setup(

@@ -122,7 +122,8 @@ class TarShardSink(FileSink):
     Members carry fixed mtimes, owners and modes, so a shard's bytes depend on its rows alone."""
 
     def open(self, fh):
-        self._tar = tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT)
+        # closed in flush, once Beam has written every element of the file
+        self._tar = tarfile.open(fileobj=fh, mode="w|", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
 
     def write(self, shard):
         _, rows, first_key = shard

@@ -253,6 +253,6 @@ def remove_empty_folders(root: str) -> None:
     gone: torchvision refuses a class folder without images), ``root`` itself kept."""
     if not os.path.isdir(root):
         return
-    for here, folders, files in os.walk(root, topdown=False):
+    for here, _, files in os.walk(root, topdown=False):
         if here != root and not files and not os.listdir(here):
             os.rmdir(here)

@@ -128,7 +128,9 @@ def test_clean_counts_every_reason_exactly(raw_corpus, tmp_path):
         assert (row["width"], row["height"]) == (200, 160)
         assert hamming(row["phash"], phash(decode_image(row["image"]))) <= 2
 
-    rejected = [r for path in sorted(glob.glob(f"{out}/rejected/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    rejected = [
+        r for path in sorted(glob.glob(f"{out}/rejected/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()
+    ]
     assert pq.read_schema(glob.glob(f"{out}/rejected/rejected-*.parquet")[0]).equals(REJECTED, check_metadata=False)
     assert {r["source_id"]: (r["stage"], r["error"].split(":")[0]) for r in rejected} == EXPECTED_REJECTED
     for row in rejected:
@@ -256,8 +258,12 @@ def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
     )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
-    clean_rows = [r for path in sorted(glob.glob(f"{out}/data/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
-    rejected = [r for path in sorted(glob.glob(f"{out}/rejected/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    clean_rows = [
+        r for path in sorted(glob.glob(f"{out}/data/clean-*.parquet")) for r in pq.read_table(path).to_pylist()
+    ]
+    rejected = [
+        r for path in sorted(glob.glob(f"{out}/rejected/rejected-*.parquet")) for r in pq.read_table(path).to_pylist()
+    ]
     assert sorted(row["id"] for row in clean_rows) == [
         "instagram:G1:0",
         "instagram:G2:0",

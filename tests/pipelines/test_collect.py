@@ -25,7 +25,7 @@ IMAGES = {
 
 
 def table(out, prefix, schema):
-    paths = sorted(glob.glob(f"{out}/{prefix}-*.parquet"))
+    paths = sorted(glob.glob(f"{out}/*/{prefix}-*.parquet"))
     assert paths, f"no {prefix} files in {out}"
     for path in paths:
         assert pq.read_schema(path).equals(schema, check_metadata=False)

@@ -64,7 +64,10 @@ def test_a_folder_of_images_is_embedded_under_relative_ids(corpus, tmp_path):
     (tmp_path / "in" / "b.png").write_bytes(rows[1]["image"])
     (tmp_path / "in" / "c.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
     embed.run([f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'out'}", f"--model={root / 'model'}"])
-    assert sorted(embeddings(sorted((tmp_path / "out").glob("data/embeddings-*.parquet")))["id"]) == ["b.png", "cats/a.png"]
+    assert sorted(embeddings(sorted((tmp_path / "out").glob("data/embeddings-*.parquet")))["id"]) == [
+        "b.png",
+        "cats/a.png",
+    ]
     rejected = pd.read_parquet(sorted((tmp_path / "out").glob("rejected/rejected-*.parquet")))
     assert list(rejected["source_id"]) == ["c.jpg"]
 

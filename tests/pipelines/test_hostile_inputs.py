@@ -110,7 +110,7 @@ def model(tmp_path_factory):
 
 def accounted(out: Path, table: str, key: str) -> tuple[int, list[dict]]:
     """Distinct sources written to ``table`` and the rejected rows."""
-    written = {r[key] for p in glob.glob(f"{out}/{table}-*.parquet") for r in pq.read_table(p).to_pylist()}
+    written = {r[key] for p in glob.glob(f"{out}/data/{table}-*.parquet") for r in pq.read_table(p).to_pylist()}
     rejected = [r for p in glob.glob(f"{out}/rejected/rejected-*.parquet") for r in pq.read_table(p).to_pylist()]
     return len(written), rejected
 

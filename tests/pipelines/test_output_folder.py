@@ -34,11 +34,11 @@ def photos(tmp_path_factory):
 
 
 def tables(out, prefix):
-    return sorted(Path(p).name for p in glob.glob(f"{out}/{prefix}-*.parquet"))
+    return sorted(Path(p).name for p in glob.glob(f"{out}/*/{prefix}-*.parquet"))
 
 
 def rows(out, prefix):
-    return sum(pq.read_metadata(p).num_rows for p in glob.glob(f"{out}/{prefix}-*.parquet"))
+    return sum(pq.read_metadata(p).num_rows for p in glob.glob(f"{out}/*/{prefix}-*.parquet"))
 
 
 def last_line(capsys):
@@ -279,7 +279,7 @@ def test_a_run_killed_between_its_tables_and_its_summary_is_unfinished(photos, s
 
     assert run_main(augment.run, [*argv[:-1], "--num-shards=1"]) == 2
     line = last_line(capsys)
-    assert "unfinished run (augmented-*.parquet, rejected-*.parquet but no summary.json)" in line, line
+    assert "unfinished run (README.md, augmented-*.parquet, rejected-*.parquet but no summary.json)" in line, line
     assert "--overwrite" in line
 
     assert run_main(augment.run, [*argv[:-1], "--num-shards=1", "--overwrite"]) == 0
@@ -484,6 +484,7 @@ def test_the_summary_write_waits_on_every_other_write_in_the_graph(photos, styli
     waits_on = sorted(side.pvalue.producer.full_label for side in steps["WriteSummary/WriteJson"].side_inputs)
     assert waits_on == [
         "WriteAugmented/WriteToParquet/Write/WriteImpl/FinalizeWrite",
+        "WriteDatasetCard/WriteCard",
         "WritePreview/DrawSheet",
         "WriteRejected/WriteToParquet/Write/WriteImpl/FinalizeWrite",
     ]

@@ -4,6 +4,7 @@ written), ``torchvision.datasets.ImageFolder``, ``webdataset``; the re-run rules
 import hashlib
 import json
 import tarfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +16,16 @@ from tests.conftest import encode, make_image
 from tests.pipelines.test_augment import stylizer  # noqa: F401 (fixture)
 
 CLASSES = ["cats", "dogs", "rocket"]
+
+
+@pytest.fixture(autouse=True)
+def datasets_cache(tmp_path, monkeypatch):
+    """Hugging Face ``datasets`` caches what it loads in the test's folder, not in the home directory."""
+    try:
+        import datasets
+    except ImportError:
+        return
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +41,11 @@ def photos(tmp_path_factory):
     return root, names
 
 
-def run_job(photos_root, output, stylizer, *extra):
+def run_job(photos_root, output, checkpoint, *extra):
     argv = [
         f"--input={photos_root}",
         f"--output={output}",
-        f"--stylizer={stylizer}",
+        f"--stylizer={checkpoint}",
         "--image-size=32",
         "--min-side=16",
         "--batch-size=4",
@@ -152,7 +163,7 @@ def test_webdataset_shards_load_in_webdataset_and_hugging_face(photos, stylizer,
     run_job(root, again, stylizer, "--output-format=webdataset", "--shard-size=5")
     for shard in shards:
         twin = again / "data" / shard.rsplit("/", 1)[-1]
-        assert hashlib.sha256(open(shard, "rb").read()).digest() == hashlib.sha256(twin.read_bytes()).digest()
+        assert hashlib.sha256(Path(shard).read_bytes()).digest() == hashlib.sha256(twin.read_bytes()).digest()
 
 
 @pytest.mark.parametrize("output_format", ["imagefolder", "webdataset"])
