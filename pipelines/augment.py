@@ -43,6 +43,7 @@ SAMPLE_IMAGES = ASSETS / "samples"
 DEFAULT_STYLIZER = "magenta26"
 DEFAULT_OUTPUT = "augment-output"
 DEFAULT_ARBITRARY_STYLIZER = "magenta_arbitrary"
+DEFAULT_SHARD_SIZE = 1000  # WebDataset samples per tar: one shard is one unit of work for a reader
 LOGGER = logging.getLogger("pipelines.augment")
 
 
@@ -107,8 +108,7 @@ class AugmentOptions(JobOptions):
         parser.add_argument(
             "--shard-size",
             type=positive_int,
-            default=1000,
-            help="--output-format webdataset: samples per tar shard (default: %(default)s)",
+            help=f"--output-format webdataset: samples per tar shard (default: {DEFAULT_SHARD_SIZE})",
         )
         parser.add_argument(
             "--keep-columns",
@@ -268,7 +268,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         classes=classes,
         include_originals=opts.include_originals,
     )
-    if opts.output_format != "webdataset" and opts.shard_size != 1000:
+    if opts.output_format != "webdataset" and opts.shard_size is not None:
         raise UsageError(f"--shard-size is for --output-format webdataset, not {opts.output_format}")
     schema = augmented_schema(input_schema, keep)
     features = huggingface_features(schema, classes) if opts.output_format == "parquet" else None
@@ -277,7 +277,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
     if opts.output_format == "imagefolder":
         tables, written = {}, (*written, stylised["rows"] | "WriteImageFolder" >> WriteImageFolder(opts.output))
     elif opts.output_format == "webdataset":
-        shards = WriteWebDataset(opts.output, opts.shard_size)
+        shards = WriteWebDataset(opts.output, opts.shard_size or DEFAULT_SHARD_SIZE)
         tables, written = {}, (*written, stylised["rows"] | "WriteWebDataset" >> shards)
     if opts.preview:
         preview = output_path(opts.output, "preview.png")
@@ -313,7 +313,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
             "label_depth": opts.label_depth,
             "include_originals": opts.include_originals,
             "output_format": opts.output_format,
-            **({"shard_size": opts.shard_size} if opts.output_format == "webdataset" else {}),
+            **({"shard_size": opts.shard_size or DEFAULT_SHARD_SIZE} if opts.output_format == "webdataset" else {}),
         },
     }
     schemas = {"augmented": schema}

@@ -4,8 +4,8 @@
         [--languages en,es,ca|all] [--min-side PX] [--max-aspect R] [--max-pixels N] [--max-hamming BITS]
         [--format jpeg|png|webp] [Beam options]
 
-RAW is pipelines.collect's output folder (its raw-*.parquet), a glob or files. Writes OUT/clean-*.parquet,
-OUT/rejected-*.parquet (stage read, caption, image or dedup, with the reason) and OUT/summary.json (counts per
+RAW is pipelines.collect's output folder (its raw-*.parquet), a glob or files. Writes OUT/data/clean-*.parquet,
+OUT/rejected/rejected-*.parquet (stage read, caption, image or dedup, with the reason) and OUT/summary.json (counts per
 reason). Every standard Beam option works (``--runner=DataflowRunner`` ...).
 """
 

@@ -7,8 +7,8 @@
 
 Scraping is rate-limited per account, so it runs here, one request at a time, into a resumable spool
 (STATE, default OUT/_state): run the same command again after an interruption and it goes on where it
-stopped. Decoding, validating, hashing and writing run on Beam. Writes OUT/raw-*.parquet,
-OUT/rejected-*.parquet and OUT/summary.json.
+stopped. Decoding, validating, hashing and writing run on Beam. Writes OUT/data/raw-*.parquet,
+OUT/rejected/rejected-*.parquet and OUT/summary.json.
 """
 
 import datetime

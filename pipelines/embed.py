@@ -3,7 +3,7 @@
     python -m pipelines.embed --input IN --output OUT --model CKPT [--image-size N] [--batch-size B] [Beam options]
 
 IN is a clean corpus (Parquet with ``id`` and ``image``), other Parquet with an ``image`` column, a folder or a
-glob of images. Writes OUT/embeddings-*.parquet (``id``, ``embedding``), OUT/rejected-*.parquet and
+glob of images. Writes OUT/data/embeddings-*.parquet (``id``, ``embedding``), OUT/rejected/rejected-*.parquet and
 OUT/summary.json. Every standard Beam option works (``--runner=DataflowRunner`` ...).
 """
 

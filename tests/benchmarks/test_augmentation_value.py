@@ -129,7 +129,7 @@ def test_results_reproducible_for_a_fixed_seed(tmp_path, stylizer):
 
     assert runs(first) == runs(second)
     images = [
-        pq.read_table(glob.glob(f"{root}/work/jobs/*/augmented-*.parquet")).column("image").to_pylist()
+        pq.read_table(glob.glob(f"{root}/work/jobs/*/data/augmented-*.parquet")).column("image").to_pylist()
         for root in (tmp_path / "a", tmp_path / "b", tmp_path / "c")
     ]
     assert images[0] == images[1]
@@ -162,9 +162,11 @@ def test_read_back_refuses_a_table_that_does_not_account_for_the_input(tmp_path,
     # a table with one row dropped is refused, whatever else is right
     table = pq.read_table(glob.glob(f"{out}/data/augmented-*.parquet"))
     shutil.rmtree(out / "truncated", ignore_errors=True)
-    (out / "truncated").mkdir()
-    pq.write_table(table.slice(1), out / "truncated/augmented-00000-of-00001.parquet")
-    pq.write_table(pq.read_table(glob.glob(f"{out}/rejected/rejected-*.parquet")), out / "truncated/rejected-0.parquet")
+    (out / "truncated" / "data").mkdir(parents=True)
+    (out / "truncated" / "rejected").mkdir()
+    pq.write_table(table.slice(1), out / "truncated/data/augmented-00000-of-00001.parquet")
+    rejected = pq.read_table(glob.glob(f"{out}/rejected/rejected-*.parquet"))
+    pq.write_table(rejected, out / "truncated/rejected/rejected-00000-of-00001.parquet")
     shutil.copy(out / "summary.json", out / "truncated/summary.json")
     with pytest.raises(ExperimentError, match="11 rows"):
         read_augmented(request, str(out / "truncated"), sources, 32, seed=0)
