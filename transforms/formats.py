@@ -31,7 +31,7 @@ from transforms.io import DATA_FOLDER, TEMP_PREFIX, output_path
 OUTPUT_FORMATS = ("parquet", "imagefolder", "webdataset")
 # File extension of each --format (transforms.images.FORMATS): the one WebDataset and ImageFolder readers decode.
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
-UNLABELLED = "_unlabelled"  # the ImageFolder class folder of rows without a label (--label-depth 0)
+UNLABELLED = "_unlabelled"  # the ImageFolder class folder of rows without a label (--label-depth 0, or empty)
 KEY_DIGITS = 9  # img2dataset's key width: 1e9 samples before keys grow
 MAX_NAME_BYTES = 255  # one path component on ext4, APFS and NTFS
 # Characters an id keeps in a file name; every other one (``/`` first) is %-escaped, so two ids stay two names.
@@ -52,7 +52,7 @@ def file_stem(text: str) -> str:
 
 def image_file_path(row: dict) -> str:
     """``<label>/<id>.<ext>``: where a row's image lands in an ImageFolder tree."""
-    label = UNLABELLED if row["label"] is None else file_stem(row["label"])
+    label = file_stem(row["label"]) if row["label"] else UNLABELLED
     return f"{label}/{file_stem(row['id'])}.{EXTENSIONS[row['image_format']]}"
 
 
@@ -133,7 +133,8 @@ class TarShardSink(FileSink):
             if row["label_index"] is not None:
                 self._add(f"{key}.cls", str(row["label_index"]).encode())
             columns = {name: _json_value(value) for name, value in row.items() if name != "image"}
-            self._add(f"{key}.json", json.dumps(columns, sort_keys=True).encode())
+            # default=str: a carried timestamp, date or decimal as its text
+            self._add(f"{key}.json", json.dumps(columns, sort_keys=True, default=str).encode())
 
     def _add(self, name: str, data: bytes):
         info = tarfile.TarInfo(name)
