@@ -12,12 +12,12 @@ owners and modes fixed. ``OUT/README.md``, a Hugging Face dataset card, points `
 """
 
 import base64
+import hashlib
 import io
 import json
 import math
 import tarfile
 import uuid
-from urllib.parse import quote
 
 import apache_beam as beam
 from apache_beam.io.fileio import FileSink, WriteToFiles
@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.value_provider import StaticValueProvider
 from apache_beam.pvalue import AsSingleton
 
-from models.common.files import safe_file_name, write_atomically
+from models.common.files import MAX_FILE_NAME_BYTES, safe_file_name, write_atomically
 from transforms.io import DATA_FOLDER, TEMP_PREFIX, output_path
 
 OUTPUT_FORMATS = ("parquet", "imagefolder", "webdataset")
@@ -33,20 +33,27 @@ OUTPUT_FORMATS = ("parquet", "imagefolder", "webdataset")
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 UNLABELLED = "_unlabelled"  # the ImageFolder class folder of rows without a label (--label-depth 0, or empty)
 KEY_DIGITS = 9  # img2dataset's key width: 1e9 samples before keys grow
-MAX_NAME_BYTES = 255  # one path component on ext4, APFS and NTFS
-# Characters an id keeps in a file name; every other one (``/`` first) is %-escaped, so two ids stay two names.
-ID_SAFE = " #+,-.=@_()[]~"
+# Characters escaped in a file name (as %XX of their UTF-8 bytes): path separators, ``%`` itself (so escaping is
+# one-to-one: two ids stay two names), what Windows refuses, and anything not printable. Letters of any script stay.
+ESCAPED = set('/\\%:*?"<>|')
+# A stem longer than this (UTF-8 bytes; 8 more are left for the extension) is cut and given a digest of the whole
+# id: ext4 and APFS allow 255 bytes a component (models.common.files.MAX_FILE_NAME_BYTES).
+NAME_BYTES = MAX_FILE_NAME_BYTES - 8
 
 
 def file_stem(text: str) -> str:
     """``text`` (a row id, a label) as one file-name component: ``rocket/rocket_000.jpg#1`` →
-    ``rocket%2Frocket_000.jpg#1``. %-escaping is one-to-one, so distinct ids never share a file; a leading dot
-    (a hidden file) is escaped too."""
-    stem = quote(text, safe=ID_SAFE)
+    ``rocket%2Frocket_000.jpg#1``. Escaping is one-to-one, so distinct ids never share a file; a leading dot (a
+    hidden file) is escaped too; a name too long for the file system keeps its start and ends in ``~`` and 16 hex
+    digits of the id's SHA-256."""
+    stem = "".join(
+        "".join(f"%{byte:02X}" for byte in ch.encode()) if ch in ESCAPED or not ch.isprintable() else ch for ch in text
+    )
     if stem.startswith("."):
         stem = "%2E" + stem[1:]
-    if len(stem.encode()) > MAX_NAME_BYTES - 8:  # room for the extension
-        raise ValueError(f"id too long for a file name ({len(stem)} characters escaped): {text[:80]}...")
+    if len(stem.encode()) > NAME_BYTES:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        stem = stem.encode()[: NAME_BYTES - 17].decode(errors="ignore") + "~" + digest
     return safe_file_name(stem, "row id")
 
 

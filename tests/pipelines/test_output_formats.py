@@ -224,6 +224,10 @@ def test_an_image_file_name_is_one_safe_component():
     assert file_stem("rocket/rocket_000.jpg#1") == "rocket%2Frocket_000.jpg#1"
     assert file_stem("../x") == "%2E.%2Fx"
     assert file_stem("a/b") != file_stem("a_b") != file_stem("a%2Fb")
+    assert file_stem("фото/café 1.jpg#0") == "фото%2Fcafé 1.jpg#0"  # letters of any script stay
+    long_ids = ["é" * 200 + "/a.jpg#0", "é" * 200 + "/a.jpg#1"]
+    stems = [file_stem(long_id) for long_id in long_ids]
+    assert stems[0] != stems[1] and all(len(stem.encode()) <= 247 and "~" in stem for stem in stems)
     assert image_file_path({"label": None, "id": "x.png#0", "image_format": "png"}) == "_unlabelled/x.png#0.png"
     assert image_file_path({"label": "", "id": "x.png#0", "image_format": "jpeg"}) == "_unlabelled/x.png#0.jpg"
     assert image_file_path({"label": "a/b", "id": "a/b/c.jpg#2", "image_format": "jpeg"}) == "a%2Fb/a%2Fb%2Fc.jpg#2.jpg"
