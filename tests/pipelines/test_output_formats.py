@@ -166,6 +166,7 @@ def test_webdataset_shards_load_in_webdataset_and_hugging_face(photos, stylizer,
         assert hashlib.sha256(Path(shard).read_bytes()).digest() == hashlib.sha256(twin.read_bytes()).digest()
 
 
+@pytest.mark.slow  # 9-12 s each: four jobs
 @pytest.mark.parametrize("output_format", ["imagefolder", "webdataset"])
 def test_every_format_keeps_the_rerun_rules(photos, stylizer, tmp_path, output_format):  # noqa: F811
     root, names = photos
