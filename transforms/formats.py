@@ -1,10 +1,10 @@
 """Augment's output formats besides Parquet, one writer each, both through Beam's file sink (``WriteToFiles``:
 temporary files, renamed into place once all are written), into the run's ``OUT/data/`` (``transforms.io``):
 
-- ``imagefolder``: ``OUT/data/<label>/<id>.<ext>``, what ``torchvision.datasets.ImageFolder`` and timm read;
+- ``imagefolder``: ``OUT/data/<label>/<id>.<ext>``, what ``torchvision.datasets.ImageFolder`` reads;
 - ``webdataset``: ``OUT/data/augmented-SSSSS-of-NNNNN.tar`` shards of ``--shard-size`` samples, each sample
   ``KEY.jpg`` (or ``.png``/``.webp``), ``KEY.cls`` (the label index) and ``KEY.json`` (every other column), what
-  ``webdataset``, OpenCLIP/img2dataset-style loaders and ``datasets.load_dataset("webdataset", ...)`` read.
+  ``webdataset`` and ``datasets.load_dataset("webdataset", ...)`` read.
 
 Keys are zero-padded ranks of the row ids in sorted order (img2dataset's convention: no dots, which would split a
 WebDataset key). The row id stays in the json. Bytes are deterministic: samples sorted by id, member mtimes,
