@@ -225,6 +225,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         check=check,
         prepare=prepare,
         replaces_own_output=lambda opts: bool(opts.hashtags),  # the same command resumes; tables come from the spool
+        reads=("from_dir",),
     )
     return run_beam_job(job, argv, test_pipeline)
 

@@ -70,7 +70,16 @@ def worker_paths(opts: EmbedOptions) -> dict:
     return {"input": opts.input, "output": opts.output, "model": opts.model}
 
 
-JOB = BeamJob("embed", EmbedOptions, {"embeddings": EMBEDDINGS}, build, describe, worker_paths=worker_paths)
+JOB = BeamJob(
+    "embed",
+    EmbedOptions,
+    {"embeddings": EMBEDDINGS},
+    build,
+    describe,
+    worker_paths=worker_paths,
+    device="device",
+    cpu_threads="cpu_threads",
+)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
