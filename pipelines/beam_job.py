@@ -161,10 +161,10 @@ def parse_job_args(job: BeamJob, argv: list[str] | None) -> tuple[argparse.Names
         help="replace an earlier run's output in --output (only this job's tables, rejected rows, summary and "
         "temporary files are deleted; other files stay)",
     )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts, beam_argv = split_known_args(parser, argv, unknown_beam_flags)  # --help answers here, before Beam loads
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    opts, beam_argv = split_known_args(parser, argv, unknown_beam_flags)
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_argv):
         beam_argv.append("--runner=FnApiRunner")
         if not any(arg.startswith("--direct_running_mode") for arg in beam_argv):
@@ -212,12 +212,12 @@ def _quiet(logger_name: str):
 def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):
     """Run ``job`` with ``argv`` to the end; return the ``PipelineResult`` (``None`` when ``prepare`` says there is
     nothing to run). Every refusal is a ``StylebeamError`` raised before anything runs."""
+    started = time.perf_counter()
+    opts, options = parse_job_args(job, argv)
     import apache_beam as beam
 
     from transforms.io import clear_earlier_run
 
-    started = time.perf_counter()
-    opts, options = parse_job_args(job, argv)
     checked = job.check(opts) if job.check is not None else None
     if job.worker_paths is not None:
         check_worker_paths(options, **job.worker_paths(opts))

@@ -36,9 +36,11 @@ MAX_IMAGE_SIZE = 8192
 PRECISION_HELP = (
     "what the stylizer computes in: auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU"
 )
-# models.style.runner.PRECISIONS, named here so that a parser needs no torch (tests/pipelines/test_entry_points.py
-# checks that the two agree).
+# models.style.runner.PRECISIONS, models.embedding.net.BACKBONES and models.style.registry.BUILTINS' names, named here
+# so that a parser needs no torch (tests/pipelines/test_entry_points.py checks that they agree).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
+BUILTIN_STYLIZERS = ("magenta26", "magenta_arbitrary")
 
 
 class ArgumentParser(argparse.ArgumentParser):

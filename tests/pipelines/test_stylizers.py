@@ -48,6 +48,7 @@ def test_painting_sheet_takes_folders_and_an_image_name(tmp_path, capsys):
 
 def test_painting_sheet_shows_every_painting(tmp_path, monkeypatch):
     """Issue 16 item 9: a sheet of 40 paintings silently showed 8 (a contact sheet row holds at most 8 tiles)."""
+    from transforms import preview
     from transforms.preview import MAX_COLUMNS
 
     paintings = tmp_path / "paintings"
@@ -57,8 +58,8 @@ def test_painting_sheet_shows_every_painting(tmp_path, monkeypatch):
         make_image(24, 24, seed=seed).save(paintings / name)
     make_image(40, 32, seed=99).save(tmp_path / "photo.png")
     drawn = []
-    real = stylizers.draw_contact_sheet
-    monkeypatch.setattr(stylizers, "draw_contact_sheet", lambda rows: drawn.extend(rows) or real(rows))
+    real = preview.draw_contact_sheet
+    monkeypatch.setattr(preview, "draw_contact_sheet", lambda rows: drawn.extend(rows) or real(rows))
     argv = ["sheet", "magenta_arbitrary", "--content", str(tmp_path / "photo.png"), "--style-images", str(paintings)]
     assert run_main(stylizers.main, [*argv, "--output", str(tmp_path / "s.png"), "--image-size", "32"]) == 0
     assert all(len(tiles) <= MAX_COLUMNS for _, _, tiles in drawn)  # nothing past the sheet's width
