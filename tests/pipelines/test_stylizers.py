@@ -66,3 +66,28 @@ def test_painting_sheet_shows_every_painting(tmp_path, monkeypatch):
     headers = [name for source, _, tiles in drawn if source == "paintings" for name, _ in tiles]
     stylised = [name for source, _, tiles in drawn if source == "photo.png" for name, _ in tiles]
     assert headers == names and stylised == names
+
+
+def test_an_unknown_stylizer_name_lists_the_builtins_with_the_closest(tmp_path, capsys):
+    """--stylizer magneta26 said "checkpoint not found: magneta26", as if it were a file."""
+    from pipelines import augment, stylize, train_stylizer
+
+    make_image(40, 32, seed=1).save(tmp_path / "photo.png")
+    photo, out = str(tmp_path / "photo.png"), str(tmp_path / "out")
+    commands = [
+        (augment.run, ["--input", str(tmp_path), "--output", out, "--stylizer", "magneta26"]),
+        (stylize.main, ["styles", "--stylizer", "magneta26", "--content", photo, "--output", out]),
+        (stylizers.main, ["sheet", "magneta26", "--content", photo, "--output", str(tmp_path / "s.png")]),
+        (train_stylizer.main, ["add-styles", "--base", "magneta26", "--content", photo, "--style", photo]),
+    ]
+    for entry, argv in commands:
+        assert run_main(entry, argv if entry is not train_stylizer.main else [*argv, "--output", out]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            "error: unknown stylizer 'magneta26': not a built-in (magenta26, magenta_arbitrary) nor a checkpoint "
+            "file; did you mean magenta26?\n"
+        ), (entry, err)
+    assert run_main(stylize.main, ["styles", "--stylizer", "cubism", "--content", photo, "--output", out]) == 2
+    err = capsys.readouterr().err
+    assert "unknown stylizer 'cubism'" in err and "magenta26, magenta_arbitrary" in err and "did you mean" not in err
+    assert not (tmp_path / "out").exists()
