@@ -104,12 +104,12 @@ class BeamJob:
 
     ``schemas``: its tables' prefixes and schemas (``rejected`` is every job's and added here); ``build(pipeline,
     opts, context) -> JobOutputs``; ``describe(summary) -> str``, the line printed at the end. Optional steps, in
-    the order they run: ``check(opts)`` validates flags and what they name (what it returns is ``context.checked``,
-    so ``build`` wires what was validated without looking again), ``worker_paths(opts)`` names the paths workers
-    open (flag → path), ``prepare(opts)`` runs on the launcher before the pipeline is built (``None`` from it:
-    nothing more to run). ``replaces_own_output(opts)``: true where this run replaces the job's own earlier output
-    without ``--overwrite`` (augment's no-flag demo run; collect's scrape, whose tables are always rebuilt from its
-    spool).
+    the order they run: ``worker_paths(opts)`` names the paths workers open (flag → path); then the output folder
+    is checked; ``check(opts)`` validates flags and what they name (what it returns is ``context.checked``, so
+    ``build`` wires what was validated without looking again); ``prepare(opts)`` runs on the launcher before the
+    pipeline is built (``None`` from it: nothing more to run). ``replaces_own_output(opts)``: true where this run
+    replaces the job's own earlier output without ``--overwrite`` (augment's no-flag demo run; collect's scrape,
+    whose tables are always rebuilt from its spool).
 
     What the launcher reads from the parsed flags, by the flags' ``dest`` names: ``reads``, the flags naming what the
     job reads (a path, a glob or a list of them; kept apart from ``--output``); ``device``, the flag of where its
@@ -218,12 +218,12 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
 
     from transforms.io import clear_earlier_run
 
-    checked = job.check(opts) if job.check is not None else None
     if job.worker_paths is not None:
         check_worker_paths(options, **job.worker_paths(opts))
     if job.device is not None:
         check_local_device(options, vars(opts)[job.device])
     earlier = prepare_output(job, opts, options) if opts.output else None  # collect's --login alone writes none
+    checked = job.check(opts) if job.check is not None else None
     prepared = None
     if job.prepare is not None:
         prepared = job.prepare(opts)
