@@ -14,7 +14,6 @@ import sys
 
 from models.common.errors import ImageRejected, OutputUnwritableError, UsageError
 from models.common.files import path_under, shown, write_atomically
-from models.embedding.text_targets import caption_tokens
 from pipelines.cli import (
     BACKBONES,
     INPUT_HELP,
@@ -82,6 +81,7 @@ def build_objective(args, device):
 
     from models.dream import DEFAULT_LAYERS, ImageNetBackbone, LayerObjective, TextObjective, freeze
     from models.embedding.net import load_embedding_model
+    from models.embedding.text_targets import caption_tokens
 
     if args.model:
         model, text, info = load_embedding_model(args.model, device)

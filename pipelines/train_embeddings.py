@@ -15,7 +15,6 @@ from collections import Counter
 
 from models.common.errors import CheckpointError, UsageError
 from models.common.files import write_atomically
-from models.embedding.text_targets import KINDS
 from pipelines.cli import (
     BACKBONES,
     INPUT_HELP,
@@ -28,9 +27,10 @@ from pipelines.cli import (
     run_main,
 )
 
-# models.embedding.losses.LOSSES, named here so that --help needs no torch (tests/pipelines/test_entry_points.py
-# checks that the two agree).
+# models.embedding.losses.LOSSES and models.embedding.text_targets.KINDS, named here so that --help needs neither
+# torch nor gensim (tests/pipelines/test_entry_points.py checks that they agree).
 LOSSES = ("cosine", "sigmoid-ce", "infonce")
+KINDS = ("word2vec", "lda")
 
 
 def parse_args(argv):

@@ -44,7 +44,7 @@ for argv in json.loads(sys.argv[1]):
                 runpy.run_module(f"pipelines.{argv[0]}", run_name="__main__", alter_sys=True)
         except SystemExit as exc:
             code = exc.code
-        loaded = [name for name in ("torch", "torchvision", "apache_beam") if name in sys.modules]
+        loaded = [name for name in ("torch", "torchvision", "apache_beam", "gensim") if name in sys.modules]
         os.write(write, json.dumps({"argv": argv, "code": code, "loaded": loaded, "help": text.getvalue()}).encode())
         os._exit(0)
     os.close(write)
@@ -55,7 +55,7 @@ for argv in json.loads(sys.argv[1]):
 
 
 @pytest.mark.slow  # 18 fresh imports: ~14 s on a busy 2-core machine
-def test_every_help_answers_without_torch_or_beam():
+def test_every_help_answers_without_torch_beam_or_gensim():
     """--help took 8-18 s on a busy 2-core machine when every command imported torch and Beam first; a parser
     needs neither. (A time limit would be flaky on a shared machine; what is imported is the honest measure.)"""
     completed = subprocess.run(
@@ -109,6 +109,7 @@ def test_the_names_the_parsers_hold_are_the_models():
     from models.dream import DreamConfig
     from models.embedding.losses import LOSSES
     from models.embedding.net import BACKBONES
+    from models.embedding.text_targets import KINDS
     from models.style.registry import BUILTINS
     from models.style.runner import PRECISIONS
     from pipelines import clean, cli, deepdream, train_embeddings
@@ -116,6 +117,6 @@ def test_the_names_the_parsers_hold_are_the_models():
 
     assert cli.PRECISIONS == PRECISIONS and cli.BACKBONES == BACKBONES
     assert tuple(BUILTINS) == cli.BUILTIN_STYLIZERS and train_embeddings.LOSSES == LOSSES
-    assert clean.DEFAULT_MAX_HAMMING == DEFAULT_MAX_DISTANCE
+    assert clean.DEFAULT_MAX_HAMMING == DEFAULT_MAX_DISTANCE and train_embeddings.KINDS == KINDS
     defaults = {field.name: field.default for field in dataclasses.fields(DreamConfig)}
     assert {name: defaults[name] for name in deepdream.DREAM_DEFAULTS} == deepdream.DREAM_DEFAULTS
