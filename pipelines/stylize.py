@@ -66,7 +66,7 @@ EXAMPLES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m pipelines.stylize",
-        description="Stylise images by Gatys optimisation (slow, any style image), with the styles of a trained "
+        description="Stylise images by Gatys optimisation (slow, any style image), with the styles of a trained\n"
         "stylizer (fast) or with any painting as the style (fast, Ghiasi et al.'s arbitrary-style network).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
