@@ -167,6 +167,11 @@ def check_options(opts: AugmentOptions) -> CheckedJob:
         )
     policy = parse_styles(opts.styles)
     parse_alpha(opts.alpha)
+    found = resolve_input(opts.input)
+    carries = found.kind == "parquet" and opts.keep_columns != "none"
+    input_schema = parquet_schema(found) if carries else None
+    keep = kept_columns(opts.keep_columns, input_schema) if carries else ()
+    classes = list_classes(found, opts.label_depth)
     stylizer = stylizer_of(opts)
     # A bad checkpoint (unreadable, or weights that are not numbers) fails here, not on a worker's setup behind a
     # wall of Beam tracebacks; a built-in is built into the cache here first.
@@ -184,11 +189,6 @@ def check_options(opts: AugmentOptions) -> CheckedJob:
     style_names = [] if arbitrary else document.get("style_names")
     if not arbitrary and not style_names:
         raise CheckpointError(f"{stylizer} is not a stylizer checkpoint (no style names)")
-    found = resolve_input(opts.input)
-    carries = found.kind == "parquet" and opts.keep_columns != "none"
-    input_schema = parquet_schema(found) if carries else None
-    keep = kept_columns(opts.keep_columns, input_schema) if carries else ()
-    classes = list_classes(found, opts.label_depth)
     single_label = describe_labels(opts, classes, found.kind)
     if arbitrary:
         policy.check(count_records(resolve_input(opts.style_images, "--style-images")), paintings=True)
