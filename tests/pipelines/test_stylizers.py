@@ -72,10 +72,11 @@ def test_an_unknown_stylizer_name_lists_the_builtins_with_the_closest(tmp_path, 
     """--stylizer magneta26 said "checkpoint not found: magneta26", as if it were a file."""
     from pipelines import augment, stylize, train_stylizer
 
-    make_image(40, 32, seed=1).save(tmp_path / "photo.png")
-    photo, out = str(tmp_path / "photo.png"), str(tmp_path / "out")
+    (tmp_path / "in").mkdir()
+    make_image(40, 32, seed=1).save(tmp_path / "in" / "photo.png")
+    photo, out = str(tmp_path / "in" / "photo.png"), str(tmp_path / "out")
     commands = [
-        (augment.run, ["--input", str(tmp_path), "--output", out, "--stylizer", "magneta26"]),
+        (augment.run, ["--input", str(tmp_path / "in"), "--output", out, "--stylizer", "magneta26"]),
         (stylize.main, ["styles", "--stylizer", "magneta26", "--content", photo, "--output", out]),
         (stylizers.main, ["sheet", "magneta26", "--content", photo, "--output", str(tmp_path / "s.png")]),
         (train_stylizer.main, ["add-styles", "--base", "magneta26", "--content", photo, "--style", photo]),
