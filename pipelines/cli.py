@@ -92,9 +92,9 @@ def with_default_shown(kwargs: dict) -> dict:
     return {**kwargs, "help": f"{text} (default: %(default)s)"}
 
 
-def split_known_args(parser: ArgumentParser, argv: list[str], known_elsewhere: Callable[[list[str]], list[str]]):
+def split_known_args(parser: ArgumentParser, argv: list[str], unknown_elsewhere: Callable[[list[str]], list[str]]):
     """Parse ``parser``'s own flags from ``argv``; return ``(namespace, rest)``, ``rest`` being what another parser
-    (Beam's) is to read. ``known_elsewhere(rest)`` returns what in ``rest`` that other parser does not take either:
+    (Beam's) is to read. ``unknown_elsewhere(rest)`` returns what in ``rest`` that other parser does not take either:
     any of it is a one-line usage error, with a did-you-mean among this parser's flags. A usage error of ours
     (a required flag missing because it was mistyped: ``--modle``) names the typo and its likely meaning too."""
     ours = parser.option_strings()
@@ -102,13 +102,13 @@ def split_known_args(parser: ArgumentParser, argv: list[str], known_elsewhere: C
         opts, rest = parser.parse_known_args(argv)
     except UsageError as exc:
         strays = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
-        typos = [arg for arg in strays if arg not in ours and not _taken_elsewhere(arg, known_elsewhere)]
+        typos = [arg for arg in strays if arg not in ours and not _taken_elsewhere(arg, unknown_elsewhere)]
         close = [difflib.get_close_matches(arg, ours, n=1) for arg in typos]
         hints = [f"{arg} (did you mean {match[0]}?)" for arg, match in zip(typos, close, strict=True) if match]
         if hints:
             raise UsageError(f"{exc}; unrecognized: {', '.join(hints)}") from None
         raise
-    unknown = known_elsewhere(rest)
+    unknown = unknown_elsewhere(rest)
     if unknown:
         close = difflib.get_close_matches(unknown[0].split("=", 1)[0], ours, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -116,9 +116,9 @@ def split_known_args(parser: ArgumentParser, argv: list[str], known_elsewhere: C
     return opts, rest
 
 
-def _taken_elsewhere(flag: str, known_elsewhere: Callable[[list[str]], list[str]]) -> bool:
+def _taken_elsewhere(flag: str, unknown_elsewhere: Callable[[list[str]], list[str]]) -> bool:
     try:
-        return not known_elsewhere([flag])
+        return not unknown_elsewhere([flag])
     except UsageError:  # the other parser knows the flag and wanted its value
         return True
 

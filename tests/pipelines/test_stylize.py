@@ -341,7 +341,7 @@ def test_running_out_of_memory_is_one_line(images, checkpoint, capsys, monkeypat
 
 @pytest.mark.parametrize("precision", [None, "bf16"])
 def test_a_checkpoint_picture_is_the_jobs_row_for_the_same_photo_style_and_alpha(tmp_path, capsys, precision):
-    """One runner and one precision rule: `stylize --checkpoint` writes the bytes `augment` writes for that row.
+    """One runner and one precision rule: `stylize styles` writes the bytes `augment` writes for that row.
 
     The photo is a square on the job's size grid (no resize, no crop at --image-size 0); `--styles all` makes the job
     plan every style at the one --alpha, as the CLI does; both outputs are PNG, so pixels compare exactly. bf16 is
