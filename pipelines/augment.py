@@ -7,36 +7,32 @@ network (4 random styles each) and writes ``./augment-output``. Every standard B
 (``--runner=DataflowRunner`` ...); see README.
 """
 
+from __future__ import annotations
+
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import apache_beam as beam
-
-from models.common.checkpoint import ARBITRARY_KIND, check_finite, load_tensors
 from models.common.errors import CheckpointError, UsageError
 from models.style.policy import parse_alpha, parse_styles
-from models.style.registry import is_builtin, resolve
-from models.style.runner import PRECISIONS
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import (
     INPUT_HELP,
     OUTPUT_HELP,
     PRECISION_HELP,
+    PRECISIONS,
     add_common_args,
     int_between,
     positive_int,
     run_main,
 )
-from transforms.decode import DecodeImages
-from transforms.formats import OUTPUT_FORMATS, WriteDatasetCard, WriteImageFolder, WriteWebDataset
 from transforms.images import FORMATS, MAX_PIXELS, MAX_PIXELS_CEILING
-from transforms.io import output_path
-from transforms.preview import WritePreview
-from transforms.read import ReadImages
-from transforms.schemas import AUGMENTED, MAPPED_INPUT_COLUMNS, augmented_schema, huggingface_features
-from transforms.sources import count_records, input_pattern, list_classes, parquet_schema, resolve_input
-from transforms.stylize import ORIGINAL_STYLE, EmbedPaintings, Stylize
+from transforms.schemas import AUGMENTED, MAPPED_INPUT_COLUMNS, OUTPUT_FORMATS, augmented_schema, huggingface_features
+
+if TYPE_CHECKING:  # Beam, torch and the transforms load when the job runs, not for --help
+    import apache_beam as beam
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_IMAGES = ASSETS / "samples"
@@ -144,8 +140,38 @@ class AugmentOptions(JobOptions):
         )
 
 
-def check_options(opts: AugmentOptions) -> None:
-    """Flag combinations that could never work are refused here, before any image is read."""
+@dataclass(frozen=True)
+class CheckedJob:
+    """What ``check_options`` validated, for ``build`` to wire: the stylizer (its document, digest and style
+    names), the input as found, the carried columns and the labels."""
+
+    stylizer: str
+    document: dict
+    digest: str
+    style_names: list
+    found: object  # transforms.sources' resolved input
+    input_schema: object
+    keep: tuple
+    classes: list
+    single_label: bool
+
+    @property
+    def arbitrary(self) -> bool:
+        from models.common.checkpoint import ARBITRARY_KIND
+
+        return self.document.get("kind") == ARBITRARY_KIND
+
+
+def check_options(opts: AugmentOptions) -> CheckedJob:
+    """Everything that could never work is refused here, before any image is read: flag combinations, a stylizer
+    that is unreadable, not numbers or of the wrong kind for ``--style-images``, a style policy asking for more
+    styles than there are, an input column that clashes."""
+    from models.common.checkpoint import ARBITRARY_KIND, check_finite, load_tensors
+    from models.style.registry import resolve
+    from transforms.sources import count_records, list_classes, parquet_schema, resolve_input
+
+    if opts.output_format != "webdataset" and opts.shard_size is not None:
+        raise UsageError(f"--shard-size is for --output-format webdataset, not {opts.output_format}")
     if opts.image_size and opts.image_size < opts.min_side:
         raise UsageError(f"--image-size {opts.image_size} is below --min-side {opts.min_side}")
     smallest = max(opts.image_size, opts.min_side)  # the fewest pixels any image can reach the model with
@@ -155,8 +181,36 @@ def check_options(opts: AugmentOptions) -> None:
             f"{flag} makes every image at least {smallest}x{smallest} = {smallest * smallest} pixels, above "
             f"--max-pixels {opts.max_pixels}: every image would be rejected; lower it or raise --max-pixels"
         )
-    parse_styles(opts.styles)
+    policy = parse_styles(opts.styles)
     parse_alpha(opts.alpha)
+    found = resolve_input(opts.input)
+    carries = found.kind == "parquet" and opts.keep_columns != "none"
+    input_schema = parquet_schema(found) if carries else None
+    keep = kept_columns(opts.keep_columns, input_schema) if carries else ()
+    classes = list_classes(found, opts.label_depth)
+    stylizer = stylizer_of(opts)
+    # A bad checkpoint (unreadable, or weights that are not numbers) fails here, not on a worker's setup behind a
+    # wall of Beam tracebacks; a built-in is built into the cache here first.
+    tensors, document, digest = load_tensors(resolve(stylizer))
+    check_finite(tensors, stylizer)
+    del tensors
+    arbitrary = document.get("kind") == ARBITRARY_KIND
+    if opts.style_images and not arbitrary:
+        raise UsageError(
+            f"--style-images needs an arbitrary-style stylizer ({DEFAULT_ARBITRARY_STYLIZER}); {stylizer} has fixed "
+            "styles: drop --stylizer, or bake the paintings into a checkpoint with train_stylizer bake"
+        )
+    if arbitrary and not opts.style_images:
+        raise UsageError(f"{stylizer} is an arbitrary-style network: give it paintings with --style-images")
+    style_names = [] if arbitrary else document.get("style_names")
+    if not arbitrary and not style_names:
+        raise CheckpointError(f"{stylizer} is not a stylizer checkpoint (no style names)")
+    single_label = describe_labels(opts, classes, found.kind)
+    if arbitrary:
+        policy.check(count_records(resolve_input(opts.style_images, "--style-images")), paintings=True)
+    else:
+        policy.check(len(style_names))
+    return CheckedJob(stylizer, document, digest, style_names, found, input_schema, keep, classes, single_label)
 
 
 def kept_columns(keep: str, input_schema) -> tuple[str, ...]:
@@ -207,48 +261,37 @@ def stylizer_of(opts: AugmentOptions) -> str:
 
 
 def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) -> JobOutputs:
-    """Wire the job onto ``pipeline``: read → decode → stylise (+ preview); the entry writes what it returns."""
+    """Wire the job onto ``pipeline``: read → decode → stylise (+ preview); the entry writes what it returns.
+    ``context.checked``: what ``check_options`` validated."""
+    import apache_beam as beam
+
+    from transforms.decode import DecodeImages
+    from transforms.formats import WriteDatasetCard, WriteImageFolder, WriteWebDataset
+    from transforms.io import output_path
+    from transforms.preview import WritePreview
+    from transforms.read import ReadImages
+    from transforms.sources import count_records, input_pattern
+    from transforms.stylize import ORIGINAL_STYLE, EmbedPaintings, Stylize
+
+    checked: CheckedJob = context.checked
+    stylizer, document, digest, style_names = checked.stylizer, checked.document, checked.digest, checked.style_names
+    arbitrary, found, input_schema, keep = checked.arbitrary, checked.found, checked.input_schema, checked.keep
+    classes, single_label = checked.classes, checked.single_label
     cpu_threads = context.cpu_threads
     policy, alpha_range = parse_styles(opts.styles), parse_alpha(opts.alpha)
     source = input_pattern(opts.input)
-    stylizer = stylizer_of(opts)
-    # Fail here, not on a worker, if the checkpoint is bad (unreadable, or weights that are not numbers: a worker
-    # would only fail in its setup, behind a wall of Beam tracebacks); a built-in is built into the cache here first.
-    tensors, document, digest = load_tensors(resolve(stylizer))
-    check_finite(tensors, stylizer)
-    del tensors
-    arbitrary = document.get("kind") == ARBITRARY_KIND
-    if opts.style_images and not arbitrary:
-        raise UsageError(
-            f"--style-images needs an arbitrary-style stylizer ({DEFAULT_ARBITRARY_STYLIZER}); {stylizer} has fixed "
-            "styles: drop --stylizer, or bake the paintings into a checkpoint with train_stylizer --init arbitrary"
-        )
-    if arbitrary and not opts.style_images:
-        raise UsageError(f"{stylizer} is an arbitrary-style network: give it paintings with --style-images")
-    style_names = [] if arbitrary else document.get("style_names")
-    if not arbitrary and not style_names:
-        raise CheckpointError(f"{stylizer} is not a stylizer checkpoint (no style names)")
-
-    found = resolve_input(opts.input)
-    carries = found.kind == "parquet" and opts.keep_columns != "none"
-    input_schema = parquet_schema(found) if carries else None
-    keep = kept_columns(opts.keep_columns, input_schema) if carries else ()
-    classes = list_classes(found, opts.label_depth)
-    single_label = describe_labels(opts, classes, found.kind)
 
     read = pipeline | "ReadImages" >> ReadImages(source, opts.label_depth, keep)
     decoded = read["records"] | "DecodeImages" >> DecodeImages(opts.image_size, opts.min_side, opts.max_pixels)
     paintings, rejected_paintings = None, []
     if arbitrary:
         style_source = input_pattern(opts.style_images, "--style-images")
-        policy.check(count_records(resolve_input(opts.style_images, "--style-images")), paintings=True)
         LOGGER.info("input %s (%s), paintings %s", source.pattern, source.kind, style_source.pattern)
         embedded = pipeline | "EmbedPaintings" >> EmbedPaintings(
             style_source, stylizer, opts.device, opts.precision, cpu_threads, opts.max_pixels
         )
         paintings, rejected_paintings = embedded["paintings"], [embedded["rejected"]]
     else:
-        policy.check(len(style_names))
         names = ", ".join(style_names)
         LOGGER.info("input %s (%s), %d styles: %s", source.pattern, source.kind, len(style_names), names)
     stylised = decoded["images"] | "Stylize" >> Stylize(
@@ -268,8 +311,6 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         classes=classes,
         include_originals=opts.include_originals,
     )
-    if opts.output_format != "webdataset" and opts.shard_size is not None:
-        raise UsageError(f"--shard-size is for --output-format webdataset, not {opts.output_format}")
     schema = augmented_schema(input_schema, keep)
     features = huggingface_features(schema, classes) if opts.output_format == "parquet" else None
     written = (pipeline | "WriteDatasetCard" >> WriteDatasetCard(opts.output, opts.output_format, features),)
@@ -342,6 +383,8 @@ def describe(summary: dict) -> str:
 
 
 def worker_paths(opts: AugmentOptions) -> dict:
+    from models.style.registry import is_builtin
+
     stylizer = stylizer_of(opts)
     stylizer_path = None if is_builtin(stylizer) else stylizer  # workers build built-ins themselves
     return {"input": opts.input, "output": opts.output, "stylizer": stylizer_path, "style_images": opts.style_images}
@@ -361,6 +404,9 @@ JOB = BeamJob(
     check=check_options,
     worker_paths=worker_paths,
     replaces_own_output=is_demo_run,
+    reads=("input", "style_images"),
+    device="device",
+    cpu_threads="cpu_threads",
 )
 
 

@@ -8,9 +8,10 @@ on remote runners; the output folder is checked (writable, and never a mix of tw
 tables, the dead letters (``rejected``) and ``summary.json`` are written; the finished job is reported on stderr.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
-import difflib
 import errno
 import logging
 import os
@@ -19,24 +20,26 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
-
-from models.common.device import resolve_device
 from models.common.errors import OutputUnwritableError, UsageError
 from models.common.files import STORAGE_ERRNOS
-from pipelines.cli import NO_PROGRESS_HELP, ArgumentParser, check_apart, is_within, non_negative_int, resolved_path
-from transforms.io import (
-    CountRejected,
-    OutputFolder,
-    WriteSummary,
-    WriteTable,
-    clear_earlier_run,
-    inspect_output,
-    update_summary,
+from pipelines.cli import (
+    NO_PROGRESS_HELP,
+    ArgumentParser,
+    check_apart,
+    is_within,
+    non_negative_int,
+    resolved_path,
+    split_known_args,
 )
-from transforms.schemas import REJECTED
+
+# Beam, torch and the transforms are imported where a job runs, not here: a job's ``--help`` needs none of them.
+if TYPE_CHECKING:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from transforms.io import OutputFolder
 
 BEAM_HELP_EPILOG = (
     "Every standard Beam pipeline option is accepted too, e.g. --runner=DataflowRunner --project P "
@@ -52,7 +55,8 @@ class JobOptions:
     """Base of a job's own flags. ``_add_argparse_args(parser)`` adds them to the job's argparse parser (the hook
     has Beam's name so a job's options read as Beam users expect), but Beam never parses them: they are no
     ``PipelineOptions``, so jobs that share ``--input`` import side by side and Beam warns only about flags that
-    really are unknown."""
+    really are unknown. Every job has ``--output`` (the folder it writes); the other flags the launcher reads are
+    named in its ``BeamJob``."""
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -85,11 +89,13 @@ class JobOutputs:
 @dataclass(frozen=True)
 class JobContext:
     """What the launcher knows that a ``build`` may need: Beam's options, the torch threads each worker process
-    should use on CPU, and what the job's ``prepare`` step returned (collect's spool)."""
+    should use on CPU, what the job's ``check`` found while validating (augment's stylizer and input) and what its
+    ``prepare`` step returned (collect's spool)."""
 
     options: PipelineOptions
     cpu_threads: int = 0
     prepared: object = None
+    checked: object = None
 
 
 @dataclass(frozen=True)
@@ -98,10 +104,16 @@ class BeamJob:
 
     ``schemas``: its tables' prefixes and schemas (``rejected`` is every job's and added here); ``build(pipeline,
     opts, context) -> JobOutputs``; ``describe(summary) -> str``, the line printed at the end. Optional steps, in
-    the order they run: ``check(opts)`` validates flags, ``worker_paths(opts)`` names the paths workers open (flag
-    → path), ``prepare(opts)`` runs on the launcher before the pipeline is built (``None`` from it: nothing more
-    to run). ``replaces_own_output(opts)``: true where this run replaces the job's own earlier output without
-    ``--overwrite`` (augment's no-flag demo run; collect's scrape, whose tables are always rebuilt from its spool).
+    the order they run: ``worker_paths(opts)`` names the paths workers open (flag → path); then the output folder
+    is checked; ``check(opts)`` validates flags and what they name (what it returns is ``context.checked``, so
+    ``build`` wires what was validated without looking again); ``prepare(opts)`` runs on the launcher before the
+    pipeline is built (``None`` from it: nothing more to run). ``replaces_own_output(opts)``: true where this run
+    replaces the job's own earlier output without ``--overwrite`` (augment's no-flag demo run; collect's scrape,
+    whose tables are always rebuilt from its spool).
+
+    What the launcher reads from the parsed flags, by the flags' ``dest`` names: ``reads``, the flags naming what the
+    job reads (a path, a glob or a list of them; kept apart from ``--output``); ``device``, the flag of where its
+    models run (checked on a local runner); ``cpu_threads``, the flag of torch threads per worker process.
     """
 
     name: str
@@ -113,6 +125,9 @@ class BeamJob:
     worker_paths: Callable | None = None
     prepare: Callable | None = None
     replaces_own_output: Callable | None = None
+    reads: tuple[str, ...] = ("input",)
+    device: str | None = None
+    cpu_threads: str | None = None
 
     @property
     def description(self) -> str:
@@ -147,22 +162,9 @@ def parse_job_args(job: BeamJob, argv: list[str] | None) -> tuple[argparse.Names
         "temporary files are deleted; other files stay)",
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    ours = [flag for action in parser._actions for flag in action.option_strings]
-    try:
-        opts, beam_argv = parser.parse_known_args(argv)
-    except UsageError as exc:  # e.g. a required flag missing because it was mistyped (--modle): name the typo too
-        strays = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
-        typos = [arg for arg in strays if arg not in ours and arg not in beam_option_strings()]
-        close = [difflib.get_close_matches(arg, ours, n=1) for arg in typos]
-        hints = [f"{arg} (did you mean {match[0]}?)" for arg, match in zip(typos, close, strict=True) if match]
-        if hints:
-            raise UsageError(f"{exc}; unrecognized: {', '.join(hints)}") from None
-        raise
-    unknown = unknown_beam_flags(beam_argv)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0].split("=", 1)[0], ours, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        parser.error(f"unrecognized arguments: {' '.join(unknown)} (neither this job's nor Beam's){hint}")
+    opts, beam_argv = split_known_args(parser, argv, unknown_beam_flags)  # --help answers here, before Beam loads
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_argv):
         beam_argv.append("--runner=FnApiRunner")
         if not any(arg.startswith("--direct_running_mode") for arg in beam_argv):
@@ -180,14 +182,11 @@ def unknown_beam_flags(beam_argv: list[str]) -> list[str]:
     return beam_parser().parse_known_args(beam_argv)[1]
 
 
-def beam_option_strings() -> frozenset[str]:
-    """Every flag Beam's own parser takes (``--runner``, ``--num_workers``, …)."""
-    return frozenset(flag for action in beam_parser()._actions for flag in action.option_strings)
-
-
 def beam_parser() -> argparse.ArgumentParser:
     """Beam's parser of every ``PipelineOptions`` subclass, as Beam builds it; a bad value of a Beam flag is a
     one-line ``UsageError`` instead of Beam's 300-line usage."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     parsers = []
     with _quiet("apache_beam.options.pipeline_options"):
         PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
@@ -215,19 +214,24 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
     nothing to run). Every refusal is a ``StylebeamError`` raised before anything runs."""
     started = time.perf_counter()
     opts, options = parse_job_args(job, argv)
-    if job.check is not None:
-        job.check(opts)
+    import apache_beam as beam
+
+    from transforms.io import clear_earlier_run
+
     if job.worker_paths is not None:
         check_worker_paths(options, **job.worker_paths(opts))
-    check_local_device(options, getattr(opts, "device", None))
+    if job.device is not None:
+        check_local_device(options, vars(opts)[job.device])
     earlier = prepare_output(job, opts, options) if opts.output else None  # collect's --login alone writes none
+    checked = job.check(opts) if job.check is not None else None
     prepared = None
     if job.prepare is not None:
         prepared = job.prepare(opts)
         if prepared is None:
             return None
     pipeline = test_pipeline or beam.Pipeline(options=options)
-    context = JobContext(options, cpu_threads_per_process(options, getattr(opts, "cpu_threads", 0)), prepared)
+    requested_threads = vars(opts)[job.cpu_threads] if job.cpu_threads is not None else 0
+    context = JobContext(options, cpu_threads_per_process(options, requested_threads), prepared, checked)
     outputs = job.build(pipeline, opts, context)
     write_outputs(pipeline, job, opts, outputs)
     if earlier is not None:  # only now, once the job is built: a bad checkpoint must not cost the earlier output
@@ -242,6 +246,9 @@ def progress_shown(pipeline, job: BeamJob, opts, options: PipelineOptions, outpu
     """A local run's progress (``transforms.progress``): a counting step on ``outputs.progress`` and the reporter
     that prints it while the job runs; ``None`` (nothing added) with ``--no-progress``, on a remote runner (its
     console shows progress) or for a dry run."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions, TestOptions
+
     runner = (options.view_as(StandardOptions).runner or "FnApiRunner").rsplit(".", 1)[-1]
     if opts.no_progress or runner not in LOCAL_RUNNERS or options.view_as(TestOptions).dry_run:
         yield None
@@ -264,9 +271,13 @@ def prepare_output(job: BeamJob, opts, options: PipelineOptions) -> OutputFolder
     ``--overwrite``. A killed run's temporary folders (empty ones too) are deleted whenever this run claims the
     folder. Returns what is to be deleted once the
     job is built (``None``: nothing; a dry run deletes nothing)."""
+    from apache_beam.options.pipeline_options import TestOptions
+
+    from transforms.io import inspect_output
+
     output = opts.output
     check_writable(output)
-    check_apart(output, **{name: getattr(opts, name, None) for name in ("input", "style_images", "from_dir")})
+    check_apart(output, **{name: vars(opts)[name] for name in job.reads})
     folder = inspect_output(output)
     own = {*job.schemas, "rejected"}
     foreign = sorted(set(folder.tables) - own)
@@ -307,6 +318,11 @@ def write_outputs(pipeline: beam.Pipeline, job: BeamJob, opts, outputs: JobOutpu
     """The tables, the dead letters of every stage and ``summary.json``, the same way for every job. The summary is
     written last, once every table's shards are in place and every other file is written: it marks the run as
     finished (``transforms.io``)."""
+    import apache_beam as beam
+
+    from transforms.io import CountRejected, WriteSummary, WriteTable
+    from transforms.schemas import REJECTED
+
     schemas = {**job.schemas, **outputs.schemas}
     written = [
         rows | f"Write{prefix.capitalize()}" >> WriteTable(opts.output, prefix, schemas[prefix], opts.num_shards)
@@ -336,7 +352,10 @@ def run_pipeline(
     time (from ``started``, default now) added to ``summary.json``, its Beam counters printed, and the
     one-line ``describe(summary)`` printed, all on stderr. ``progress``: a ``ProgressReporter`` to run meanwhile.
     """
+    from apache_beam.options.pipeline_options import TestOptions
     from apache_beam.runners.runner import PipelineState
+
+    from transforms.io import update_summary
 
     started = time.perf_counter() if started is None else started
     with storage_errors_in_one_line(output_dir), progress or contextlib.nullcontext():
@@ -494,6 +513,8 @@ def cpu_threads_per_process(options: PipelineOptions, requested: int) -> int:
     core for a single local worker.
     Measured on a busy 2-core machine: a tiny-ResNet step took 39 ms with 1 thread, 523 ms with 2.
     """
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
     if requested > 0:
         return requested
     runner = options.view_as(StandardOptions).runner or ""
@@ -507,6 +528,10 @@ def cpu_threads_per_process(options: PipelineOptions, requested: int) -> int:
 def check_local_device(options: PipelineOptions, device: str | None) -> None:
     """On a local runner the workers are this machine: ``--device cuda`` without a GPU is refused here, in one line,
     instead of in every worker's setup behind Beam's tracebacks. (A remote runner's workers have their own GPUs.)"""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from models.common.device import resolve_device
+
     runner = (options.view_as(StandardOptions).runner or "FnApiRunner").rsplit(".", 1)[-1]
     if device and runner in LOCAL_RUNNERS:
         resolve_device(device)
@@ -515,6 +540,8 @@ def check_local_device(options: PipelineOptions, device: str | None) -> None:
 def check_worker_paths(options: PipelineOptions, **paths: str | None) -> None:
     """On a remote runner every path the workers open must be remote storage: a local ``--stylizer`` passes
     the launcher's checks and then fails on every worker. ``paths``: flag name → value."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
     runner = (options.view_as(StandardOptions).runner or "FnApiRunner").rsplit(".", 1)[-1]
     if runner in LOCAL_RUNNERS:
         return

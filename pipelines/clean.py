@@ -9,19 +9,26 @@ OUT/rejected/rejected-*.parquet (stage read, caption, image or dedup, with the r
 reason). Every standard Beam option works (``--runner=DataflowRunner`` ...).
 """
 
-import sys
+from __future__ import annotations
 
-import apache_beam as beam
+import sys
+from typing import TYPE_CHECKING
 
 from models.common.errors import UsageError
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, positive_float, positive_int, run_main
 from transforms.captions import MAX_CAPTION_CHARS, CaptionFilter
-from transforms.corpus import CleanCorpus, CleanSettings, ReadCorpusTables
-from transforms.dedup import DEFAULT_MAX_DISTANCE
 from transforms.images import FORMATS, MAX_PIXELS
-from transforms.schemas import CLEAN_CORPUS, RAW_CORPUS
-from transforms.sources import input_pattern, table_paths
+from transforms.schemas import CLEAN_CORPUS
+
+if TYPE_CHECKING:  # Beam and the transforms load when the job runs, not for --help
+    import apache_beam as beam
+
+    from transforms.corpus import CleanSettings
+
+# transforms.dedup.DEFAULT_MAX_DISTANCE (as imagededup), named here so that --help needs no Beam
+# (tests/pipelines/test_entry_points.py checks that the two agree).
+DEFAULT_MAX_HAMMING = 10
 
 
 class CleanOptions(JobOptions):
@@ -69,12 +76,14 @@ class CleanOptions(JobOptions):
         images.add_argument(
             "--max-hamming",
             type=int,
-            default=DEFAULT_MAX_DISTANCE,
+            default=DEFAULT_MAX_HAMMING,
             help="near duplicates: phash bits that may differ, 0-63 (default: %(default)s, as imagededup)",
         )
 
 
 def settings_of(opts: CleanOptions) -> CleanSettings:
+    from transforms.corpus import CleanSettings
+
     if not 0 <= opts.max_hamming < 64:
         raise UsageError(f"--max-hamming must be in 0..63, got {opts.max_hamming}")
     languages = None
@@ -96,6 +105,12 @@ def settings_of(opts: CleanOptions) -> CleanSettings:
 
 def build(pipeline: beam.Pipeline, opts: CleanOptions, context: JobContext) -> JobOutputs:
     """read raw → clean (captions, images, duplicates); the entry writes what it returns."""
+    import apache_beam as beam
+
+    from transforms.corpus import CleanCorpus, ReadCorpusTables
+    from transforms.schemas import RAW_CORPUS
+    from transforms.sources import input_pattern, table_paths
+
     settings = settings_of(opts)
     paths = table_paths(opts.input, "raw")
 

@@ -5,6 +5,7 @@ every command's ``--help`` and checks that they agree.
 """
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -35,14 +36,96 @@ MAX_IMAGE_SIZE = 8192
 PRECISION_HELP = (
     "what the stylizer computes in: auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU"
 )
+# models.style.runner.PRECISIONS, models.embedding.net.BACKBONES and models.style.registry.BUILTINS' names, named here
+# so that a parser needs no torch (tests/pipelines/test_entry_points.py checks that they agree).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
+BUILTIN_STYLIZERS = ("magenta26", "magenta_arbitrary")
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are ``UsageError``s: every command says what is wrong in one ``error:`` line and
-    exits 2, the same way for a bad flag value as for a missing file."""
+    exits 2, the same way for a bad flag value as for a missing file.
+
+    Every flag added (to the parser or one of its groups) is kept in ``declared``, its ``Action`` as
+    ``add_argument`` returns it: what ``split_known_args`` knows as this command's own flags. A flag with a default
+    whose help does not say it gets "(default: ...)" appended, so ``--help`` shows every default.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.declared: list[argparse.Action] = []  # before argparse's own __init__ adds --help through add_argument
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        return self._declare(super().add_argument, args, kwargs)
+
+    def add_argument_group(self, *args, **kwargs):
+        return self._declaring(super().add_argument_group(*args, **kwargs))
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        return self._declaring(super().add_mutually_exclusive_group(**kwargs))
+
+    def option_strings(self) -> list[str]:
+        """Every flag spelling of this parser (``--batch-size``, ``-h``, ...)."""
+        return [flag for action in self.declared for flag in action.option_strings]
+
+    def _declaring(self, group):
+        add = group.add_argument
+        group.add_argument = lambda *args, **kwargs: self._declare(add, args, kwargs)
+        return group
+
+    def _declare(self, add, args, kwargs) -> argparse.Action:
+        action = add(*args, **with_default_shown(kwargs))
+        self.declared.append(action)
+        return action
+
+
+def with_default_shown(kwargs: dict) -> dict:
+    """``add_argument``'s keywords with "(default: %(default)s)" added to a help that does not name its default
+    (no default, ``False`` of a switch and an empty list say nothing worth a line)."""
+    default, text = kwargs.get("default"), kwargs.get("help")
+    if text in (None, argparse.SUPPRESS) or default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+        return kwargs
+    return {**kwargs, "help": f"{text} (default: %(default)s)"}
+
+
+def split_known_args(parser: ArgumentParser, argv: list[str], unknown_elsewhere: Callable[[list[str]], list[str]]):
+    """Parse ``parser``'s own flags from ``argv``; return ``(namespace, rest)``, ``rest`` being what another parser
+    (Beam's) is to read. ``unknown_elsewhere(rest)`` returns what in ``rest`` that other parser does not take either:
+    any of it is a one-line usage error, with a did-you-mean among this parser's flags. A usage error of ours
+    (a required flag missing because it was mistyped: ``--modle``) names the typo and its likely meaning too."""
+    ours = parser.option_strings()
+    try:
+        opts, rest = parser.parse_known_args(argv)
+    except UsageError as exc:
+        strays = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
+        typos = [arg for arg in strays if arg not in ours and not _taken_elsewhere(arg, unknown_elsewhere)]
+        close = [difflib.get_close_matches(arg, ours, n=1) for arg in typos]
+        hints = [f"{arg} (did you mean {match[0]}?)" for arg, match in zip(typos, close, strict=True) if match]
+        if hints:
+            raise UsageError(f"{exc}; unrecognized: {', '.join(hints)}") from None
+        raise
+    unknown = unknown_elsewhere(rest)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0].split("=", 1)[0], ours, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (neither this job's nor Beam's){hint}")
+    return opts, rest
+
+
+def _taken_elsewhere(flag: str, unknown_elsewhere: Callable[[list[str]], list[str]]) -> bool:
+    try:
+        return not unknown_elsewhere([flag])
+    except UsageError:  # the other parser knows the flag and wanted its value
+        return True
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one-line notice of an old spelling that still works for one release."""
+    print(f"deprecated: {old} is now {new}; the old spelling goes in the next release", file=sys.stderr)
 
 
 def run_main(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:

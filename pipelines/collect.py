@@ -11,12 +11,13 @@ stopped. Decoding, validating, hashing and writing run on Beam. Writes OUT/data/
 OUT/rejected/rejected-*.parquet and OUT/summary.json.
 """
 
+from __future__ import annotations
+
 import datetime
 import logging
 import os
 import sys
-
-import apache_beam as beam
+from typing import TYPE_CHECKING
 
 from models.common.errors import InputNotFoundError, UsageError
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
@@ -26,9 +27,10 @@ from scraping.instaloader_dir import FolderListing, list_posts
 from scraping.records import printable
 from scraping.session import default_session_file, load_session, login_interactively, new_instagram
 from scraping.spool import Spool
-from transforms.corpus import ReadInstaloaderDirs, ReadSpool, ToRawRows
-from transforms.io import output_path
 from transforms.schemas import RAW_CORPUS
+
+if TYPE_CHECKING:  # Beam and the transforms load when the job runs, not for --help
+    import apache_beam as beam
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ def check(opts: CollectOptions) -> None:
 
 def scrape(opts: CollectOptions, instagram) -> Spool:
     """Log in from the session file (or interactively with --login and no file yet), then scrape into the spool."""
+    from transforms.io import output_path
+
     session_file = opts.session_file or default_session_file(opts.login)
     if opts.login and not os.path.isfile(session_file):
         login_interactively(instagram, opts.login, session_file)
@@ -136,6 +140,10 @@ def scrape(opts: CollectOptions, instagram) -> Spool:
 def build(pipeline: beam.Pipeline, opts: CollectOptions, context: JobContext) -> JobOutputs:
     """records (``context.prepared``: the spool, or the folders' listing) → raw rows; the entry writes what it
     returns."""
+    import apache_beam as beam
+
+    from transforms.corpus import ReadInstaloaderDirs, ReadSpool, ToRawRows
+
     if isinstance(context.prepared, Spool):
         spool = context.prepared
         read = pipeline | "ReadSpool" >> ReadSpool(spool.spool_files(), spool.sighting_files())
@@ -225,6 +233,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         check=check,
         prepare=prepare,
         replaces_own_output=lambda opts: bool(opts.hashtags),  # the same command resumes; tables come from the spool
+        reads=("from_dir",),
     )
     return run_beam_job(job, argv, test_pipeline)
 

@@ -12,25 +12,10 @@ import json
 import os
 import sys
 
-import torch
-
-from models.common.device import resolve_device, seed_everything
 from models.common.errors import ImageRejected, OutputUnwritableError, UsageError
 from models.common.files import path_under, shown, write_atomically
-from models.common.pixels import tensor_to_pil
-from models.dream import (
-    DEFAULT_LAYERS,
-    DreamConfig,
-    ImageNetBackbone,
-    LayerObjective,
-    TextObjective,
-    dream,
-    frame_strip,
-    freeze,
-)
-from models.embedding.net import BACKBONES, load_embedding_model
-from models.embedding.text_targets import caption_tokens
 from pipelines.cli import (
+    BACKBONES,
     INPUT_HELP,
     OUTPUT_HELP,
     ArgumentParser,
@@ -41,9 +26,11 @@ from pipelines.cli import (
     run_main,
 )
 from transforms.images import decode_image, encode_image, pil_to_tensor, resize_short_side
-from transforms.sources import iter_records
 
 OBJECTIVE_FLAGS = ("model", "torchvision", "weights", "layer", "text")
+# models.dream.DreamConfig's defaults, named here so that --help needs no torch (tests/pipelines/test_entry_points.py
+# checks that they agree).
+DREAM_DEFAULTS = {"octaves": 4, "octave_scale": 1.4, "iterations": 10, "step": 0.01, "jitter": 16, "smooth_sigma": 1.0}
 
 
 def parse_args(argv):
@@ -59,19 +46,21 @@ def parse_args(argv):
     goal.add_argument("--layer", help="layer whose activations to amplify (default: inception4c / layer3)")
     goal.add_argument("--text", help="with --model: dream towards this text query's embedding")
     steps = parser.add_argument_group("optimisation")
-    defaults = DreamConfig()
-    steps.add_argument("--octaves", type=positive_int, default=defaults.octaves, help="(default: %(default)s)")
+    defaults = DREAM_DEFAULTS
+    steps.add_argument("--octaves", type=positive_int, default=defaults["octaves"], help="(default: %(default)s)")
     steps.add_argument(
-        "--octave-scale", type=positive_float, default=defaults.octave_scale, help="(default: %(default)s)"
+        "--octave-scale", type=positive_float, default=defaults["octave_scale"], help="(default: %(default)s)"
     )
     steps.add_argument(
-        "--iterations", type=positive_int, default=defaults.iterations, help="per octave (default: %(default)s)"
+        "--iterations", type=positive_int, default=defaults["iterations"], help="per octave (default: %(default)s)"
     )
-    steps.add_argument("--step", type=positive_float, default=defaults.step, help="step size (default: %(default)s)")
+    steps.add_argument("--step", type=positive_float, default=defaults["step"], help="step size (default: %(default)s)")
     steps.add_argument(
-        "--jitter", type=int, default=defaults.jitter, help="max random shift, px (default: %(default)s)"
+        "--jitter", type=int, default=defaults["jitter"], help="max random shift, px (default: %(default)s)"
     )
-    steps.add_argument("--smooth", type=float, default=defaults.smooth_sigma, help="gradient blur sigma (default: 1.0)")
+    steps.add_argument(
+        "--smooth", type=float, default=defaults["smooth_sigma"], help="gradient blur sigma (default: %(default)s)"
+    )
     add_common_args(parser, image_size=384, no_progress=True)
     args = parser.parse_args(argv)
     if args.model and args.torchvision:
@@ -88,6 +77,12 @@ def parse_args(argv):
 def build_objective(args, device):
     """The network and what to maximise (a layer's activations, or similarity to a text query), and a description
     of exactly those: the checkpoint and its digest, or the torchvision network and its weights."""
+    import torch
+
+    from models.dream import DEFAULT_LAYERS, ImageNetBackbone, LayerObjective, TextObjective, freeze
+    from models.embedding.net import load_embedding_model
+    from models.embedding.text_targets import caption_tokens
+
     if args.model:
         model, text, info = load_embedding_model(args.model, device)
         freeze(model)
@@ -107,6 +102,11 @@ def build_objective(args, device):
 
 def main(argv=None):
     args = parse_args(argv)
+    from models.common.device import resolve_device, seed_everything
+    from models.common.pixels import tensor_to_pil
+    from models.dream import DreamConfig, dream, frame_strip
+    from transforms.sources import iter_records
+
     check_apart(args.output, input=args.input)
     device = resolve_device(args.device)
     seed_everything(args.seed)

@@ -7,17 +7,17 @@ glob of images. Writes OUT/data/embeddings-*.parquet (``id``, ``embedding``), OU
 OUT/summary.json. Every standard Beam option works (``--runner=DataflowRunner`` ...).
 """
 
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING
 
-import apache_beam as beam
-
-from models.embedding.net import load_embedding_model
 from pipelines.beam_job import BeamJob, JobContext, JobOptions, JobOutputs, run_beam_job
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, add_common_args, run_main
-from transforms.embed import EmbedImages
-from transforms.read import ReadImages
 from transforms.schemas import EMBEDDINGS
-from transforms.sources import input_pattern
+
+if TYPE_CHECKING:  # Beam, torch and the transforms load when the job runs, not for --help
+    import apache_beam as beam
 
 
 class EmbedOptions(JobOptions):
@@ -44,6 +44,11 @@ class EmbedOptions(JobOptions):
 
 def build(pipeline: beam.Pipeline, opts: EmbedOptions, context: JobContext) -> JobOutputs:
     """read → embed; the entry writes what it returns."""
+    from models.embedding.net import load_embedding_model
+    from transforms.embed import EmbedImages
+    from transforms.read import ReadImages
+    from transforms.sources import input_pattern
+
     _, _, info = load_embedding_model(opts.model)  # fail here, not on a worker, if the checkpoint is bad
     image_size = opts.image_size or info.training.get("train", {}).get("image_size", 224)
     source = input_pattern(opts.input)
@@ -70,7 +75,16 @@ def worker_paths(opts: EmbedOptions) -> dict:
     return {"input": opts.input, "output": opts.output, "model": opts.model}
 
 
-JOB = BeamJob("embed", EmbedOptions, {"embeddings": EMBEDDINGS}, build, describe, worker_paths=worker_paths)
+JOB = BeamJob(
+    "embed",
+    EmbedOptions,
+    {"embeddings": EMBEDDINGS},
+    build,
+    describe,
+    worker_paths=worker_paths,
+    device="device",
+    cpu_threads="cpu_threads",
+)
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None):

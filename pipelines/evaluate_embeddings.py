@@ -14,15 +14,10 @@ from collections import Counter
 
 import numpy as np
 
-from models.common.device import resolve_device
 from models.common.errors import InputNotFoundError, UsageError
 from models.common.files import write_atomically
 from models.embedding.heldout import is_heldout
-from models.embedding.net import load_embedding_model
-from models.embedding.retrieval import embed_posts, evaluate, format_table
 from pipelines.cli import INPUT_HELP, OUTPUT_HELP, ArgumentParser, add_common_args, positive_int, run_main
-from transforms.embed import heldout_posts, iter_corpus_rows, post_tokens
-from transforms.sources import clean_corpus_paths, iter_parquet_batches, table_paths
 
 
 def parse_args(argv):
@@ -53,6 +48,12 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    from models.common.device import resolve_device
+    from models.embedding.net import load_embedding_model
+    from models.embedding.retrieval import embed_posts, evaluate, format_table
+    from transforms.embed import heldout_posts
+    from transforms.sources import clean_corpus_paths, table_paths
+
     paths = clean_corpus_paths(args.input)
     device = resolve_device(args.device)
     model, text, info = load_embedding_model(args.model, device)
@@ -97,6 +98,9 @@ def info_path(model: str) -> str:
 
 def stored_embeddings(corpus: list[str], embedding_files: list[str], fraction: float):
     """Held-out posts' embeddings from ``pipelines.embed`` output, aligned with their caption tokens."""
+    from transforms.embed import iter_corpus_rows, post_tokens
+    from transforms.sources import iter_parquet_batches
+
     columns = ["id", "text", "caption", "caption_hashtags"]
     tokens = {
         row["id"]: post_tokens(row) for row in iter_corpus_rows(corpus, columns) if is_heldout(row["id"], fraction)

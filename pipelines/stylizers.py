@@ -16,16 +16,18 @@ import sys
 import numpy as np
 from PIL import Image
 
-from models.common.checkpoint import load_tensors
 from models.common.errors import InputNotFoundError, UsageError
-from models.style import registry as builtin
 from models.style.policy import StylePlan, StylePolicy, plan_outputs
-from models.style.runner import load_runner
-from pipelines.cli import IMAGE_SIZE_HELP, MAX_IMAGE_SIZE, OUTPUT_HELP, ArgumentParser, int_between, run_main
+from pipelines.cli import (
+    BUILTIN_STYLIZERS,
+    IMAGE_SIZE_HELP,
+    MAX_IMAGE_SIZE,
+    OUTPUT_HELP,
+    ArgumentParser,
+    int_between,
+    run_main,
+)
 from transforms.images import decode_image, pil_to_uint8, resize_short_side
-from transforms.preview import THUMB as THUMB_SIDE
-from transforms.preview import draw_contact_sheet, thumbnail
-from transforms.sources import read_file
 
 # Styles (or paintings) per row of a sheet: with the photo's column, preview.MAX_COLUMNS (8) wide; more make more rows.
 STYLES_PER_ROW = 7
@@ -33,6 +35,9 @@ STYLES_PER_ROW = 7
 
 def list_builtins() -> None:
     """The registry: every named configuration, then every built-in with its source."""
+    from models.common.checkpoint import load_tensors
+    from models.style import registry as builtin
+
     print("configurations:")
     for name, config in builtin.CONFIGS.items():
         print(f"  {name}: {config.to_dict()}")
@@ -53,6 +58,8 @@ def list_builtins() -> None:
 
 
 def _read_image(path: str) -> Image.Image:
+    from transforms.sources import read_file
+
     try:
         data = read_file(path)
     except OSError as exc:  # Beam's filesystems raise the OS's error (or BeamIOError, an IOError) as it is
@@ -63,6 +70,9 @@ def _read_image(path: str) -> Image.Image:
 def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
     """Every style of ``stylizer`` on one photo: rows of the original and ``STYLES_PER_ROW`` styles. Each tile is
     what the augment job makes of the photo with that style (its runner, its default precision, on CPU)."""
+    from models.style.runner import load_runner
+    from transforms.preview import draw_contact_sheet, thumbnail
+
     runner, info = load_runner(stylizer, device="cpu")
     photo = resize_short_side(_read_image(content), image_size)
     plans = plan_outputs(StylePolicy("all"), (1.0, 1.0), info.style_names, 0)
@@ -77,6 +87,10 @@ def style_sheet(stylizer: str, content: str, image_size: int) -> Image.Image:
 def painting_sheet(stylizer: str, contents: list[str], paintings: list[str], image_size: int) -> Image.Image:
     """Photos × paintings with an arbitrary-style stylizer: every painting, ``STYLES_PER_ROW`` at a time, each group
     a header row of its paintings and then a row per photo."""
+    from models.style.runner import load_runner
+    from transforms.preview import THUMB as THUMB_SIDE
+    from transforms.preview import draw_contact_sheet, thumbnail
+
     runner, _ = load_runner(stylizer, arbitrary=True, device="cpu")
     images = [_read_image(path) for path in paintings]
     names = [path.rstrip("/").rsplit("/", 1)[-1] for path in paintings]
@@ -115,12 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(
         prog="python -m pipelines.stylizers",
         description=__doc__.split("\n\n")[0],
-        epilog=f"built-ins: {', '.join(builtin.BUILTINS)}",
+        epilog=f"built-ins: {', '.join(BUILTIN_STYLIZERS)}",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the built-in stylizers, their source, licence and cached file")
     export = commands.add_parser("export", help="write a built-in stylizer as a checkpoint file")
-    export.add_argument("name", choices=sorted(builtin.BUILTINS))
+    export.add_argument("name", choices=sorted(BUILTIN_STYLIZERS))
     export.add_argument("--output", required=True, metavar="CKPT", help=f"{OUTPUT_HELP}: a checkpoint path or gs://…")
     sheet = commands.add_parser("sheet", help="every style of a stylizer on one photo, as a contact sheet")
     sheet.add_argument("stylizer", help="a built-in name or a checkpoint path")
@@ -166,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         write_atomically(args.output, buffer.getvalue())
         print(f"wrote {args.output}")
     else:
+        from models.style import registry as builtin
+
         digest = builtin.export(args.name, args.output)
         print(f"wrote {args.name} to {args.output} ({digest})")
 

@@ -13,15 +13,10 @@ import sys
 import time
 from collections import Counter
 
-from models.common.device import resolve_device, seed_everything
 from models.common.errors import CheckpointError, UsageError
 from models.common.files import write_atomically
-from models.common.resume import check_same_settings
-from models.embedding.losses import LOSSES, default_loss, make_loss
-from models.embedding.net import BACKBONES, EmbeddingNet, EmbeddingNetConfig, load_embedding_model
-from models.embedding.text_targets import KINDS, TextTargetConfig, TextTargets
-from models.embedding.trainer import EmbeddingTrainer, TrainConfig
 from pipelines.cli import (
+    BACKBONES,
     INPUT_HELP,
     OUTPUT_HELP,
     ArgumentParser,
@@ -31,8 +26,11 @@ from pipelines.cli import (
     positive_int,
     run_main,
 )
-from transforms.embed import corpus_examples, iter_split_tokens
-from transforms.sources import clean_corpus_paths
+
+# models.embedding.losses.LOSSES and models.embedding.text_targets.KINDS, named here so that --help needs neither
+# torch nor gensim (tests/pipelines/test_entry_points.py checks that they agree).
+LOSSES = ("cosine", "sigmoid-ce", "infonce")
+KINDS = ("word2vec", "lda")
 
 
 def parse_args(argv):
@@ -74,6 +72,8 @@ TRAIN_FLAGS = ("batch_size", "lr", "image_size", "heldout_fraction", "seed")
 
 def run_settings(args) -> dict:
     """What the flags ask a run to train (defaults resolved), keyed by flag: compared on ``--resume``."""
+    from models.embedding.losses import default_loss
+
     return {
         "input": args.input,
         "text_model": args.text_model,
@@ -89,6 +89,11 @@ def run_settings(args) -> dict:
 
 def new_run(args, paths):
     """Fit the text model on the training split's captions; a fresh network projecting into its space."""
+    from models.embedding.net import EmbeddingNet, EmbeddingNetConfig
+    from models.embedding.text_targets import TextTargetConfig, TextTargets
+    from models.embedding.trainer import TrainConfig
+    from transforms.embed import iter_split_tokens
+
     settings = run_settings(args)
     config = TextTargetConfig(
         args.text_model, settings["text_dim"], tfidf=not args.no_tfidf, min_count=args.min_count, seed=args.seed
@@ -106,6 +111,10 @@ def resumed_run(args):
     """The run's own network, text model and settings from its checkpoint; a flag that asks for other settings
     than the run's is refused in one line (``models.common.resume.check_same_settings``); only ``--epochs`` may
     change."""
+    from models.common.resume import check_same_settings
+    from models.embedding.net import load_embedding_model
+    from models.embedding.trainer import TrainConfig
+
     model, text, info = load_embedding_model(args.output)
     training = info.training
     try:
@@ -129,6 +138,12 @@ def resumed_run(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    from models.common.device import resolve_device, seed_everything
+    from models.embedding.losses import make_loss
+    from models.embedding.trainer import EmbeddingTrainer
+    from transforms.embed import corpus_examples
+    from transforms.sources import clean_corpus_paths
+
     started = time.perf_counter()
     check_apart(args.output, input=args.input)
     paths = clean_corpus_paths(args.input)

@@ -28,7 +28,6 @@ from apache_beam.pvalue import AsSingleton
 from models.common.files import MAX_FILE_NAME_BYTES, safe_file_name, write_atomically
 from transforms.io import DATA_FOLDER, TEMP_PREFIX, output_path
 
-OUTPUT_FORMATS = ("parquet", "imagefolder", "webdataset")
 # File extension of each --format (transforms.images.FORMATS): the one WebDataset and ImageFolder readers decode.
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 UNLABELLED = "_unlabelled"  # the ImageFolder class folder of rows without a label (--label-depth 0, or empty)

@@ -5,17 +5,21 @@ files for the same reasons. Pixels leave here as uint8 ``(H, W, 3)`` or, through
 float32 ``(3, H, W)`` in [0, 1].
 """
 
+from __future__ import annotations
+
 import contextlib
 import io
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from models.common.errors import ImageRejected, InputNotFoundError
 from models.common.files import read_file
-from models.common.pixels import uint8_to_float
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: a command's --help reads FORMATS and MAX_PIXELS
+    import torch
 
 # Decompression-bomb guard: 64 MP is above any camera photo we expect and far below what would
 # exhaust a worker (64 MP RGB = 192 MB decoded).
@@ -184,6 +188,8 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """Any PIL image → ``(3, H, W)`` float32 RGB in [0, 1] (``models.common.pixels`` convention)."""
+    from models.common.pixels import uint8_to_float
+
     return uint8_to_float(pil_to_uint8(image))
 
 

@@ -1,7 +1,8 @@
 """``WritePreview``: a contact sheet PNG of a few originals (left column) and their stylised copies.
 
-The sources shown are the ``num_sources`` smallest ids, so the sheet is the same on every run. Only
-those few images are thumbnailed; the rest of the job is untouched.
+The sources shown are sampled across labels (``sample_across_labels``: round-robin over the sorted labels, the
+smallest ids of each first), so a sheet of a class-folder input shows every class it has room for, and it is the
+same on every run. Only those few images are thumbnailed; the rest of the job is untouched.
 """
 
 import io
@@ -63,6 +64,16 @@ def draw_contact_sheet(rows: list[tuple[str, np.ndarray, list[tuple[str, np.ndar
     return sheet
 
 
+def sample_across_labels(labelled_ids: list[tuple[str, list[str]]], count: int) -> list[str]:
+    """``count`` ids taken round-robin over the labels in sorted order, each label's smallest ids first.
+    ``labelled_ids``: ``(label, ids)`` pairs (``""`` for no label)."""
+    queues = [sorted(ids) for _, ids in sorted(labelled_ids)]
+    chosen = []
+    for rank in range(max((len(queue) for queue in queues), default=0)):
+        chosen += [queue[rank] for queue in queues if rank < len(queue)]
+    return chosen[:count]
+
+
 class WritePreview(beam.PTransform):
     """``(decoded images, augmented rows)`` → writes ``path`` (PNG)."""
 
@@ -73,10 +84,13 @@ class WritePreview(beam.PTransform):
 
     def expand(self, pcolls):
         images, rows = pcolls
+        count = self.num_sources
         chosen = (
             images
-            | "Ids" >> beam.Map(lambda image: image.source_id)
-            | "Smallest" >> beam.combiners.Top.Smallest(self.num_sources)
+            | "LabelledIds" >> beam.Map(lambda image: (image.label or "", image.source_id))
+            | "SmallestPerLabel" >> beam.combiners.Top.SmallestPerKey(count)
+            | "AllLabels" >> beam.combiners.ToList()
+            | "AcrossLabels" >> beam.Map(lambda labelled: frozenset(sample_across_labels(labelled, count)))
         )
         chosen_side = beam.pvalue.AsSingleton(chosen)
 

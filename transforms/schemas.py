@@ -6,6 +6,9 @@ import pyarrow as pa
 
 from scraping.records import MEDIA_FIELDS, printable
 
+# How augment writes its stylised rows (--output-format); Parquet is the contract every other command reads.
+OUTPUT_FORMATS = ("parquet", "imagefolder", "webdataset")
+
 # One dead-letter row per input record that could not be used (or per file or row group that could not be read:
 # ``records`` says how many input records the row stands for). ``reason`` is the slug summaries count; ``error`` is
 # the human line, "reason: detail".

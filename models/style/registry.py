@@ -21,6 +21,7 @@ is refused. Dataflow workers install the package and its wheels, so they build t
 ``stylizer`` digest) and need nothing more.
 """
 
+import difflib
 import hashlib
 import logging
 import os
@@ -121,8 +122,18 @@ def is_builtin(spec: str) -> bool:
 
 
 def resolve(spec: str) -> str:
-    """A checkpoint path or URL as given; a built-in name (``magenta26``) → its cached file, built on first use."""
-    return checkpoint_path(spec) if is_builtin(spec) else spec
+    """A checkpoint path or URL as given; a built-in name (``magenta26``) → its cached file, built on first use. A
+    bare name that is neither (no folder, no suffix, no such file: ``magneta26``) is a ``UsageError`` listing the
+    built-ins, with the closest one."""
+    if is_builtin(spec):
+        return checkpoint_path(spec)
+    if "/" not in spec and not os.path.splitext(spec)[1] and not os.path.exists(spec):
+        close = difflib.get_close_matches(spec, BUILTINS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(
+            f"unknown stylizer {spec!r}: not a built-in ({', '.join(BUILTINS)}) nor a checkpoint file{hint}"
+        )
+    return spec
 
 
 def cache_dir() -> Path:

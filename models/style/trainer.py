@@ -53,7 +53,7 @@ RESUME_KEYS = (
 # the old one). The base checkpoint's own facts follow from its digest.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "base_training", "base_source")
 # Settings whose flag is not ``--`` + the key with dashes.
-SETTING_FLAGS = {"style_files": "--style", "base_checkpoint": "--add-styles-to", "content": "--content"}
+SETTING_FLAGS = {"style_files": "--style", "base_checkpoint": "--base", "content": "--content"}
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class StylizerTrainer:
                 "pass the same --style files in the same order"
             )
         if state["first_trainable_style"] != self.first_trainable_style:
-            raise CheckpointError("the resume state was not made in the same mode (new network vs --add-styles-to)")
+            raise CheckpointError("the resume state was not made in the same mode (train vs add-styles)")
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:
@@ -337,7 +337,7 @@ class StylizerTrainer:
         return grid
 
     def _style_thumbnails(self) -> list[torch.Tensor | None]:
-        # Styles trained before --add-styles-to have no image in this run: their header tile stays blank.
+        # Styles trained before add-styles have no image in this run: their header tile stays blank.
         return [None] * self.first_trainable_style + self.style_images
 
     @contextlib.contextmanager

@@ -89,3 +89,31 @@ def test_bad_flag_values_are_one_error_line(capsys):
     assert run_main(embed.run, ["--input=in", "--output=out", "--model=m", "--batch-size=0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: argument --batch-size: must be from 1 to 1024, got 0") and err.count("\n") == 1
+
+
+def test_every_job_declares_the_flags_the_launcher_reads(monkeypatch):
+    """The launcher reads a job's input paths, device and torch threads by the names its BeamJob declares, never
+    by guessing a flag name; each declared name is a flag of that job."""
+    from pipelines import augment, clean, collect, embed
+    from pipelines.beam_job import parse_job_args
+
+    required = {"clean": ["--input=i", "--output=o"], "embed": ["--input=i", "--output=o", "--model=m"]}
+    jobs = {"augment": augment.JOB, "clean": clean.JOB, "embed": embed.JOB}
+    jobs["collect"] = collect_job = _collect_job(collect, monkeypatch)
+    declared = {}
+    for name, job in jobs.items():
+        opts, _ = parse_job_args(job, required.get(name, []))
+        names = [*job.reads, *(flag for flag in (job.device, job.cpu_threads) if flag)]
+        assert set(names) <= set(vars(opts)), (name, set(names) - set(vars(opts)))
+        declared[name] = (job.reads, job.device, job.cpu_threads)
+    assert declared["augment"] == (("input", "style_images"), "device", "cpu_threads")
+    assert declared["embed"] == (("input",), "device", "cpu_threads")
+    assert declared["collect"] == (("from_dir",), None, None) and collect_job.name == "collect"
+
+
+def _collect_job(collect, monkeypatch):
+    """collect builds its BeamJob inside ``run`` (its prepare step closes over the Instagram factory)."""
+    captured = {}
+    monkeypatch.setattr(collect, "run_beam_job", lambda job, argv, test_pipeline: captured.setdefault("job", job))
+    collect.run([])
+    return captured["job"]

@@ -24,8 +24,8 @@ COMMANDS = {
     "collect": (collect.run, []),
     "clean": (clean.run, []),
     "embed": (embed.run, []),
-    "train_stylizer": (train_stylizer.main, []),
-    "stylize": (stylize.main, []),
+    **{f"train_stylizer {mode}": (train_stylizer.main, [mode]) for mode in train_stylizer.MODES},
+    **{f"stylize {mode}": (stylize.main, [mode]) for mode in stylize.MODES},
     "train_embeddings": (train_embeddings.main, []),
     "evaluate_embeddings": (evaluate_embeddings.main, []),
     "deepdream": (deepdream.main, []),
@@ -97,7 +97,9 @@ def test_every_seed_flag_takes_the_range_every_consumer_takes(capsys):
 
     max_seed = 2**32 - 1
     with_seed = [command for command in COMMANDS if "--seed" in help_entries(command, capsys)]
-    assert set(with_seed) == {"augment", "train_stylizer", "stylize", "train_embeddings", "deepdream"}
+    stylizes = {f"stylize {mode}" for mode in ("gatys", "styles", "paintings")}
+    trains = {"train_stylizer train", "train_stylizer add-styles"}
+    assert set(with_seed) == {"augment", *stylizes, *trains, "train_embeddings", "deepdream"}
     for command in with_seed:
         entry, prefix = COMMANDS[command]
         for bad in (str(2**70), "-1", str(max_seed + 1), "1.5", "x"):

@@ -43,11 +43,11 @@ def test_every_stylizer_command_refuses_a_bad_document(photos, tmp_path, capsys,
     out = tmp_path / "out"
     commands = {
         "augment": (augment.run, ["--input", photos, "--output", out, "--stylizer", evil, "--runner=FnApiRunner"]),
-        "stylize": (stylize.main, ["--checkpoint", evil, "--content", photos / "p0.png", "--output", out]),
+        "stylize": (stylize.main, ["styles", "--stylizer", evil, "--content", photos / "p0.png", "--output", out]),
         "sheet": (stylizers.main, ["sheet", evil, "--content", photos / "p0.png", "--output", tmp_path / "s.png"]),
         "add styles": (
             train_stylizer.main,
-            ["--add-styles-to", evil, "--content", photos, "--style", photos / "p0.png", "--output", out / "x"]
+            ["add-styles", "--base", evil, "--content", photos, "--style", photos / "p0.png", "--output", out / "x"]
             + ["--loss-network", "random", "--steps", "1", "--no-progress"],
         ),
     }

@@ -43,18 +43,25 @@ def run(argv, capsys):
     return code, out, err
 
 
-def test_help_describes_both_modes(capsys):
+def help_of(argv, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
+        main([*argv, "--help"])
     assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    for flag in ("--method", "--checkpoint", "--preserve-color", "--style-weights", "--loss-network", "--alpha"):
-        assert flag in text
+    return capsys.readouterr().out
+
+
+def test_help_describes_every_mode(capsys):
+    assert all(mode in help_of([], capsys) for mode in ("gatys", "styles", "paintings"))
+    for flag in ("--preserve-color", "--style-weights", "--loss-network", "--content", "--max-size"):
+        assert flag in help_of(["gatys"], capsys)
+    for mode in ("styles", "paintings"):
+        text = help_of([mode], capsys)
+        assert "--stylizer" in text and "--alpha" in text and "(default: auto)" in text and "--steps" not in text
 
 
 def test_gatys_writes_a_png_and_prints_final_losses(images, capsys):
     output = images / "out.png"
-    argv = ["--method", "gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--output", output]
+    argv = ["gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--output", output]
     code, out, err = run([*argv, *GATYS_FAST], capsys)
     assert code == 0, err
     with Image.open(output) as result:
@@ -65,7 +72,7 @@ def test_gatys_writes_a_png_and_prints_final_losses(images, capsys):
 
 def test_gatys_several_contents_and_blended_styles_into_a_directory(images, capsys):
     make_image(40, 40, seed=4).save(images / "waves.png")
-    argv = ["--content", images / "cat.png", images / "dog.jpg", "--style", images / "starry.png"]
+    argv = ["gatys", "--content", images / "cat.png", images / "dog.jpg", "--style", images / "starry.png"]
     argv += ["--style", images / "waves.png", "--style-weights", "3,1", "--output", images / "out", "--preserve-color"]
     argv += ["--optimizer", "adam"]
     code, out, err = run([*argv, *GATYS_FAST], capsys)
@@ -76,7 +83,7 @@ def test_gatys_several_contents_and_blended_styles_into_a_directory(images, caps
 
 
 def test_gatys_loss_network_flags(images, capsys):
-    argv = ["--content", images / "cat.png", "--style", images / "starry.png", "--output", images / "o.png"]
+    argv = ["gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--output", images / "o.png"]
     argv += ["--loss-arch", "vgg16", "--pooling", "avg", "--content-layers", "relu2_2", "--style-layers", "relu1_2"]
     code, _, err = run([*argv, *GATYS_FAST], capsys)
     assert code == 0, err
@@ -86,7 +93,7 @@ def test_gatys_loss_network_flags(images, capsys):
 
 def test_gatys_is_reproducible_by_seed(images, capsys):
     def stylise(seed, name):
-        argv = ["--content", images / "cat.png", "--style", images / "starry.png", "--output", images / name]
+        argv = ["gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--output", images / name]
         argv += ["--init", "noise", "--optimizer", "adam", "--seed", seed, *GATYS_FAST]
         assert run(argv, capsys)[0] == 0
         return (images / name).read_bytes()
@@ -97,16 +104,16 @@ def test_gatys_is_reproducible_by_seed(images, capsys):
 
 def test_missing_or_unreadable_inputs_give_one_error_line(images, capsys):
     style = ["--style", images / "starry.png", "--output", images / "o.png", *GATYS_FAST]
-    code, out, err = run(["--content", images / "nope.png", *style], capsys)
+    code, out, err = run(["gatys", "--content", images / "nope.png", *style], capsys)
     assert code == 2 and err == f"error: file not found: {images / 'nope.png'}\n"
-    code, out, err = run(["--content", images / "broken.png", *style], capsys)
+    code, out, err = run(["gatys", "--content", images / "broken.png", *style], capsys)
     assert code == 2 and err.count("\n") == 1 and "broken.png" in err and err.startswith("error: ")
     assert not (images / "o.png").exists()
 
 
 def test_imagenet_loss_network_without_weights_says_what_to_do(images, capsys, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(images / "empty-hub"))
-    argv = ["--content", images / "cat.png", "--style", images / "starry.png", "--output", images / "o.png"]
+    argv = ["gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--output", images / "o.png"]
     code, out, err = run(argv, capsys)
     assert code == 2
     assert "ImageNet VGG19 weights are not in the torch hub cache" in err and "--loss-network random" in err
@@ -114,16 +121,29 @@ def test_imagenet_loss_network_without_weights_says_what_to_do(images, capsys, m
 
 def test_usage_errors(images, checkpoint, capsys):
     content = ["--content", images / "cat.png", images / "dog.jpg"]
-    code, _, err = run([*content, "--style", images / "starry.png", "--output", images / "o.png"], capsys)
+    code, _, err = run(["gatys", *content, "--style", images / "starry.png", "--output", images / "o.png"], capsys)
     assert code == 2 and "pass a directory" in err
-    code, _, err = run([*content, "--style", images / "starry.png", "--style-weights", "1,2", "--output", "d"], capsys)
+    argv = ["gatys", *content, "--style", images / "starry.png", "--style-weights", "1,2", "--output", "d"]
+    code, _, err = run(argv, capsys)
     assert code == 2 and "2 value(s) for 1 --style" in err
-    code, _, err = run(["--checkpoint", checkpoint, *content, "--output", images / "d", "--steps", "3"], capsys)
-    assert code == 2 and "--steps is a gatys option" in err
+    argv = ["styles", "--stylizer", checkpoint, *content, "--output", images / "d", "--steps", "3"]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and err.startswith("error: unrecognized arguments: --steps 3 (see python -m pipelines.stylize")
+    code, _, err = run(["gatys", *content, "--output", images / "d"], capsys)
+    assert code == 2 and "the following arguments are required: --style" in err
 
 
 def test_checkpoint_writes_every_style_for_every_content(images, checkpoint, capsys):
-    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", images / "dog.jpg", "--output", images / "out"]
+    argv = [
+        "styles",
+        "--stylizer",
+        checkpoint,
+        "--content",
+        images / "cat.png",
+        images / "dog.jpg",
+        "--output",
+        images / "out",
+    ]
     code, out, err = run([*argv, "--batch-size", "1"], capsys)
     assert code == 0, err
     names = ["cat__ink.png", "cat__oil.png", "dog__ink.png", "dog__oil.png"]
@@ -135,7 +155,7 @@ def test_checkpoint_writes_every_style_for_every_content(images, checkpoint, cap
 
 
 def test_checkpoint_alpha_zero_returns_the_content(images, checkpoint, capsys):
-    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
+    argv = ["styles", "--stylizer", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
     code, _, err = run([*argv, "--style", "oil", "--alpha", "0"], capsys)
     assert code == 0, err
     assert os.listdir(images / "out") == ["cat__oil.png"]
@@ -144,16 +164,16 @@ def test_checkpoint_alpha_zero_returns_the_content(images, checkpoint, capsys):
 
 
 def test_checkpoint_unknown_style_lists_the_known_ones(images, checkpoint, capsys):
-    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
+    argv = ["styles", "--stylizer", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
     code, _, err = run([*argv, "--style", "water"], capsys)
     assert code == 2 and err == "error: unknown style 'water'; this checkpoint has: ink, oil\n"
-    code, _, err = run(["--checkpoint", images / "missing.safetensors", *argv[2:]], capsys)
+    code, _, err = run(["styles", "--stylizer", images / "missing.safetensors", *argv[3:]], capsys)
     assert code == 2 and "checkpoint not found" in err
 
 
 @pytest.mark.slow
 def test_module_entry_point_exits_2_with_one_line(images):
-    argv = ["--content", str(images / "nope.png"), "--style", str(images / "starry.png"), "--output", "o.png"]
+    argv = ["gatys", "--content", str(images / "nope.png"), "--style", str(images / "starry.png"), "--output", "o.png"]
     completed = subprocess.run(
         [sys.executable, "-m", "pipelines.stylize", *argv], cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -163,7 +183,7 @@ def test_module_entry_point_exits_2_with_one_line(images):
 
 def test_style_image_stylises_with_any_painting(images, capsys):
     paintings = [images / "starry.png", images / "dog.jpg"]
-    argv = ["--content", images / "cat.png", "--output", images / "out", "--style-image", *paintings[:1]]
+    argv = ["paintings", "--content", images / "cat.png", "--output", images / "out", "--style-image", *paintings[:1]]
     code, out, err = run([*argv, "--style-image", paintings[1]], capsys)
     assert code == 0, err
     full = Image.open(images / "out" / "cat__starry.png")
@@ -176,15 +196,16 @@ def test_style_image_stylises_with_any_painting(images, capsys):
     weak = np.asarray(Image.open(images / "weak" / "cat__starry.png"), np.float64)
     assert np.abs(weak - photo).mean() < np.abs(np.asarray(full, np.float64) - photo).mean()
     code, _, err = run([*argv, "--steps", "3"], capsys)
-    assert code == 2 and "--steps does nothing with --style-image" in err
+    assert code == 2 and "unrecognized arguments: --steps 3" in err
 
 
 def test_an_output_named_like_an_image_it_cannot_write_is_refused(images, checkpoint, capsys):
     """--output one.gif used to become a folder named one.gif holding PNGs."""
     content = ["--content", str(images / "cat.png")]
-    code, _, err = run([*content, "--checkpoint", checkpoint, "--output", str(images / "one.gif")], capsys)
-    assert code == 2 and err == f"error: --output must be a directory with --checkpoint, got {images / 'one.gif'}\n"
-    code, _, err = run([*content, "--style", str(images / "starry.png"), *GATYS_FAST, "--output", "o.webp"], capsys)
+    code, _, err = run(["styles", *content, "--stylizer", checkpoint, "--output", str(images / "one.gif")], capsys)
+    assert code == 2 and err == f"error: --output must be a directory with stylize styles, got {images / 'one.gif'}\n"
+    argv = ["gatys", *content, "--style", str(images / "starry.png"), *GATYS_FAST, "--output", "o.webp"]
+    code, _, err = run(argv, capsys)
     assert code == 2 and err.startswith("error: --output o.webp: .webp images cannot be written here")
     assert not (images / "one.gif").exists()
 
@@ -193,7 +214,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_empty_image(images, checkpoint, c
     """Issue 16 item 4: on a full disk stylize left a 0-byte p0__magenta_01.png and a traceback."""
     out = images / "out"
     full_disk(out)
-    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", out, "--no-progress"]
+    argv = ["styles", "--stylizer", checkpoint, "--content", images / "cat.png", "--output", out, "--no-progress"]
     code, _, err = run(argv, capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith(f"error: cannot write {out}/cat__"), err
@@ -220,7 +241,7 @@ def test_a_checkpoint_style_name_cannot_write_outside_the_output(images, capsys,
     evil = evil_stylizer(images / "evil.safetensors", names)
     before = written_images(images)
     output = images / "work" / "out"
-    code, _, err = run(["--checkpoint", evil, "--content", images / "cat.png", "--output", output], capsys)
+    code, _, err = run(["styles", "--stylizer", evil, "--content", images / "cat.png", "--output", output], capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "path separator" in err, err
     assert written_images(images) == before  # nothing written anywhere, inside --output or out of it
 
@@ -235,7 +256,9 @@ def test_names_are_checked_again_when_paths_are_built(images, capsys, monkeypatc
     names = [*(f"s{i:02d}" for i in range(25)), "/../../escaped"]
     evil = evil_stylizer(images / "evil.safetensors", names)
     before = written_images(images)
-    code, _, err = run(["--checkpoint", evil, "--content", images / "cat.png", "--output", images / "out"], capsys)
+    code, _, err = run(
+        ["styles", "--stylizer", evil, "--content", images / "cat.png", "--output", images / "out"], capsys
+    )
     assert code == 2 and err.startswith("error: output name 'cat__/../../escaped.png' cannot name a file"), err
     assert written_images(images) == before
 
@@ -243,12 +266,13 @@ def test_names_are_checked_again_when_paths_are_built(images, capsys, monkeypatc
 def test_painting_and_content_names_with_control_characters_or_backslashes_are_refused(images, capsys):
     odd = images / "new\nline.png"
     make_image(40, 40, seed=5).save(odd)
-    argv = ["--content", images / "cat.png", "--output", images / "out", "--style-image", odd]
+    argv = ["paintings", "--content", images / "cat.png", "--output", images / "out", "--style-image", odd]
     code, _, err = run(argv, capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "control character" in err and "\\n" in err, err
     back = images / "back\\slash.png"
     make_image(40, 40, seed=6).save(back)
-    code, _, err = run(["--content", back, "--output", images / "out2", "--style-image", images / "starry.png"], capsys)
+    argv = ["paintings", "--content", back, "--output", images / "out2", "--style-image", images / "starry.png"]
+    code, _, err = run(argv, capsys)
     assert code == 2 and "path separator" in err, err
     assert not (images / "out").exists() and not (images / "out2").exists()
 
@@ -259,7 +283,7 @@ def test_a_symlink_in_the_output_folder_is_not_followed_outside(images, checkpoi
     (images / "out").mkdir()
     os.symlink(outside / "victim.png", images / "out" / "cat__oil.png")
     code, _, err = run(
-        ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out"], capsys
+        ["styles", "--stylizer", checkpoint, "--content", images / "cat.png", "--output", images / "out"], capsys
     )
     assert code == 2 and "leads outside" in err, err
     assert not (outside / "victim.png").exists() and not (images / "out" / "cat__ink.png").exists()
@@ -270,16 +294,18 @@ def test_duplicate_style_names_in_a_checkpoint_are_refused_not_overwritten(image
     from tests.models.style.test_checkpoint import evil_stylizer
 
     evil = evil_stylizer(images / "evil.safetensors", ["same"] * 26)
-    code, out, err = run(["--checkpoint", evil, "--content", images / "cat.png", "--output", images / "out"], capsys)
+    code, out, err = run(
+        ["styles", "--stylizer", evil, "--content", images / "cat.png", "--output", images / "out"], capsys
+    )
     assert code == 2 and "style names must be unique: 'same'" in err and "wrote" not in out
 
 
 def test_sizes_past_what_a_mode_runs_at_are_refused_in_one_line(images, checkpoint, capsys):
     """Issue 16 item 3: stylize --image-size 3000 ran out of memory with a traceback."""
-    gatys = ["--content", images / "cat.png", "--style", images / "starry.png", "--loss-network", "random"]
+    gatys = ["gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--loss-network", "random"]
     code, _, err = run([*gatys, "--output", images / "g.png", "--image-size", "3000"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--image-size 3000" in err and "gatys stylises at most" in err
-    fast = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
+    fast = ["styles", "--stylizer", checkpoint, "--content", images / "cat.png", "--output", images / "out"]
     code, _, err = run([*fast, "--image-size", "5000"], capsys)
     assert code == 2 and err.count("\n") == 1 and "at most 16777216 pixels" in err
     # --max-size is the long side: a 48x36 photo at 5000 would be 5000x3750, judged before any pixel is resized
@@ -299,14 +325,23 @@ def test_running_out_of_memory_is_one_line(images, checkpoint, capsys, monkeypat
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
 
     monkeypatch.setattr(MultiStyleTransformer, "forward", no_memory)
-    argv = ["--checkpoint", checkpoint, "--content", images / "cat.png", "--output", images / "out", "--no-progress"]
+    argv = [
+        "styles",
+        "--stylizer",
+        checkpoint,
+        "--content",
+        images / "cat.png",
+        "--output",
+        images / "out",
+        "--no-progress",
+    ]
     code, _, err = run(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: out of memory") and "--batch-size" in err
 
 
 @pytest.mark.parametrize("precision", [None, "bf16"])
 def test_a_checkpoint_picture_is_the_jobs_row_for_the_same_photo_style_and_alpha(tmp_path, capsys, precision):
-    """One runner and one precision rule: `stylize --checkpoint` writes the bytes `augment` writes for that row.
+    """One runner and one precision rule: `stylize styles` writes the bytes `augment` writes for that row.
 
     The photo is a square on the job's size grid (no resize, no crop at --image-size 0); `--styles all` makes the job
     plan every style at the one --alpha, as the CLI does; both outputs are PNG, so pixels compare exactly. bf16 is
@@ -322,7 +357,15 @@ def test_a_checkpoint_picture_is_the_jobs_row_for_the_same_photo_style_and_alpha
     (tmp_path / "in").mkdir()
     make_image(40, 40, seed=5).save(tmp_path / "in" / "photo.png")
     chosen = ["--precision", precision] if precision else []
-    argv = ["--checkpoint", "magenta26", "--content", tmp_path / "in" / "photo.png", "--output", tmp_path / "cli"]
+    argv = [
+        "styles",
+        "--stylizer",
+        "magenta26",
+        "--content",
+        tmp_path / "in" / "photo.png",
+        "--output",
+        tmp_path / "cli",
+    ]
     code, _, err = run([*argv, "--style", "magenta_05", "--alpha", "0.6", *chosen], capsys)
     assert code == 0, err
     job = [f"--input={tmp_path / 'in'}", f"--output={tmp_path / 'job'}", "--styles=all", "--alpha=0.6", "--seed=3"]
@@ -334,3 +377,59 @@ def test_a_checkpoint_picture_is_the_jobs_row_for_the_same_photo_style_and_alpha
     assert row.alpha == np.float32(0.6)
     with Image.open(io.BytesIO(row.image)) as from_job, Image.open(tmp_path / "cli" / "photo__magenta_05.png") as cli:
         assert np.array_equal(np.asarray(cli), np.asarray(from_job))
+
+
+def test_the_old_mode_flags_still_work_with_a_one_line_notice(images, checkpoint, capsys):
+    """The release before chose the mode with flags; each old spelling gives the same pictures as its subcommand,
+    and says once, on stderr, what to write instead."""
+    content = ["--content", images / "cat.png", "--no-progress"]
+    spellings = [
+        (["--checkpoint", checkpoint], ["styles", "--stylizer", checkpoint], "stylize styles --stylizer CKPT"),
+        (["--style-image", images / "starry.png"], ["paintings", "--style-image", images / "starry.png"], "paintings"),
+        (["--method", "gatys", "--style", images / "starry.png", *GATYS_FAST], ["gatys", "--style"], "stylize gatys"),
+        (["--style", images / "starry.png", *GATYS_FAST], ["gatys", "--style"], "stylize gatys"),  # no mode: gatys
+    ]
+    for number, (old, new, notice) in enumerate(spellings):
+        if new == ["gatys", "--style"]:
+            new = ["gatys", "--style", images / "starry.png", *GATYS_FAST]
+        code, _, err = run([*old, *content, "--output", images / f"old{number}"], capsys)
+        assert code == 0, err
+        (line,) = [line for line in err.splitlines() if line.startswith("deprecated:")]
+        assert notice in line and line == err.splitlines()[0]
+        code, _, err = run([*new, *content, "--output", images / f"new{number}"], capsys)
+        assert code == 0 and "deprecated" not in err, err
+        old_files = sorted(os.listdir(images / f"old{number}"))
+        assert old_files == sorted(os.listdir(images / f"new{number}")) and old_files
+        for name in old_files:
+            assert (images / f"old{number}" / name).read_bytes() == (images / f"new{number}" / name).read_bytes()
+    code, _, err = run(["--checkpoint", checkpoint, "--method", "gatys", *content, "--output", images / "x"], capsys)
+    assert code == 2 and "two different modes" in err
+
+
+def test_a_content_folder_is_read_as_augment_reads_its_input(tmp_path, checkpoint, capsys):
+    """Class sub-folders are labels (pictures go to OUT/<label>/), every image below is read, one picture per image
+    and style; a file that cannot be decoded is skipped with a warning naming it, as augment rejects it."""
+    photos = tmp_path / "photos"
+    for label, seeds in {"cats": (1, 2), "dogs": (3,)}.items():
+        (photos / label).mkdir(parents=True)
+        for seed in seeds:
+            make_image(40, 32, seed=seed).save(photos / label / f"p{seed}.png")
+    make_image(40, 32, seed=4).save(photos / "loose.jpg")
+    (photos / "dogs" / "broken.png").write_bytes(b"not a png")
+    argv = ["styles", "--stylizer", checkpoint, "--content", photos, "--output", tmp_path / "out", "--style", "ink"]
+    code, out, err = run([*argv, "--no-progress"], capsys)
+    assert code == 0, err
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == [
+        "cats/p1__ink.png",
+        "cats/p2__ink.png",
+        "dogs/p3__ink.png",
+        "loose__ink.png",
+    ]
+    assert "wrote 4 image(s)" in out
+    assert [line for line in err.splitlines() if line.startswith("warning")] == [
+        f"warning: skipping {photos}/dogs/broken.png: " + err.split("broken.png: ", 1)[1].splitlines()[0]
+    ]
+    # the same picture as the file named alone
+    code, _, err = run([*argv[:4], photos / "cats" / "p1.png", "--output", tmp_path / "one", "--style", "ink"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "one" / "p1__ink.png").read_bytes() == (tmp_path / "out" / "cats" / "p1__ink.png").read_bytes()

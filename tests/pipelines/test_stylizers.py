@@ -48,6 +48,7 @@ def test_painting_sheet_takes_folders_and_an_image_name(tmp_path, capsys):
 
 def test_painting_sheet_shows_every_painting(tmp_path, monkeypatch):
     """Issue 16 item 9: a sheet of 40 paintings silently showed 8 (a contact sheet row holds at most 8 tiles)."""
+    from transforms import preview
     from transforms.preview import MAX_COLUMNS
 
     paintings = tmp_path / "paintings"
@@ -57,11 +58,37 @@ def test_painting_sheet_shows_every_painting(tmp_path, monkeypatch):
         make_image(24, 24, seed=seed).save(paintings / name)
     make_image(40, 32, seed=99).save(tmp_path / "photo.png")
     drawn = []
-    real = stylizers.draw_contact_sheet
-    monkeypatch.setattr(stylizers, "draw_contact_sheet", lambda rows: drawn.extend(rows) or real(rows))
+    real = preview.draw_contact_sheet
+    monkeypatch.setattr(preview, "draw_contact_sheet", lambda rows: drawn.extend(rows) or real(rows))
     argv = ["sheet", "magenta_arbitrary", "--content", str(tmp_path / "photo.png"), "--style-images", str(paintings)]
     assert run_main(stylizers.main, [*argv, "--output", str(tmp_path / "s.png"), "--image-size", "32"]) == 0
     assert all(len(tiles) <= MAX_COLUMNS for _, _, tiles in drawn)  # nothing past the sheet's width
     headers = [name for source, _, tiles in drawn if source == "paintings" for name, _ in tiles]
     stylised = [name for source, _, tiles in drawn if source == "photo.png" for name, _ in tiles]
     assert headers == names and stylised == names
+
+
+def test_an_unknown_stylizer_name_lists_the_builtins_with_the_closest(tmp_path, capsys):
+    """--stylizer magneta26 said "checkpoint not found: magneta26", as if it were a file."""
+    from pipelines import augment, stylize, train_stylizer
+
+    (tmp_path / "in").mkdir()
+    make_image(40, 32, seed=1).save(tmp_path / "in" / "photo.png")
+    photo, out = str(tmp_path / "in" / "photo.png"), str(tmp_path / "out")
+    commands = [
+        (augment.run, ["--input", str(tmp_path / "in"), "--output", out, "--stylizer", "magneta26"]),
+        (stylize.main, ["styles", "--stylizer", "magneta26", "--content", photo, "--output", out]),
+        (stylizers.main, ["sheet", "magneta26", "--content", photo, "--output", str(tmp_path / "s.png")]),
+        (train_stylizer.main, ["add-styles", "--base", "magneta26", "--content", photo, "--style", photo]),
+    ]
+    for entry, argv in commands:
+        assert run_main(entry, argv if entry is not train_stylizer.main else [*argv, "--output", out]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            "error: unknown stylizer 'magneta26': not a built-in (magenta26, magenta_arbitrary) nor a checkpoint "
+            "file; did you mean magenta26?\n"
+        ), (entry, err)
+    assert run_main(stylize.main, ["styles", "--stylizer", "cubism", "--content", photo, "--output", out]) == 2
+    err = capsys.readouterr().err
+    assert "unknown stylizer 'cubism'" in err and "magenta26, magenta_arbitrary" in err and "did you mean" not in err
+    assert not (tmp_path / "out").exists()

