@@ -31,6 +31,7 @@ INSTALL_REQUIRES = [
 TEST_REQUIRES = [
     "pytest>=8",
     "pytest-timeout",
+    "pytest-xdist",
     "pandas",
     "gcp-storage-emulator",
     "scikit-image",

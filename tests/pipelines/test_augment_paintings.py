@@ -188,6 +188,7 @@ def torch_threads():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_cpu_threads_do_not_change_a_byte(tmp_path, torch_threads):
     """Issue 16 item 7: painting embeddings differed by ~1e-6 between 1 and 2 torch threads, so --cpu-threads
     changed the bytes of the job. Alpha < 1 embeds the photos too."""

@@ -101,20 +101,13 @@ def raw_corpus(tmp_path):
     return folder
 
 
+def run_clean(raw_corpus, out, *extra):
+    clean.run(["--input", str(raw_corpus), "--output", str(out), "--languages", "en,es,ca", *extra])
+
+
 def test_clean_counts_every_reason_exactly(raw_corpus, tmp_path):
     out = tmp_path / "clean"
-    clean.run(
-        [
-            "--input",
-            str(raw_corpus),
-            "--output",
-            str(out),
-            "--languages",
-            "en,es,ca",
-            "--direct_running_mode=multi_processing",
-            "--direct_num_workers=2",
-        ]
-    )
+    run_clean(raw_corpus, out)
 
     rows = [r for path in sorted(glob.glob(f"{out}/data/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
     assert pq.read_schema(glob.glob(f"{out}/data/clean-*.parquet")[0]).equals(CLEAN_CORPUS, check_metadata=False)
@@ -313,3 +306,17 @@ def test_an_image_the_output_format_cannot_hold_is_a_reason(tmp_path):
     assert [(r["source_id"], r["stage"], r["error"].split(":")[0]) for r in rejected] == [
         ("instagram:WIDE:0", "image", "unencodable")
     ]
+
+
+@pytest.mark.slow
+def test_two_worker_processes_keep_and_reject_the_same_rows(raw_corpus, tmp_path):
+    """Near-duplicates meet across workers: the same keepers and the same reasons as one process."""
+    run_clean(raw_corpus, tmp_path / "one")
+    run_clean(raw_corpus, tmp_path / "two", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+
+    def table(out, name):
+        rows = [r for path in sorted(glob.glob(f"{out}/{name}-*.parquet")) for r in pq.read_table(path).to_pylist()]
+        return sorted(rows, key=repr)
+
+    for name in ("clean", "rejected"):
+        assert table(tmp_path / "one", name) == table(tmp_path / "two", name)
