@@ -314,9 +314,11 @@ def test_two_worker_processes_keep_and_reject_the_same_rows(raw_corpus, tmp_path
     run_clean(raw_corpus, tmp_path / "one")
     run_clean(raw_corpus, tmp_path / "two", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
 
-    def table(out, name):
-        rows = [r for path in sorted(glob.glob(f"{out}/{name}-*.parquet")) for r in pq.read_table(path).to_pylist()]
+    def table(pattern):
+        rows = [r for path in sorted(glob.glob(pattern)) for r in pq.read_table(path).to_pylist()]
         return sorted(rows, key=repr)
 
-    for name in ("clean", "rejected"):
-        assert table(tmp_path / "one", name) == table(tmp_path / "two", name)
+    for pattern in ("data/clean-*.parquet", "rejected/rejected-*.parquet"):
+        assert table(f"{tmp_path}/one/{pattern}") and table(f"{tmp_path}/one/{pattern}") == table(
+            f"{tmp_path}/two/{pattern}"
+        )
