@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 
 from models.common.errors import StylebeamError, UsageError
+from models.embedding.choices import BACKBONES  # noqa: F401  (the parsers' choices, torch-free)
+from models.style.choices import PRECISIONS  # noqa: F401
 
 # The project's own loggers report progress at INFO; libraries (Beam, gensim, urllib3) only warnings and errors.
 PROJECT_LOGGERS = ("pipelines", "transforms", "models", "scraping")
@@ -36,10 +38,8 @@ MAX_IMAGE_SIZE = 8192
 PRECISION_HELP = (
     "what the stylizer computes in: auto: bf16 where the CPU/GPU has native bf16, else fp32 on CPU / fp16 on GPU"
 )
-# models.style.runner.PRECISIONS, models.embedding.net.BACKBONES and models.style.registry.BUILTINS' names, named here
-# so that a parser needs no torch (tests/pipelines/test_entry_points.py checks that they agree).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
+# models.style.registry.BUILTINS' names, named here so that a parser needs no torch (the registry builds networks
+# with it; tests/pipelines/test_entry_points.py checks that the names agree).
 BUILTIN_STYLIZERS = ("magenta26", "magenta_arbitrary")
 
 

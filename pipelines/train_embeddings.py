@@ -15,6 +15,7 @@ from collections import Counter
 
 from models.common.errors import CheckpointError, UsageError
 from models.common.files import write_atomically
+from models.embedding.choices import LOSSES, TARGET_KINDS
 from pipelines.cli import (
     BACKBONES,
     INPUT_HELP,
@@ -27,11 +28,6 @@ from pipelines.cli import (
     run_main,
 )
 
-# models.embedding.losses.LOSSES and models.embedding.text_targets.KINDS, named here so that --help needs neither
-# torch nor gensim (tests/pipelines/test_entry_points.py checks that they agree).
-LOSSES = ("cosine", "sigmoid-ce", "infonce")
-KINDS = ("word2vec", "lda")
-
 
 def parse_args(argv):
     parser = ArgumentParser(prog="python -m pipelines.train_embeddings", description=__doc__.split("\n")[0])
@@ -42,7 +38,7 @@ def parse_args(argv):
         "--output", required=True, help=f"{OUTPUT_HELP}: a folder for the checkpoint, curves and summary"
     )
     text = parser.add_argument_group("text targets")
-    text.add_argument("--text-model", choices=KINDS, default="word2vec", help="(default: %(default)s)")
+    text.add_argument("--text-model", choices=TARGET_KINDS, default="word2vec", help="(default: %(default)s)")
     text.add_argument(
         "--text-dim", type=positive_int, default=None, help="word-vector size (default 128) or LDA topics (default 40)"
     )

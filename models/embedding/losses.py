@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("cosine", "sigmoid-ce", "infonce")
+from models.embedding.choices import LOSSES
 
 
 class CosineRegressionLoss(nn.Module):

@@ -22,9 +22,9 @@ from models.common.checkpoint import EMBEDDING_KIND, check_finite, check_fits, c
 from models.common.errors import CheckpointError, UsageError, WeightsUnavailableError
 from models.common.pixels import ImageNetNormalize
 from models.common.weights import imagenet_file, load_state_dict
+from models.embedding.choices import BACKBONES
 from models.embedding.text_targets import TextTargetConfig, TextTargets
 
-BACKBONES = ("resnet18", "resnet50", "googlenet", "resnet-tiny")
 IMAGENET_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
     "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,

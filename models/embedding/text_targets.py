@@ -22,7 +22,9 @@ import numpy as np
 from gensim.parsing.preprocessing import STOPWORDS
 from gensim.utils import simple_preprocess
 
-KINDS = ("word2vec", "lda")
+from models.embedding.choices import TARGET_KINDS
+
+KINDS = TARGET_KINDS
 
 
 def caption_tokens(text: str | None, hashtags: Iterable[str] | None = ()) -> list[str]:

@@ -27,11 +27,11 @@ from models.common.device import resolve_device
 from models.common.errors import UsageError
 from models.common.pixels import float_to_uint8, uint8_to_float
 from models.style.checkpoint import load_arbitrary, load_stylizer
+from models.style.choices import PRECISIONS  # noqa: F401  (re-exported: callers name it from here)
 from models.style.policy import Conditioning, StylePlan, style_conditioning
 from models.style.registry import resolve
 from models.style.stylizer import MultiStyleTransformer
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOGGER = logging.getLogger(__name__)
 
 
