@@ -4,7 +4,7 @@
 
 Run with no flags, it stylises the sample images shipped in the package with the built-in 26-style Magenta
 network (4 random styles each) and writes ``./augment-output``. Every standard Beam option works
-(``--runner=DataflowRunner`` ...); see README.
+(``--runner=DataflowRunner`` ...).
 """
 
 from __future__ import annotations

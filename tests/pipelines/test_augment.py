@@ -229,8 +229,8 @@ def test_module_entry_point_prints_one_line_and_exits_2(tmp_path):
 
 def test_what_a_worker_would_fail_on_is_refused_before_the_job_runs(tmp_path, capsys, monkeypatch):
     """Weights that are not numbers, or --device cuda on a local runner without a GPU, used to pass the launcher and
-    fail in every worker's setup: exit 1 behind a wall of Beam tracebacks (the NaN checkpoint, before issue 12:
-    exit 0 and black images). Now one line, exit 2, and no output folder."""
+    fail in every worker's setup: exit 1 behind a wall of Beam tracebacks (the NaN checkpoint, before any check: exit 0
+    and black images). Now one line, exit 2, and no output folder."""
     from pipelines.cli import run_main
 
     model = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1))
@@ -332,7 +332,7 @@ def test_non_finite_outputs_are_rejected_not_encoded(dataset, tmp_path):
 
 
 def test_a_parquet_image_column_of_the_wrong_type_is_one_rejected_row_not_a_crash(tmp_path, stylizer):
-    """Issue 12 item 3: a string ``image`` column used to end the job with a TypeError."""
+    """A string ``image`` column used to end the job with a TypeError."""
     folder = tmp_path / "in"
     folder.mkdir()
     pq.write_table(pa.table({"id": ["s1", "s2"], "image": ["not", "bytes"]}), folder / "strings.parquet")
@@ -345,7 +345,7 @@ def test_a_parquet_image_column_of_the_wrong_type_is_one_rejected_row_not_a_cras
 
 
 def test_every_size_a_flag_sets_is_bounded_before_the_job_starts(tmp_path, stylizer, dataset, capsys):
-    """Issue 16 item 3: --image-size 20000 on a 96x64 photo crashed in decode (MemoryError, 349 lines),
+    """--image-size 20000 on a 96x64 photo crashed in decode (MemoryError, 349 lines),
     --styles mix:100000000 asked for 19.4 GiB (547 lines)."""
     root, _ = dataset
     base = [f"--input={root}", f"--stylizer={stylizer}", f"--output={tmp_path}/out", "--styles=random:1"]

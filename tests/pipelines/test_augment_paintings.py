@@ -159,7 +159,7 @@ def test_paintings_need_an_arbitrary_stylizer(photos, paintings, tmp_path, capsy
 
 
 def test_a_one_file_parquet_collection_counts_its_paintings_not_its_files(tmp_path, capsys):
-    """Issue 16 item 6: 4 paintings in one Parquet file refused random:2 and mix:2 ("than the 1 there are")."""
+    """4 paintings in one Parquet file refused random:2 and mix:2 ("than the 1 there are")."""
     from pipelines.cli import run_main
 
     photos = tmp_path / "photos"
@@ -190,7 +190,7 @@ def torch_threads():
 
 @pytest.mark.slow
 def test_cpu_threads_do_not_change_a_byte(tmp_path, torch_threads):
-    """Issue 16 item 7: painting embeddings differed by ~1e-6 between 1 and 2 torch threads, so --cpu-threads
+    """Painting embeddings differed by ~1e-6 between 1 and 2 torch threads, so --cpu-threads
     changed the bytes of the job. Alpha < 1 embeds the photos too."""
     photos, paintings = tmp_path / "photos", tmp_path / "paintings"
     photos.mkdir()

@@ -281,7 +281,7 @@ def test_a_hostile_download_tree_loses_nothing_and_prints_no_traceback(fake, tmp
 
 
 def test_until_the_last_representable_day_means_no_upper_bound(fake, tmp_path):
-    """Issue 16 item 9: --until 9999-12-31 overflowed (its inclusive end is past datetime.max)."""
+    """--until 9999-12-31 overflowed (its inclusive end is past datetime.max)."""
     out = tmp_path / "out"
     session = fi.write_session_file(str(tmp_path / "session"))
     argv = ["--hashtags", "joanmiro,miro", "--output", str(out), "--session-file", session, "--until", "9999-12-31"]

@@ -125,7 +125,7 @@ def test_bad_model_is_a_one_line_error(corpus, capsys):
 
 
 def test_a_failing_or_non_finite_forward_pass_rejects_its_images_not_the_job(corpus, tmp_path, monkeypatch):
-    """Issue 12 item 3: a batch whose forward pass raises is retried image by image; what still fails, and an
+    """A batch whose forward pass raises is retried image by image; what still fails, and an
     embedding that is not finite, is a rejected row with its reason."""
     from models.embedding.net import EmbeddingNet
 

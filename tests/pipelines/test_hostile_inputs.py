@@ -1,4 +1,4 @@
-"""Issue 12: ``augment`` and ``embed`` over hostile input trees (corrupt, mis-typed, mis-encoded, duplicated and
+"""``augment`` and ``embed`` over hostile input trees (corrupt, mis-typed, mis-encoded, duplicated and
 symlinked files, and a job's side files). Nothing is lost and nothing is doubled: the sources written plus the
 records the rejected rows stand for equal the input records; the job exits 0 with no traceback."""
 

@@ -1,4 +1,4 @@
-"""Issue 12 items 1, 4 and 6 for every Beam job: an output folder never holds a mix of runs, bad paths are one line
+"""For every Beam job: an output folder never holds a mix of runs, bad paths are one line
 before anything runs, and the ambiguous inputs (duplicate ids, symlinked folders, glob characters) are settled."""
 
 import glob
@@ -238,7 +238,7 @@ def test_overwrite_deletes_nothing_until_the_job_is_built_and_never_its_own_inpu
     assert f"is where --input {out} is read from" in last_line(capsys) and tables(out, "augmented") == before
 
 
-# issue 16 item 4: a run is finished only when summary.json exists ----------------------------------------------------
+# A run is finished only when summary.json exists ----------------------------------------------------
 def test_summary_json_is_written_only_after_every_table_is_final(photos, stylizer, tmp_path, monkeypatch):
     """The commit marker comes last: when any table's shards are renamed into place (Beam's finalize), there is no
     summary.json yet, so a run killed at any moment never looks finished."""
@@ -324,7 +324,7 @@ def test_an_interrupted_overwrite_never_leaves_a_folder_that_looks_finished(tmp_
     assert os.listdir(out) == []
 
 
-# issue 16 item 4: storage errors in Beam jobs are one line ---------------------------------------------------------
+# Storage errors in Beam jobs are one line ---------------------------------------------------------
 # Loaded by every Python process of the job (the launcher and, in multi_processing, each worker): Beam's Parquet
 # sink finds the disk full when it creates a shard.
 FULL_DISK = """
@@ -394,7 +394,7 @@ def test_output_failure_reads_the_errno_behind_beams_wrapping(tmp_path):
     assert output_failure(ValueError("a bug"), out) is None
 
 
-# issue 16 item 5: containment both ways, after resolving symlinks --------------------------------------------------
+# Containment both ways, after resolving symlinks --------------------------------------------------
 def test_an_output_inside_a_parquet_input_is_refused(photos, stylizer, tmp_path, capsys):
     """The second run re-augmented the first run's output (8 rows for 4, ids r0#0#0)."""
     table = tmp_path / "table"

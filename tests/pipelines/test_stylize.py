@@ -211,7 +211,7 @@ def test_an_output_named_like_an_image_it_cannot_write_is_refused(images, checkp
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_empty_image(images, checkpoint, capsys, full_disk):
-    """Issue 16 item 4: on a full disk stylize left a 0-byte p0__magenta_01.png and a traceback."""
+    """On a full disk stylize left a 0-byte p0__magenta_01.png and a traceback."""
     out = images / "out"
     full_disk(out)
     argv = ["styles", "--stylizer", checkpoint, "--content", images / "cat.png", "--output", out, "--no-progress"]
@@ -301,7 +301,7 @@ def test_duplicate_style_names_in_a_checkpoint_are_refused_not_overwritten(image
 
 
 def test_sizes_past_what_a_mode_runs_at_are_refused_in_one_line(images, checkpoint, capsys):
-    """Issue 16 item 3: stylize --image-size 3000 ran out of memory with a traceback."""
+    """Stylize --image-size 3000 ran out of memory with a traceback."""
     gatys = ["gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--loss-network", "random"]
     code, _, err = run([*gatys, "--output", images / "g.png", "--image-size", "3000"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--image-size 3000" in err and "gatys stylises at most" in err

@@ -47,7 +47,7 @@ def test_painting_sheet_takes_folders_and_an_image_name(tmp_path, capsys):
 
 
 def test_painting_sheet_shows_every_painting(tmp_path, monkeypatch):
-    """Issue 16 item 9: a sheet of 40 paintings silently showed 8 (a contact sheet row holds at most 8 tiles)."""
+    """A sheet of 40 paintings silently showed 8 (a contact sheet row holds at most 8 tiles)."""
     from transforms import preview
     from transforms.preview import MAX_COLUMNS
 

@@ -237,7 +237,7 @@ def test_init_arbitrary_bakes_paintings_into_a_checkpoint_offline(data, capsys):
 
 
 def test_a_full_disk_while_writing_the_samples_is_one_line_and_no_truncated_file(data, capsys, full_disk):
-    """Issue 16 item 4: on a full disk train_stylizer left a truncated samples.png and a traceback."""
+    """On a full disk train_stylizer left a truncated samples.png and a traceback."""
     output = data / "out" / "two.safetensors"
     full_disk(data / "out", "*samples.png*")
     argv = ["train", "--content", data / "content", "--style", data / "styles/swirl.png", "--output", output]

@@ -10,7 +10,7 @@ from transforms.sources import SourceRecord
 
 def test_buckets_pad_the_long_side_to_the_grid_and_crop_only_past_the_aspect_cap():
     """The long side is padded up to the grid (and the output cut back), not cropped: 143x96 at 128 is 191x128 in
-    the output, as resized, not 176x128 (issue 17)."""
+    the output, as resized, not 176x128."""
     assert fit_to_bucket(make_image(400, 300), 256).size == (341, 256)
     assert pad_to_bucket(np.asarray(fit_to_bucket(make_image(400, 300), 256))).shape == (256, 352, 3)  # 256 + 3·32
     assert pad_to_bucket(np.zeros((341, 256, 3), np.uint8)).shape == (352, 256, 3)
@@ -55,7 +55,7 @@ def test_decode_images_splits_good_from_rejected(beam_options):
 
 
 def test_max_pixels_holds_after_the_resize_and_memory_errors_are_rows(monkeypatch):
-    """Issue 16 item 3: --max-pixels was checked before the resize only (--image-size 20000 on a 96x64 photo:
+    """--max-pixels was checked before the resize only (--image-size 20000 on a 96x64 photo:
     MemoryError, 349 lines); a record whose resize runs out of memory is a rejected row, not a crash."""
     from apache_beam.pvalue import TaggedOutput
 

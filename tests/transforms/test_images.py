@@ -114,7 +114,7 @@ def test_tensor_round_trip_and_resize():
 
 @pytest.mark.parametrize("failure", [struct.error("unpack requires a buffer of 4 bytes"), TypeError("bad header")])
 def test_any_decoder_failure_is_a_rejection_not_a_crash(monkeypatch, failure):
-    """Issue 12 item 3: Pillow's plugins raise more than OSError/ValueError on crafted files."""
+    """Pillow's plugins raise more than OSError/ValueError on crafted files."""
     from PIL import Image
 
     real_open = Image.open
@@ -154,7 +154,7 @@ def png_header_claiming(width: int, height: int) -> bytes:
 
 
 def test_a_100_megapixel_image_is_judged_by_max_pixels_alone():
-    """Issue 16 item 3: --max-pixels 150000000 still rejected a 100 MP image at Pillow's own 89.5 MP warning."""
+    """--max-pixels 150000000 still rejected a 100 MP image at Pillow's own 89.5 MP warning."""
     data = png_header_claiming(10_000, 10_000)
     assert reason(data) == "too_many_pixels"  # above the default 64 MP
     assert reason(data, max_pixels=150_000_000) == "corrupt_image"  # accepted by size, so decoded (and broken)

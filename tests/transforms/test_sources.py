@@ -120,7 +120,7 @@ def test_a_parquet_file_whose_image_column_is_text_is_a_usage_error_for_the_torc
     ],
 )
 def test_only_a_missing_input_is_reported_as_not_found(monkeypatch, failure, message):
-    """Issue 11 item 5: a permission or network failure while listing says what it is."""
+    """A permission or network failure while listing says what it is."""
     from apache_beam.io.filesystem import BeamIOError
     from apache_beam.io.filesystems import FileSystems
 
@@ -149,7 +149,7 @@ def test_a_missing_bucket_is_not_found(monkeypatch):
 
 
 def test_a_jobs_table_without_its_summary_is_an_unfinished_run(tmp_path):
-    """Issue 16 item 4: a job writes summary.json last; its tables without it are a killed or failed run."""
+    """A job writes summary.json last; its tables without it are a killed or failed run."""
     from models.common.errors import InputUnreadableError
 
     run = tmp_path / "run"
@@ -181,7 +181,7 @@ def test_every_jobs_tables_are_known_as_run_tables(monkeypatch):
 
 
 def test_records_are_counted_not_files(image_tree, tmp_path_factory):
-    """Issue 16 item 6: one Parquet file holds many records; an unreadable one holds none the job can use."""
+    """One Parquet file holds many records; an unreadable one holds none the job can use."""
     from transforms.sources import count_records
 
     assert count_records(resolve_input(str(image_tree))) == 4

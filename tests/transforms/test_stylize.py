@@ -70,7 +70,7 @@ def test_every_planned_output_is_a_row_with_the_runners_pixels(checkpoint, beam_
 
 
 def test_memory_running_out_in_a_forward_pass_is_a_rejected_row(checkpoint, beam_options, monkeypatch):
-    """Issue 16 item 3: a record the stylizer has no memory for is a rejected row with a reason, not a crash."""
+    """A record the stylizer has no memory for is a rejected row with a reason, not a crash."""
     path, digest = checkpoint
 
     def no_memory(self, pixels, style_weights, alpha):

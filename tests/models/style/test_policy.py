@@ -110,7 +110,7 @@ def test_blend_code_interpolates_toward_the_content_embedding():
 
 
 def test_every_k_is_bounded_in_one_line():
-    """Issue 16 item 3: --styles mix:100000000 asked numpy for 19.4 GiB and crashed in 547 lines."""
+    """--styles mix:100000000 asked numpy for 19.4 GiB and crashed in 547 lines."""
     from models.style.policy import MAX_OUTPUTS_PER_IMAGE, StylePolicy
 
     for mode in ("random", "mix", "randomize"):

@@ -131,7 +131,7 @@ def test_non_finite_output_is_raised_for_the_images_it_hits(model):
 
 @pytest.mark.slow
 def test_style_embeddings_do_not_depend_on_the_thread_count():
-    """Issue 16 item 7: float32 embeddings differed by ~1e-6 between 1 and 2 torch threads (oneDNN splits its sums
+    """Float32 embeddings differed by ~1e-6 between 1 and 2 torch threads (oneDNN splits its sums
     by thread), so augment wrote other bytes with --cpu-threads 2 and a DataLoader worker other embeddings."""
     from models.style.predictor import StylePredictor
     from models.style.runner import StyleEmbedder
