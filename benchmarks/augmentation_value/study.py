@@ -65,11 +65,11 @@ class StudySettings:
     seed: int = 0
     stylizer: str = "magenta26"
     sizes: tuple[int, ...] = (64, 128)
-    alphas: tuple[str, ...] = ("0.5", "1")
+    alphas: tuple[str, ...] = ("0.5", "0.75", "1")
     copies: int = 3  # K: the offline job's copies per image, the pool's size
     image_size: int = 48  # the CNN's input
     steps: int = 200
-    probe_steps: int = 100
+    probe_steps: int = 300  # the arms' CNN budget or more: 100 steps left the unstylised shape probe at 0.25-0.34
     classes: int = 8
     train_per_class: int = 50
     test_per_class: int = 30
@@ -369,6 +369,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=positive_int, default=2, help="CNNs trained at once (default: %(default)s)")
     parser.add_argument("--vendors", default=",".join(DEFAULT_VENDORS), help="emoji vendors (default: %(default)s)")
     parser.add_argument("--npm-registry", default=REGISTRY, help="(default: %(default)s)")
+    check = parser.add_argument_group("manipulation check")
+    check.add_argument(
+        "--sizes", default=",".join(map(str, StudySettings.sizes)), help="stylise sizes, px (default: %(default)s)"
+    )
+    check.add_argument("--alphas", default=",".join(StudySettings.alphas), help="alphas (default: %(default)s)")
+    check.add_argument(
+        "--probe-steps", type=positive_int, default=StudySettings.probe_steps, help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=positive_int, default=StudySettings.steps, help="arms' CNN steps (default: %(default)s)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -386,8 +397,21 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
     bad = [name for name in vendors if name not in VENDORS]
     if bad or len(vendors) < 2:
         raise ExperimentError(f"--vendors: at least 2 of {', '.join(VENDORS)}, got {args.vendors!r}")
+    try:
+        sizes = tuple(int(size) for size in args.sizes.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 16:
+        raise ExperimentError(f"--sizes: comma-separated sizes of 16 px or more, got {args.sizes!r}")
+    alphas = tuple(alpha.strip() for alpha in args.alphas.split(";" if ";" in args.alphas else ","))
+    for alpha in alphas:
+        parse_alpha(alpha)
     settings = StudySettings(
         output=args.output,
+        sizes=sizes,
+        alphas=alphas,
+        probe_steps=args.probe_steps,
+        steps=args.steps,
         families=families,
         seeds=args.seeds,
         seed=args.seed,
