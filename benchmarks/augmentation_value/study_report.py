@@ -69,7 +69,7 @@ def family_table(name: str, family: dict) -> list[str]:
         "oracle gap closed",
     ]
     setting = family["setting"]
-    forced = " (forced: --quick)" if setting.get("forced") else ""
+    forced = " (**forced**: the check did not pass; exploratory)" if setting.get("forced") else ""
     lines = [
         f"**{name}** at {setting['size']} px, alpha {setting['alpha']}{forced}; primary endpoint = mean of "
         f"{', '.join(TEST_NAMES.get(t, t) for t in family['shifted'])}; {len(family['arms']['none']['seeds'])} paired "
