@@ -115,15 +115,12 @@ def chart(document: dict, height: int = 380) -> Image.Image:
     families = [(name, f) for name, f in document["families"].items() if f.get("went_on")]
     font, small, title_font = _font(13), _font(11), _font(15)
     panel_w, left, top, bottom = 470, 50, 70, 56
-    width = max(left + panel_w * max(1, len(families)) + 20, 520)
+    title = "Primary endpoint (mean of shifted test sets) and clean accuracy, mean and 95% CI over paired seeds"
+    title_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=title_font))
+    width = max(left + panel_w * max(1, len(families)) + 20, left + title_w + 20)
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text(
-        (left, 8),
-        "Primary endpoint (mean of shifted test sets) and clean accuracy, mean and 95% CI over paired seeds",
-        fill="black",
-        font=title_font,
-    )
+    draw.text((left, 8), title, fill="black", font=title_font)
     legend = [("primary (shifted)", COLOURS[0]), ("clean", COLOURS[1])]
     x = left
     for text, colour in legend:
@@ -156,7 +153,8 @@ def chart(document: dict, height: int = 380) -> Image.Image:
             row = family["comparisons"].get(arm, {})
             label = arm + (" ✓" if row.get("gain") else "")
             draw.text((x0 + 8 + g * group + group / 2 - 4, y_of(0) + 6), label, fill="black", font=small, anchor="ma")
-        draw.text((x0 + (panel_w - 40) / 2, y_of(0) + 26), name, fill="black", font=font, anchor="ma")
+        caption = name + (" (forced: the check did not pass)" if family["setting"].get("forced") else "")
+        draw.text((x0 + (panel_w - 40) / 2, y_of(0) + 26), caption, fill="black", font=font, anchor="ma")
     if not families:
         draw.text((left, top + 20), "no family passed the manipulation check", fill="black", font=font)
     return image
