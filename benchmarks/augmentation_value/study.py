@@ -346,6 +346,8 @@ def run_study(settings: StudySettings, log=print) -> dict:
                 f"seeds ({np.mean([r['train_s'] for r in runs[name][arm]]):.0f}s per run)"
             )
 
+    # Arm by arm (seeds within): each arm's progress line comes as soon as its last seed is done, not all at the end.
+    all_tasks.sort(key=lambda task: (list(families).index(task.label[0]), ARMS.index(task.label[1]), task.label[2]))
     log(f"training {len(all_tasks)} CNNs, {settings.jobs} at a time")
     run_tasks(all_tasks, settings.jobs, done)
     for name, family_runs in runs.items():
