@@ -214,3 +214,33 @@ def _square(data: bytes, size: int, train_size: int) -> np.ndarray:
     if image.size != (size, size):
         image = center_crop(image, size)
     return pil_to_uint8(resize_short_side(image, train_size))
+
+
+def stylise_copies(
+    images,
+    folder: Path,
+    stylizer: str,
+    alpha: str,
+    copies: int,
+    image_size: int,
+    seed: int,
+    train_size: int,
+) -> tuple[np.ndarray, float]:
+    """``images`` (``LabelledImages`` at ``image_size``) through the augment job, ``--styles random:{copies}``:
+    ``(N, copies, train_size, train_size, 3)`` uint8 in the images' order, copy n = the job's row ``#n``, and the
+    job's wall time. The job's input is ``folder/input`` (an ImageFolder of the images), its output ``folder/job``."""
+    from benchmarks.augmentation_value.cue_conflict import write_image_folder
+
+    if Path(folder).exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    write_image_folder(images, Path(folder) / "input")
+    request = AugmentRequest("random", copies, alpha, stylizer=stylizer)
+    output = str(Path(folder) / "job")
+    elapsed = run_augment(request, str(Path(folder) / "input"), output, image_size, seed)
+    sources = {image_id: image_id.split("/")[0] for image_id in images.ids}
+    rows = read_augmented(request, output, sources, image_size, seed, elapsed, train_size=train_size)
+    position = {row_id: i for i, row_id in enumerate(rows.ids)}
+    index = [[position[f"{image_id}#{n}"] for n in range(copies)] for image_id in images.ids]
+    return rows.pixels[np.array(index, np.int64)], elapsed

@@ -26,12 +26,15 @@ SHAPES = ("circle", "square", "triangle", "star", "plus", "heart", "crescent", "
 # One pattern family per class, in class order; the unseen set uses families no class has.
 CLASS_TEXTURES = ("stripes", "checker", "dots", "waves", "rings", "hatch", "zigzag", "bricks", "blobs", "speckle")
 UNSEEN_TEXTURES = ("cells", "marble", "plaid", "scales")
-SPLITS = {"train": 0, "in_distribution": 1, "cue_conflict": 2, "unseen_textures": 3}
+SPLITS = {"train": 0, "in_distribution": 1, "cue_conflict": 2, "unseen_textures": 3, "probe": 4}
 TEST_SETS = ("in_distribution", "cue_conflict", "unseen_textures")
 # Pattern periods per image width: a texture repeats many times across a silhouette (about 5 px at 64 px), as
 # Geirhos et al.'s textures (fur, skin, bark) do; coarser "markings" (3 stripes across) read as shape to a CNN
 # and survive a style network as content.
 TEXTURE_CYCLES = (10.0, 13.0)
+# The "fine" family's grain (about 2.5-3 px per period at 64 px): finer than Magenta's strokes at the sizes it
+# stylises, so the stylizer can replace it; the manipulation check (``manipulation.py``) measures whether it does.
+FINE_TEXTURE_CYCLES = (20.0, 26.0)
 SUPERSAMPLE = 4  # silhouettes are drawn at 4x and box-filtered down: anti-aliased edges
 
 
@@ -43,6 +46,10 @@ class CueConflictSpec:
     test_per_class: int = 40
     texture_correlation: float = 0.9
     seed: int = 0
+    texture_cycles: tuple[float, float] = TEXTURE_CYCLES
+    # The in-distribution test set's correlation; None: the training's. 1 / classes: texture independent of the
+    # class, so the set scores shape, not the shortcut (issue 18).
+    in_distribution_correlation: float | None = None
 
 
 @dataclass
@@ -84,7 +91,7 @@ def _make_split(spec: CueConflictSpec, names: list[str], split: str, per_class: 
         ids.append(f"{names[label]}/{split}-{index:05d}.png")
         labels.append(label)
         texture_labels.append(texture)
-        pixels.append(render_image(label, texture, spec.image_size, rng))
+        pixels.append(render_image(label, texture, spec.image_size, rng, spec.texture_cycles))
     return LabelledImages(ids, np.array(labels, np.int64), np.array(texture_labels, np.int64), np.stack(pixels))
 
 
@@ -94,15 +101,22 @@ def _texture_class(split: str, label: int, spec: CueConflictSpec, rng: np.random
     other = (label + 1 + rng.integers(spec.classes - 1)) % spec.classes  # uniform over the other classes
     if split == "cue_conflict":
         return int(other)
-    return label if rng.random() < spec.texture_correlation else int(other)
+    correlation = spec.texture_correlation
+    if split == "in_distribution" and spec.in_distribution_correlation is not None:
+        correlation = spec.in_distribution_correlation
+    elif split == "probe":  # the manipulation check's: texture independent of the shape
+        correlation = 1 / spec.classes
+    return label if rng.random() < correlation else int(other)
 
 
-def render_image(shape: int, texture: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def render_image(
+    shape: int, texture: int, size: int, rng: np.random.Generator, cycles: tuple[float, float] = TEXTURE_CYCLES
+) -> np.ndarray:
     """One ``(size, size, 3)`` uint8 image: ``SHAPES[shape]`` filled with class texture ``texture`` (-1: an unseen
     texture) over a smooth, low-saturation background."""
     mask = shape_mask(SHAPES[shape], size, rng)[..., None]
     background = smooth_background(size, rng)
-    fill = class_texture(texture, size, rng) if texture >= 0 else unseen_texture(size, rng)
+    fill = class_texture(texture, size, rng, cycles) if texture >= 0 else unseen_texture(size, rng, cycles)
     image = background * (1 - mask) + fill * mask
     return (image * 255).round().clip(0, 255).astype(np.uint8)
 
@@ -200,10 +214,12 @@ def _smooth_noise(size: int, cells: int, rng: np.random.Generator) -> np.ndarray
     return np.asarray(image, np.float32)
 
 
-def _pattern(family: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``(size, size)`` mix field in [0, 1] between a texture's two colours."""
+def _pattern(
+    family: str, size: int, rng: np.random.Generator, cycles: tuple[float, float] = TEXTURE_CYCLES
+) -> np.ndarray:
+    """``(size, size)`` mix field in [0, 1] between a texture's two colours, ``cycles`` periods per image width."""
     u, v = _grid(size, rng)
-    f = rng.uniform(*TEXTURE_CYCLES)
+    f = rng.uniform(*cycles)
     tau = 2 * np.pi
     if family == "stripes":
         m = np.sin(tau * f * u) > 0
@@ -248,21 +264,23 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1))), np.float32)
 
 
-def class_texture(texture: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def class_texture(
+    texture: int, size: int, rng: np.random.Generator, cycles: tuple[float, float] = TEXTURE_CYCLES
+) -> np.ndarray:
     """Class ``texture``'s pattern in its own hue (bright on dark), with a little per-image jitter."""
     hue = texture / len(CLASS_TEXTURES) + rng.uniform(-0.02, 0.02)
     light = _hsv(hue, 0.75 + rng.uniform(-0.1, 0.1), 0.95 + rng.uniform(-0.05, 0.05))
     dark = _hsv(hue + 0.06, 0.9, 0.35 + rng.uniform(-0.05, 0.05))
-    mix = _pattern(CLASS_TEXTURES[texture], size, rng)[..., None]
+    mix = _pattern(CLASS_TEXTURES[texture], size, rng, cycles)[..., None]
     return dark * (1 - mix) + light * mix
 
 
-def unseen_texture(size: int, rng: np.random.Generator) -> np.ndarray:
+def unseen_texture(size: int, rng: np.random.Generator, cycles: tuple[float, float] = TEXTURE_CYCLES) -> np.ndarray:
     """A family no class wears, in two random colours (any hue, so colour says nothing either)."""
     family = UNSEEN_TEXTURES[rng.integers(len(UNSEEN_TEXTURES))]
     first = _hsv(rng.uniform(0, 1), rng.uniform(0.5, 1.0), rng.uniform(0.7, 1.0))
     second = _hsv(rng.uniform(0, 1), rng.uniform(0.5, 1.0), rng.uniform(0.2, 0.45))
-    mix = _pattern(family, size, rng)[..., None]
+    mix = _pattern(family, size, rng, cycles)[..., None]
     return second * (1 - mix) + first * mix
 
 
@@ -281,3 +299,13 @@ def write_image_folder(images: LabelledImages, root) -> None:
         path = Path(root) / image_id
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path, compress_level=1)
+
+
+def make_probe(spec: CueConflictSpec, per_class: int) -> LabelledImages:
+    """The manipulation check's images: shape and texture independent (``texture_labels`` uniform over classes)."""
+    return _make_split(spec, list(SHAPES[: spec.classes]), "probe", per_class)
+
+
+def make_split(spec: CueConflictSpec, split: str, per_class: int) -> LabelledImages:
+    """One split of the set (``SPLITS``) on its own: the oracle's re-textured training set, for instance."""
+    return _make_split(spec, list(SHAPES[: spec.classes]), split, per_class)
