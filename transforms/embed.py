@@ -269,9 +269,6 @@ class EmbedImages(beam.PTransform):
         decoded = rows | "Decode" >> beam.ParDo(DecodeForEmbedding(self.image_size)).with_outputs(
             REJECTED, main="images"
         )
-        inferred = decoded.images | "Embed" >> RunInferenceWithRetry(self.handler)
-        embedded = inferred["results"] | "Rows" >> beam.ParDo(EmbeddingRowFn()).with_outputs(
-            REJECTED, main="embeddings"
-        )
-        rejected = (decoded[REJECTED], inferred["rejected"], embedded[REJECTED]) | "EmbedRejected" >> beam.Flatten()
-        return {"embeddings": embedded.embeddings, "rejected": rejected}
+        embedded = decoded.images | "Embed" >> RunInferenceWithRetry(self.handler, EmbeddingRowFn())
+        rejected = (decoded[REJECTED], embedded["rejected"]) | "EmbedRejected" >> beam.Flatten()
+        return {"embeddings": embedded["rows"], "rejected": rejected}

@@ -17,7 +17,11 @@
 ``RunInference.with_exception_handling()`` gives a failed batch as a whole (``failed_inferences``: ``(batch,
 (exception type, repr, traceback lines))``), so a failed batch is retried one element at a time by a second
 ``RunInference`` over the same model, and only what fails alone becomes a rejected row (the handler's ``stage``, a
-reason from the exception type, the exception's message).
+reason from the exception type, the exception's message). The results of each of the two steps become rows
+(``rows_fn``) before they join: on the FnApiRunner a ``Flatten`` always materialises its inputs, so joining the
+model's outputs (whole pixel arrays) ahead of the rows made every row wait for the last batch of the job, and every
+output image be pickled and unpickled once more; joined as rows, the model's step, the row building and the writer
+after it stay one fused stage.
 """
 
 import copy
@@ -35,6 +39,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from transforms.schemas import rejected_row
 
 LOGGER = logging.getLogger(__name__)
+REJECTED = "rejected"
 # What RunInference turns into dead letters: errors of the computation (torch raises RuntimeError, out-of-memory
 # included; NonFiniteOutput is one) and Python's MemoryError. Anything else is a bug and fails the job, as it should.
 INFERENCE_ERRORS = (RuntimeError, MemoryError)
@@ -136,15 +141,18 @@ class _RejectFailed(beam.DoFn):
 
 
 class RunInferenceWithRetry(beam.PTransform):
-    """Elements → ``{"results": what the handler's run_inference returns, "rejected": rejected rows}``.
+    """Elements → ``{"rows": what ``rows_fn`` yields from the results, "rejected": rejected rows}``.
 
     ``RunInference(handler)`` in batches of ``batch_size``; a batch that raises is retried one element at a time
-    through the same model; an element that still raises becomes a rejected row.
+    through the same model; an element that still raises becomes a rejected row. ``rows_fn``: a ``DoFn`` from one
+    result of the handler's ``run_inference`` to rows (main output) and rejected rows (output tagged
+    ``"rejected"``), applied after each of the two steps (module docstring: why not after their join).
     """
 
-    def __init__(self, handler: ProcessModelHandler):
+    def __init__(self, handler: ProcessModelHandler, rows_fn: beam.DoFn):
         super().__init__()
         self.handler = handler
+        self.rows_fn = rows_fn
         # Both RunInference steps name the same model: one copy per machine when it is shared across processes.
         self.model_identifier = f"stylebeam-{handler.stage}-{uuid.uuid4().hex}"
 
@@ -160,5 +168,10 @@ class RunInferenceWithRetry(beam.PTransform):
                 self.handler.one_at_a_time(), model_identifier=self.model_identifier
             ).with_exception_handling(exc_class=INFERENCE_ERRORS)
         )
+        rows = results | "Rows" >> beam.ParDo(self.rows_fn).with_outputs(REJECTED, main="rows")
+        retried_rows = retried | "RetriedRows" >> beam.ParDo(self.rows_fn).with_outputs(REJECTED, main="rows")
         rejected = failed_alone.failed_inferences | "Rejected" >> beam.ParDo(_RejectFailed(self.handler))
-        return {"results": (results, retried) | "Results" >> beam.Flatten(), "rejected": rejected}
+        return {
+            "rows": (rows.rows, retried_rows.rows) | "AllRows" >> beam.Flatten(),
+            "rejected": (rejected, rows[REJECTED], retried_rows[REJECTED]) | "AllRejected" >> beam.Flatten(),
+        }

@@ -315,10 +315,9 @@ class Stylize(beam.PTransform):
         else:
             side = beam.pvalue.AsList(self.paintings)
             planned = images | "PlanStyles" >> beam.ParDo(self.plan, side).with_outputs(REJECTED, main="tasks")
-        stylised = planned.tasks | "StylizeBatches" >> RunInferenceWithRetry(self.handler)
-        encoded = stylised["results"] | "Encode" >> beam.ParDo(self.encode).with_outputs(REJECTED, main="rows")
-        rejected = (planned[REJECTED], stylised["rejected"], encoded[REJECTED])
-        rows = encoded.rows
+        stylised = planned.tasks | "StylizeBatches" >> RunInferenceWithRetry(self.handler, self.encode)
+        rejected = (planned[REJECTED], stylised["rejected"])
+        rows = stylised["rows"]
         if self.originals is not None:
             originals = images | "Originals" >> beam.ParDo(self.originals).with_outputs(REJECTED, main="rows")
             rows = (rows, originals.rows) | "WithOriginals" >> beam.Flatten()

@@ -29,6 +29,7 @@ from models.common.pixels import float_to_uint8, uint8_to_float
 from models.style.checkpoint import load_arbitrary, load_stylizer
 from models.style.choices import PRECISIONS  # noqa: F401  (re-exported: callers name it from here)
 from models.style.policy import Conditioning, StylePlan, style_conditioning
+from models.style.precision import PROBE_SIDE, measured_cpu_precision
 from models.style.registry import resolve
 from models.style.stylizer import MultiStyleTransformer
 
@@ -92,11 +93,14 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+def resolve_precision(
+    precision: str, device: torch.device, network: torch.nn.Module | None = None, side: int = PROBE_SIDE
+) -> torch.dtype:
     """``--precision`` → the dtype the stylizer runs in on ``device``; the one rule of every caller.
 
-    ``auto``: bf16 on a CUDA GPU that has it (else fp16) and on a CPU with native bf16 (else fp32).
-    bf16 vs fp32 on the demo stylizer: see README (PSNR measured by benchmarks/stylizer.py).
+    ``auto``: bf16 on a CUDA GPU that has it (else fp16). On CPU, fp32, unless the CPU has native bf16 and bf16 is
+    measurably faster for ``network`` at ``side``² within the accuracy bound (``models.style.precision``: measured
+    once per machine and cached); without a ``network`` there is nothing to measure, and fp32 it is.
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
@@ -109,7 +113,16 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16":
         raise UsageError("fp16 is for CUDA; on CPU use --precision bf16 or fp32")
     if precision == "auto":
-        return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+        if network is None or not cpu_supports_bf16():
+            return torch.float32
+        runners = {}
+
+        def stylize(dtype: torch.dtype, image: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+            if dtype not in runners:
+                runners[dtype] = StylizerRunner(network, device, dtype)
+            return runners[dtype].stylize(image, code)
+
+        return measured_cpu_precision(network, stylize, side)
     return torch.bfloat16
 
 
@@ -133,7 +146,7 @@ class StylizerRunner:
         predictor: torch.nn.Module | None = None,
     ):
         device = resolve_device(device) if isinstance(device, str) else device
-        dtype = resolve_precision(precision, device) if isinstance(precision, str) else precision
+        dtype = resolve_precision(precision, device, model) if isinstance(precision, str) else precision
         self.device = device
         self.dtype = dtype
         if device.type == "cpu":

@@ -215,3 +215,18 @@ def test_a_model_shared_across_processes_gives_the_same_rows(checkpoint, beam_op
         assert_that(out["rows"] | beam.Map(same), equal_to([(key, True) for key in expected]), label="rows")
         rejected = out["rejected"] | beam.Map(lambda row: (row["source_id"], row["reason"]))
         assert_that(rejected, equal_to([("tiny.png", "inference_error")] * 2), label="rejected")
+
+
+def test_the_stylised_pixels_reach_the_encoder_without_a_join(checkpoint):
+    """On the FnApiRunner a Flatten materialises its inputs and ends the fused stage: the model's outputs (whole
+    images) must be encoded on each of RunInference's two steps, and only the encoded rows joined."""
+    path, digest = checkpoint
+    pipeline = beam.Pipeline()
+    stylize = Stylize(path, STYLES, digest, parse_styles("all"), (1.0, 1.0), device="cpu", precision="fp32")
+    _ = pipeline | beam.Create([]) | "Stylize" >> stylize
+    components = pipeline.to_runner_api().components
+    producer = {output: name for name, t in components.transforms.items() for output in t.outputs.values()}
+    flattens = [t for t in components.transforms.values() if t.spec.urn == "beam:transform:flatten:v1"]
+    joined = {components.transforms[producer[pcoll]].unique_name for t in flattens for pcoll in t.inputs.values()}
+    assert any(name.endswith("StylizeBatches/Rows/ParDo(EncodeRowFn)") for name in joined), sorted(joined)
+    assert not [name for name in joined if "RunInference" in name or "RetryOneByOne" in name], sorted(joined)
