@@ -225,7 +225,9 @@ def test_the_stylised_pixels_reach_the_encoder_without_a_join(checkpoint):
     stylize = Stylize(path, STYLES, digest, parse_styles("all"), (1.0, 1.0), device="cpu", precision="fp32")
     _ = pipeline | beam.Create([]) | "Stylize" >> stylize
     components = pipeline.to_runner_api().components
-    producer = {output: name for name, t in components.transforms.items() for output in t.outputs.values()}
+    # A composite lists its leaf's outputs as its own: only leaves (no subtransforms) say which step made a PCollection.
+    leaves = {name: t for name, t in components.transforms.items() if not t.subtransforms}
+    producer = {output: name for name, t in leaves.items() for output in t.outputs.values()}
     flattens = [t for t in components.transforms.values() if t.spec.urn == "beam:transform:flatten:v1"]
     joined = {components.transforms[producer[pcoll]].unique_name for t in flattens for pcoll in t.inputs.values()}
     assert any(name.endswith("StylizeBatches/Rows/ParDo(EncodeRowFn)") for name in joined), sorted(joined)
