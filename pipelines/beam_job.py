@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from models.common.errors import OutputUnwritableError, UsageError
+from models.common.errors import IncompleteOutputError, OutputUnwritableError, StylebeamError, UsageError
 from models.common.files import STORAGE_ERRNOS
 from pipelines.cli import (
     NO_PROGRESS_HELP,
@@ -73,7 +73,8 @@ class JobOutputs:
     ``written``: what the job's other writes return (augment's preview): ``summary.json`` waits for them too.
     ``schemas``: a table's schema for this run where it is not the job's fixed one (augment's carried columns).
     ``progress``: ``(PCollection, total or None, unit)``, what the progress line counts on a local run (default:
-    the first table's rows, with no total).
+    the first table's rows, with no total). ``balances``: ``transforms.io.Balance`` ledgers checked before the
+    summary is written (what went into a stage came out as rows or rejected rows); a gap fails the job.
     """
 
     tables: dict
@@ -84,6 +85,7 @@ class JobOutputs:
     written: tuple = ()
     schemas: dict = field(default_factory=dict)
     progress: tuple | None = None
+    balances: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -334,7 +336,7 @@ def write_outputs(pipeline: beam.Pipeline, job: BeamJob, opts, outputs: JobOutpu
     tallies = (rejected | "CountRejected" >> CountRejected(), *outputs.tallies)
     facts = {"job": job.name, **outputs.facts}
     after = (*written, *outputs.written)
-    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, tallies, facts, after)
+    pipeline | "WriteSummary" >> WriteSummary(opts.output, counted, tallies, facts, after, outputs.balances)
 
 
 def run_pipeline(
@@ -375,7 +377,8 @@ def run_pipeline(
 def storage_errors_in_one_line(output: str):
     """A job that fails because its output cannot be written (a full disk, a quota, a read-only or forbidden folder)
     fails with one ``OutputUnwritableError`` line, instead of the exception Beam wraps around the worker's and the
-    tracebacks it logs and prints on the way (291 lines for augment on a full disk). Beam's error logs, and the
+    tracebacks it logs and prints on the way (291 lines for augment on a full disk); so does one whose counts do not
+    add up (an ``IncompleteOutputError`` line, ``transforms.io.Balance``). Beam's error logs, and the
     tracebacks its in-process workers print to stderr, are held back while the job runs and let through unless the
     failure was such a storage error: every other failure keeps its tracebacks. (Workers in other processes,
     ``--direct_running_mode=multi_processing``, print theirs to their own stderr, which this process cannot hold.)"""
@@ -449,13 +452,15 @@ class _HoldBeamErrors(logging.Filter):
 # workers, a remote runner): "[Errno 28] No space left on device: '/out/beam-temp-x/1.parquet'".
 ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] [^\n]*?(?:: '([^'\n]+)')?(?=$|\n| \[while running)", re.MULTILINE)
 UNWRITABLE_TEXT = re.compile(r"OutputUnwritableError: (cannot write [^\n]*?)(?=$|\n| \[while running)", re.MULTILINE)
+INCOMPLETE_TEXT = re.compile(r"IncompleteOutputError: ([^\n]*?)(?=$|\n| \[while running)", re.MULTILINE)
 
 
-def output_failure(exc: BaseException, output: str) -> OutputUnwritableError | None:
+def output_failure(exc: BaseException, output: str) -> StylebeamError | None:
     """The one-line error for a job that failed writing: an ``OutputUnwritableError`` raised on a worker (our own
     writes), or an ``OSError`` with a storage errno (``models.common.files.STORAGE_ERRNOS``) from Beam's sinks,
     found in the exception's chain or, when it crossed a process, in its text. A permission error counts only where it
-    names a file under ``output`` (a checkpoint that cannot be read is no output failure). ``None`` for anything
+    names a file under ``output`` (a checkpoint that cannot be read is no output failure). An
+    ``IncompleteOutputError`` (``WriteSummary``'s ledgers did not add up) is one too. ``None`` for anything
     else."""
     chain, seen = [], set()
     while exc is not None and id(exc) not in seen:
@@ -463,7 +468,7 @@ def output_failure(exc: BaseException, output: str) -> OutputUnwritableError | N
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
     for error in chain:
-        if isinstance(error, OutputUnwritableError):
+        if isinstance(error, (OutputUnwritableError, IncompleteOutputError)):
             return error
         if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
             failure = _storage_failure(error.errno, error.filename, output)
@@ -473,6 +478,9 @@ def output_failure(exc: BaseException, output: str) -> OutputUnwritableError | N
     unwritable = UNWRITABLE_TEXT.search(text)
     if unwritable:
         return OutputUnwritableError(unwritable.group(1))
+    incomplete = INCOMPLETE_TEXT.search(text)
+    if incomplete:
+        return IncompleteOutputError(incomplete.group(1))
     for match in ERRNO_TEXT.finditer(text):
         failure = _storage_failure(int(match.group(1)), match.group(2), output)
         if failure is not None:
