@@ -2,9 +2,12 @@
 duplicates an element, on its own and in augment end to end."""
 
 import json
+import threading
+import time
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from models.common.errors import IncompleteOutputError
@@ -125,3 +128,53 @@ def test_the_error_is_found_in_the_text_of_an_exception_from_another_process(tmp
     assert str(failure) == (
         "4 of 14 stylised images were lost between the stylizer and the writer; the output is incomplete"
     )
+
+
+def slow_flushes(monkeypatch):
+    """Beam's timed flush of a worker's output buffer (``data_plane.TimeBasedBufferingClosableOutputStream``, every
+    second) made to take 0.5 s between reading the buffer and clearing it, as a flusher thread preempted on a loaded
+    machine does: an element the bundle writes meanwhile is dropped unless nothing flushes on a timer."""
+    from apache_beam.runners.worker import data_plane
+
+    real_init = data_plane.TimeBasedBufferingClosableOutputStream.__init__
+
+    def init(self, close_callback=None, flush_callback=None, *args, **kwargs):
+        def flush(data):
+            if isinstance(threading.current_thread(), data_plane.PeriodicThread):
+                time.sleep(0.5)
+            return flush_callback(data)
+
+        real_init(self, close_callback, flush if flush_callback else None, *args, **kwargs)
+
+    monkeypatch.setattr(data_plane.TimeBasedBufferingClosableOutputStream, "__init__", init)
+
+
+def trickle(count: int):
+    for i in range(count):
+        time.sleep(0.3)
+        yield i
+
+
+def test_the_local_threaded_runner_loses_nothing_when_a_timed_flush_is_slow(monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.beam_job import threaded_local_runner
+
+    slow_flushes(monkeypatch)
+    options = PipelineOptions(
+        ["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+    )
+    runner, run_options = threaded_local_runner(options)
+    with beam.Pipeline(runner=runner, options=run_options) as pipeline:
+        # one element every 0.3 s for 3 s, across a stage boundary (the group): several timed flushes would fall mid-way
+        counted = (
+            pipeline
+            | beam.Create([10])
+            | "Trickle" >> beam.FlatMap(trickle)
+            | beam.Map(lambda i: (i % 2, i))
+            | beam.GroupByKey()
+            | beam.MapTuple(lambda key, values: len(values))
+        )
+        assert_that(counted, equal_to([5, 5]))
+    assert options.view_as(DirectOptions).direct_running_mode == "multi_threading"  # the caller's options untouched
