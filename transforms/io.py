@@ -112,13 +112,13 @@ class CountRejected(beam.PTransform):
 
 @dataclass(frozen=True)
 class Balance:
-    """A stage's ledger, checked before ``summary.json`` is written: every element of ``into`` must come out as
-    exactly one element of the ``out`` PCollections (rows written, rejected rows). ``what`` names the elements
-    (plural) and ``where`` the stretch of the job they cross, for the error line."""
+    """A stage's ledger, checked before ``summary.json`` is written: every element of the ``into`` PCollections must
+    come out as exactly one element of the ``out`` PCollections (rows written, rejected rows). ``what`` names the
+    elements (plural) and ``where`` the stretch of the job they cross, for the error line."""
 
     what: str
     where: str
-    into: beam.PCollection
+    into: tuple
     out: tuple
 
 
@@ -173,7 +173,7 @@ class WriteSummary(beam.PTransform):
     def expand(self, pbegin):
         ones = [pcoll | f"Count{key}" >> beam.Map(lambda _, key=key: (key, 1)) for key, pcoll in self.counted.items()]
         for i, balance in enumerate(self.balances):
-            sides = [("in", balance.into)] + [("out", pcoll) for pcoll in balance.out]
+            sides = [("in", pcoll) for pcoll in balance.into] + [("out", pcoll) for pcoll in balance.out]
             for j, (side, pcoll) in enumerate(sides):
                 key = (i, side)  # a tuple: never a summary key
                 ones.append(pcoll | f"Balance{i}_{j}" >> beam.Map(lambda _, key=key: (key, 1)))

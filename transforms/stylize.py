@@ -324,12 +324,17 @@ class Stylize(beam.PTransform):
         rejected = (planned[REJECTED], stylised["rejected"], encoded[REJECTED])
         rows = encoded.rows
         where = "between the stylizer and the writer"
-        balances = (Balance("stylised images", where, planned.tasks, (rows, stylised["rejected"], encoded[REJECTED])),)
+        accounted = (rows, stylised["rejected"], encoded[REJECTED])
+        balances = (Balance("stylised images", where, (planned.tasks,), accounted),)
         if self.originals is not None:
             originals = images | "Originals" >> beam.ParDo(self.originals).with_outputs(REJECTED, main="rows")
-            rows = (rows, originals.rows) | "WithOriginals" >> beam.Flatten()
+            both = (rows, originals.rows)
+            rows = both | "WithOriginals" >> beam.Flatten()
             rejected += (originals[REJECTED],)
-            balances += (Balance("originals", "before the writer", images, (originals.rows, originals[REJECTED])),)
+            balances += (
+                Balance("originals", "before the writer", (images,), (originals.rows, originals[REJECTED])),
+                Balance("rows", "between the encoders and the writer", both, (rows,)),
+            )
         return {"rows": rows, "rejected": rejected | "StylizeRejected" >> beam.Flatten(), "balances": balances}
 
 
