@@ -367,6 +367,7 @@ def build(pipeline: beam.Pipeline, opts: AugmentOptions, context: JobContext) ->
         written=written,
         schemas=schemas,
         progress=progress,
+        balances=stylised["balances"],
     )
 
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import AsList
 
+from models.common.errors import IncompleteOutputError
 from models.common.files import write_atomically
 
 SHARD = re.compile(r"^(?P<prefix>[a-z_]+)-\d{5}-of-\d{5}\.(?:parquet|tar)$")
@@ -109,6 +110,33 @@ class CountRejected(beam.PTransform):
         return rejected | beam.FlatMap(tallies)
 
 
+@dataclass(frozen=True)
+class Balance:
+    """A stage's ledger, checked before ``summary.json`` is written: every element of the ``into`` PCollections must
+    come out as exactly one element of the ``out`` PCollections (rows written, rejected rows). ``what`` names the
+    elements (plural) and ``where`` the stretch of the job they cross, for the error line."""
+
+    what: str
+    where: str
+    into: tuple
+    out: tuple
+
+
+def balance_gap(balance: Balance, came_in: int, came_out: int) -> str | None:
+    """The one line that says how ``balance`` failed, or ``None`` when as many came out as went in."""
+    if came_in == came_out:
+        return None
+    if came_out < came_in:
+        return (
+            f"{came_in - came_out} of {came_in} {balance.what} were lost {balance.where}; the output is incomplete "
+            "(no summary.json was written: re-run with --overwrite)"
+        )
+    return (
+        f"{came_out - came_in} more {balance.what} came out than went in ({came_out} for {came_in}) {balance.where}; "
+        "the output is inconsistent (no summary.json was written: re-run with --overwrite)"
+    )
+
+
 class WriteSummary(beam.PTransform):
     """Count what a job did and write one ``OUT/summary.json``: ``{"output", "counts", **facts}``, the run's commit
     marker.
@@ -119,10 +147,20 @@ class WriteSummary(beam.PTransform):
     results of the job's other writes (``WriteTable``'s final shard names, the preview's path); they are side
     inputs of the write, so the runner writes the summary only once all of them are complete (Beam's "wait on"
     idiom): a folder with ``summary.json`` holds every file of its run.
+
+    ``balances``: ``Balance`` ledgers; when one does not add up (elements lost, or duplicated, on the way) the job
+    fails with an ``IncompleteOutputError`` naming the gap and no ``summary.json`` is written, so the folder reads as
+    an unfinished run and is not taken for a complete one.
     """
 
     def __init__(
-        self, output_dir: str, counted: dict, tallies: tuple = (), facts: dict | None = None, after: tuple = ()
+        self,
+        output_dir: str,
+        counted: dict,
+        tallies: tuple = (),
+        facts: dict | None = None,
+        after: tuple = (),
+        balances: tuple = (),
     ):
         super().__init__()
         self.output_dir = output_dir
@@ -130,14 +168,26 @@ class WriteSummary(beam.PTransform):
         self.tallies = tuple(tallies)
         self.facts = facts or {}
         self.after = tuple(after)
+        self.balances = tuple(balances)
 
     def expand(self, pbegin):
         ones = [pcoll | f"Count{key}" >> beam.Map(lambda _, key=key: (key, 1)) for key, pcoll in self.counted.items()]
+        for i, balance in enumerate(self.balances):
+            sides = [("in", pcoll) for pcoll in balance.into] + [("out", pcoll) for pcoll in balance.out]
+            for j, (side, pcoll) in enumerate(sides):
+                key = (i, side)  # a tuple: never a summary key
+                ones.append(pcoll | f"Balance{i}_{j}" >> beam.Map(lambda _, key=key: (key, 1)))
         zero = dict.fromkeys(self.counted, 0)
-        facts, output_dir = self.facts, self.output_dir
+        facts, output_dir, balances = self.facts, self.output_dir, self.balances
         path = output_path(output_dir, "summary.json")
 
         def write(counts, *written):
+            ledger = {key: amount for key, amount in counts if isinstance(key, tuple)}
+            gaps = [balance_gap(b, ledger.get((i, "in"), 0), ledger.get((i, "out"), 0)) for i, b in enumerate(balances)]
+            gaps = [gap for gap in gaps if gap]
+            if gaps:
+                raise IncompleteOutputError("; ".join(gaps))
+            counts = [(key, amount) for key, amount in counts if not isinstance(key, tuple)]
             summary = {"output": output_dir, "counts": {**zero, **dict(sorted(counts))}, **facts}
             write_atomically(path, json.dumps(summary, indent=2, sort_keys=True).encode())
             return summary

@@ -35,6 +35,7 @@ from models.style.runner import NonFiniteOutput, StylizerRunner, is_out_of_memor
 from transforms.decode import DecodedImage
 from transforms.images import MAX_PIXELS, decode_image, encode_image, pil_to_uint8
 from transforms.inference import ProcessModelHandler, RunInferenceWithRetry
+from transforms.io import Balance
 from transforms.read import ReadImages
 from transforms.schemas import rejected_row
 from transforms.sources import InputPattern
@@ -72,6 +73,7 @@ class PlanStylesFn(beam.DoFn):
         self.style_names = list(style_names)
         self.seed = seed
         self._collection = (None, None)
+        self.planned = Metrics.counter("stylebeam", "tasks_planned")
 
     def _paintings(self, items) -> PaintingSet | None:
         """The fitted collection, once per side-input value (the same list object for a whole worker)."""
@@ -97,6 +99,7 @@ class PlanStylesFn(beam.DoFn):
                 return
             plans = plan_painting_outputs(self.policy, self.alpha_range, collection, seed)
         for plan in plans:
+            self.planned.inc()
             yield StyleTask(image.source_id, image.label, seed, plan, image.pixels, image)
 
 
@@ -277,7 +280,8 @@ class Stylize(beam.PTransform):
     ``paintings``: for an arbitrary-style checkpoint, the ``EmbedPaintings`` output (``(id, embedding)`` pairs);
     ``style_names`` is then unused. ``share_model_across_processes``: one stylizer per machine for all its worker
     processes (default: on CUDA only; see ``transforms.inference``). ``classes``: the job's sorted class list
-    (``label_index``); ``include_originals``: each image once more, unstylised (``OriginalRowFn``).
+    (``label_index``); ``include_originals``: each image once more, unstylised (``OriginalRowFn``). ``balances``:
+    the ledgers ``WriteSummary`` checks (every planned task, and every original, is a row or a rejected row).
     """
 
     def __init__(
@@ -318,11 +322,19 @@ class Stylize(beam.PTransform):
         stylised = planned.tasks | "StylizeBatches" >> RunInferenceWithRetry(self.handler, self.encode)
         rejected = (planned[REJECTED], stylised["rejected"])
         rows = stylised["rows"]
+        # Every planned task is a row or a rejected row (the stylize and encode stages both reject into it).
+        accounted = (rows, stylised["rejected"])
+        balances = (Balance("stylised images", "between the stylizer and the writer", (planned.tasks,), accounted),)
         if self.originals is not None:
             originals = images | "Originals" >> beam.ParDo(self.originals).with_outputs(REJECTED, main="rows")
-            rows = (rows, originals.rows) | "WithOriginals" >> beam.Flatten()
+            both = (rows, originals.rows)
+            rows = both | "WithOriginals" >> beam.Flatten()
             rejected += (originals[REJECTED],)
-        return {"rows": rows, "rejected": rejected | "StylizeRejected" >> beam.Flatten()}
+            balances += (
+                Balance("originals", "before the writer", (images,), (originals.rows, originals[REJECTED])),
+                Balance("rows", "between the encoders and the writer", both, (rows,)),
+            )
+        return {"rows": rows, "rejected": rejected | "StylizeRejected" >> beam.Flatten(), "balances": balances}
 
 
 class EmbedPaintingFn(beam.DoFn):

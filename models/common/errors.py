@@ -21,6 +21,11 @@ class OutputUnwritableError(StylebeamError):
     """An output cannot be written: no permission, a directory in the way, a network or storage failure."""
 
 
+class IncompleteOutputError(StylebeamError):
+    """A job whose counts do not add up: elements that went into a stage came out neither as rows nor as rejected
+    rows. Its output is incomplete and was not marked finished."""
+
+
 class ImageRejected(StylebeamError):
     """An image that cannot be used. ``reason`` is a short slug counted in summaries."""
 
