@@ -10,7 +10,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -37,7 +36,7 @@ from benchmarks.augmentation_value.classifier import (
 )
 from benchmarks.augmentation_value.cue_conflict import CueConflictSpec, LabelledImages, make_cue_conflict
 from benchmarks.augmentation_value.datasets import Dataset, cue_conflict_dataset, image_folder_dataset
-from benchmarks.augmentation_value.report import samples_sheet
+from benchmarks.augmentation_value.report import machine_facts, samples_sheet
 from models.style.augment import StyleAugment
 from models.style.checkpoint import load_stylizer
 from models.style.policy import parse_alpha
@@ -279,14 +278,7 @@ def run_experiment(settings: Settings, log=print) -> dict:
             "data_and_augment_s": round(prepared_s, 1),
             "augment_jobs_s": round(sum(rows.elapsed_s for rows in stylised.values()), 1),
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "jobs": settings.jobs,
-            "load_average_at_start": [round(x, 2) for x in load_start],
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "torch": torch.__version__,
-            "python": sys.version.split()[0],
-        },
+        "machine": machine_facts(settings.jobs, load_start),
     }
 
 

@@ -2,6 +2,8 @@
 PIL like the project's other charts)."""
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +191,17 @@ def samples_sheet(rows: list[tuple[str, np.ndarray]], per_row: int = 12, cell: i
             tile = Image.fromarray(image).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(tile, (caption_w + c * (cell + gap), y))
     return sheet
+
+
+def machine_facts(jobs: int, load_start: tuple[float, ...]) -> dict:
+    """What a results file says of the machine it was measured on (timings on shared machines need the load)."""
+    import torch
+
+    return {
+        "cpus": os.cpu_count(),
+        "jobs": jobs,
+        "load_average_at_start": [round(x, 2) for x in load_start],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+    }

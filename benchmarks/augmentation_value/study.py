@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks.augmentation_value.augment_job import ExperimentError, stylise_copies
 from benchmarks.augmentation_value.classifier import TrainingSet, TrainSettings
@@ -42,7 +41,7 @@ from benchmarks.augmentation_value.manipulation import (
     scaled,
     with_pixels,
 )
-from benchmarks.augmentation_value.report import samples_sheet
+from benchmarks.augmentation_value.report import machine_facts, samples_sheet
 from benchmarks.augmentation_value.runs import Augmentation, Task, run_tasks
 from benchmarks.augmentation_value.stats import compare_arms, gap_closed, mean_interval, paired_difference
 from benchmarks.augmentation_value.study_report import write_study_reports
@@ -361,14 +360,7 @@ def run_study(settings: StudySettings, log=print) -> dict:
         "total_s": round(time.perf_counter() - started, 1),
         "augment_jobs_s": round(jobs_s, 1),
     }
-    document["machine"] = {
-        "cpus": os.cpu_count(),
-        "jobs": settings.jobs,
-        "load_average_at_start": [round(x, 2) for x in load_start],
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-    }
+    document["machine"] = machine_facts(settings.jobs, load_start)
     output.mkdir(parents=True, exist_ok=True)
     if sample_rows:
         samples_sheet(sample_rows, 12).save(output / "samples.png")
