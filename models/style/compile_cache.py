@@ -9,8 +9,8 @@ so a torch upgrade or another CPU gets a fresh folder instead of code built for 
 Inductor's own: every cache file is written to a temporary name and renamed into place
 (``torch._inductor.codecache.write_atomic``), so concurrent workers and a killed compile never leave a torn entry.
 
-A first compile of the 26-style network at 256² took 86 s on a loaded 2-core AVX2 EPYC, the same in a new process
-with this cache 14 s (the rest is dynamo tracing the Python again): see README, Speed.
+What the cache saves is Inductor's part (generating and building C++); dynamo still traces the network's Python in
+each new process. The measured cold and warm times are in the README (Speed and memory).
 """
 
 import contextlib
