@@ -15,7 +15,6 @@ each new process. The measured cold and warm times are in the README (Speed and 
 
 import contextlib
 import hashlib
-import logging
 import os
 import platform
 import shutil
@@ -25,9 +24,7 @@ from pathlib import Path
 
 import torch
 
-from models.style.registry import cache_dir
-
-LOGGER = logging.getLogger(__name__)
+from models.style.precision import cpu_signature, network_digest
 
 INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -36,40 +33,19 @@ INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
 _SWITCH_LOCK = threading.Lock()
 
 
-def cpu_identity() -> str:
-    """The CPU model and its instruction-set flags (what Inductor's generated C++ is specialised for): from
-    ``/proc/cpuinfo`` on Linux, else the platform's processor name."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            fields = dict(line.split(":", 1) for line in handle.read().split("\n\n")[0].splitlines() if ":" in line)
-        fields = {name.strip(): value.strip() for name, value in fields.items()}
-        model = fields.get("model name") or fields.get("Processor") or fields.get("CPU part", "")
-        flags = fields.get("flags") or fields.get("Features", "")
-        return f"{platform.machine()} {model} [{' '.join(sorted(flags.split()))}]"
-    except OSError:  # not Linux: the processor name is what there is
-        return f"{platform.machine()} {platform.processor()}"
-
-
-def network_digest(model: torch.nn.Module) -> str:
-    """A digest of ``model``'s parameters and buffers (names, dtypes, shapes, bytes), 16 hex digits."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()[:16]
-
-
 def cache_key(network: str, dtype: torch.dtype, torch_version: str | None = None, cpu: str | None = None) -> str:
-    """The compile cache's folder name for ``network`` (its ``network_digest``) run in ``dtype``, under
-    ``torch_version`` on ``cpu`` (by default this process's torch and this machine's CPU): 16 hex digits."""
+    """The compile cache's folder name for ``network`` (its ``precision.network_digest``) run in ``dtype``, under
+    ``torch_version`` on ``cpu`` (by default this process's torch and this machine's ``precision.cpu_signature``):
+    16 hex digits."""
     torch_version = torch_version or torch.__version__
-    cpu = cpu or cpu_identity()
+    cpu = cpu or cpu_signature()
     return hashlib.sha256(f"{torch_version}\n{cpu}\n{network}\n{dtype}".encode()).hexdigest()[:16]
 
 
 def cache_folder(model: torch.nn.Module, dtype: torch.dtype) -> Path:
     """``<stylebeam cache>/compile/<cache_key>/`` for ``model`` in ``dtype`` on this machine."""
+    from models.style.registry import cache_dir  # registry sits above the models it names (README, layout)
+
     return cache_dir() / "compile" / cache_key(network_digest(model), dtype)
 
 

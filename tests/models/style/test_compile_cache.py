@@ -11,7 +11,7 @@ import torch
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 from models.style import compile_cache
-from models.style.compile_cache import cache_key, compiling_in, network_digest
+from models.style.compile_cache import cache_key, compiling_in
 from models.style.runner import StylizerRunner
 from models.style.stylizer import MultiStyleTransformer, StylizerConfig
 
@@ -37,19 +37,14 @@ def test_the_key_changes_with_torch_the_cpu_the_network_and_the_dtype():
         assert cache_key(**{**base, **change}) != key, change
 
 
-def test_the_network_digest_follows_the_weights():
+def test_the_cache_folder_follows_the_weights_and_the_dtype():
     network = tiny_network()
-    digest = network_digest(network)
-    assert digest == network_digest(tiny_network())
+    folder = compile_cache.cache_folder(network, torch.float32)
+    assert folder == compile_cache.cache_folder(tiny_network(), torch.float32)
+    assert folder.parent.name == "compile" and compile_cache.cache_folder(network, torch.bfloat16) != folder
     with torch.no_grad():
         network.deconv3.conv2d.bias.add_(1e-3)
-    assert network_digest(network) != digest
-
-
-def test_the_cpu_identity_names_the_instruction_set_on_linux():
-    identity = compile_cache.cpu_identity()
-    if os.path.exists("/proc/cpuinfo") and os.uname().machine == "x86_64":
-        assert "sse2" in identity  # every x86-64 has it: the flags are part of the key
+    assert compile_cache.cache_folder(network, torch.float32) != folder
 
 
 def test_the_cache_folder_is_set_while_compiling_and_a_users_folder_wins(tmp_path, monkeypatch):
