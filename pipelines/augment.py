@@ -89,8 +89,10 @@ class AugmentOptions(JobOptions):
         parser.add_argument(
             "--compile",
             action="store_true",
-            help="torch.compile the stylizer: ~2x faster on CPU after 10-30 s of compiling per worker process "
-            "(worth it from a few thousand images; needs a C++ compiler on the workers, else runs eagerly)",
+            help="torch.compile the stylizer: a faster model (on CPU up to 2x, network and CPU permitting) after "
+            "about a minute of compiling per image shape the first time on a machine, 15-35 s per worker process "
+            "after that (the compiled code is cached in the stylebeam cache folder, per torch version and CPU); "
+            "needs a C++ compiler, else runs eagerly and says why",
         )
         parser.add_argument("--format", default="jpeg", choices=sorted(FORMATS), help="output image encoding")
         parser.add_argument(

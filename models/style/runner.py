@@ -28,6 +28,7 @@ from models.common.errors import UsageError
 from models.common.pixels import float_to_uint8, uint8_to_float
 from models.style.checkpoint import load_arbitrary, load_stylizer
 from models.style.choices import PRECISIONS  # noqa: F401  (re-exported: callers name it from here)
+from models.style.compile_cache import cache_folder, compiling_in, why_not_compilable
 from models.style.policy import Conditioning, StylePlan, style_conditioning
 from models.style.precision import PROBE_SIDE, measured_cpu_precision
 from models.style.registry import resolve
@@ -37,6 +38,13 @@ LOGGER = logging.getLogger(__name__)
 
 
 _ALLOCATOR_TUNED = False
+
+# One graph per image shape (``dynamic=False``), each cached on disk: compiling the 26-style net at 256² and 320²
+# took 57 + 70 s static against 400 + 247 s with dynamic shapes (2-core AVX2, loaded; README, Speed). A job sees a
+# few shapes (``transforms.decode``'s bucket grid); dynamo's default of 8 compiled shapes per function, after which it
+# runs eagerly, is raised to cover more of them.
+COMPILE_DYNAMIC = False
+COMPILED_SHAPES_LIMIT = 64
 
 
 def keep_freed_memory() -> bool:
@@ -168,19 +176,38 @@ class StylizerRunner:
             parameter.requires_grad_(False)
         self.embedder = StyleEmbedder(predictor, device, dtype) if predictor is not None else None
         # torch.compile fuses the pads, norms and ReLUs around the convs: 256², 2 cores, bf16: width 0.5
-        # 118 img/s vs 58 eager, width 1.0 56 vs 22; it costs 10-30 s of compiling per process and shape.
+        # 118 img/s vs 58 eager, width 1.0 56 vs 22. Compiling a shape costs seconds to a minute the first time
+        # on a machine, then much less from the compile cache (models.style.compile_cache).
         self.compiled = compile
+        if compile and (reason := why_not_compilable(device)):
+            LOGGER.warning("--compile: %s; running the stylizer eagerly", reason)
+            self.compiled = False
         self._start_compiling()
 
     def _start_compiling(self) -> None:
-        self.forward = torch.compile(self.model) if self.compiled else self.model
         self._compile_lock = threading.Lock()
         self._compiled_shapes: set = set()
+        self._compile_folder = None  # compile_cache.cache_folder, once a shape compiles
+        self.forward = self.model
+        if self.compiled:
+            try:
+                self.forward = torch.compile(self.model, dynamic=COMPILE_DYNAMIC)
+                dynamo_config = torch._dynamo.config
+                dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, COMPILED_SHAPES_LIMIT)
+            except Exception as exc:  # e.g. a Python that this torch's dynamo does not support yet
+                self._compile_failed(exc)
+
+    def _compile_failed(self, exc: Exception) -> None:
+        """Say in one line why the network is not compiled, and run it eagerly from now on."""
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        failure = f"{type(exc).__name__}: {first_line}"
+        LOGGER.warning("--compile: torch.compile failed (%s); running the stylizer eagerly", failure)
+        self.forward, self.compiled = self.model, False
 
     def __getstate__(self) -> dict:
         # A lock and a compiled graph do not pickle (StyleAugment travels to DataLoader workers): both are remade.
         state = dict(self.__dict__)
-        for name in ("forward", "_compile_lock", "_compiled_shapes"):
+        for name in ("forward", "_compile_lock", "_compiled_shapes", "_compile_folder"):
             del state[name]
         return state
 
@@ -197,11 +224,13 @@ class StylizerRunner:
         # The first pass of a shape compiles: one thread at a time. Worker threads sharing this runner (the local
         # job runs one per core) that compiled concurrently made dynamo throw its work away and recompile.
         with self._compile_lock:
+            if self._compile_folder is None:
+                self._compile_folder = cache_folder(self.model, self.dtype)
             try:
-                output = self.forward(batch, weights)
-            except Exception as exc:  # no C++ compiler on the worker, an unsupported op: say so, go on eagerly
-                LOGGER.warning("torch.compile failed (%s: %s); running the stylizer eagerly", type(exc).__name__, exc)
-                self.forward, self.compiled = self.model, False
+                with compiling_in(self._compile_folder):
+                    output = self.forward(batch, weights)
+            except Exception as exc:  # a broken compiler, an unsupported op: say so in one line, go on eagerly
+                self._compile_failed(exc)
                 return self.forward(batch, weights)
             self._compiled_shapes.add(key)
             return output
