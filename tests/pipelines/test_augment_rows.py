@@ -104,20 +104,27 @@ def folders(root, names):
         (root / name).write_bytes(encode(make_image(40, 40, seed=len(name))))
 
 
-def test_label_depth_and_the_single_label_warning(tmp_path, stylizer, capsys):  # noqa: F811
+def test_label_depth_the_single_label_warning_and_progress(tmp_path, stylizer, capsys):  # noqa: F811
+    """Also the progress line: it ends with the count of images, and --no-progress prints none (the same runs serve
+    both, each job run costs seconds)."""
     folders(tmp_path / "data", ["train/cat/1.png", "train/dog/2.png", "train/dog/3.png"])
     augmented, _ = run_job(tmp_path / "data", tmp_path / "out", stylizer, "--styles=random:1")
     assert set(augmented.column("label").to_pylist()) == {"train"}
     assert set(augmented.column("label_index").to_pylist()) == {0}
     err = capsys.readouterr().err
     assert "warning: every image is labelled 'train'" in err and "--label-depth 2" in err
+    lines = [line for line in err.splitlines() if line.startswith("augment: ")]
+    assert lines and lines[-1].startswith("augment: 3/3 images, "), lines
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["classes"] == ["train"] and summary["single_label"] is True
 
-    augmented, _ = run_job(tmp_path / "data", tmp_path / "out2", stylizer, "--styles=random:1", "--label-depth=2")
+    argv = ["--styles=random:1", "--label-depth=2", "--no-progress"]
+    augmented, _ = run_job(tmp_path / "data", tmp_path / "out2", stylizer, *argv)
     rows = {row["source_id"]: (row["label"], row["label_index"]) for row in augmented.to_pylist()}
     assert rows == {"train/cat/1.png": ("cat", 0), "train/dog/2.png": ("dog", 1), "train/dog/3.png": ("dog", 1)}
-    assert "every image is labelled" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "every image is labelled" not in err
+    assert not [line for line in err.splitlines() if line.startswith("augment: ")]
     summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
     assert summary["classes"] == ["cat", "dog"] and summary["single_label"] is False
 
@@ -138,12 +145,3 @@ def test_parquet_labels_index_into_their_sorted_distinct_values(tmp_path, styliz
         ("b", 1),
     ]
     assert augment.kept_columns("all", pa.schema([("image", pa.binary())])) == ()
-
-
-def test_progress_ends_with_the_count_of_images_and_no_progress_prints_none(tmp_path, stylizer, capsys):  # noqa: F811
-    folders(tmp_path / "data", ["a/1.png", "a/2.png", "b/3.png"])
-    run_job(tmp_path / "data", tmp_path / "out", stylizer, "--styles=random:1")
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("augment: ")]
-    assert lines and lines[-1].startswith("augment: 3/3 images, "), lines
-    run_job(tmp_path / "data", tmp_path / "out2", stylizer, "--styles=random:1", "--no-progress")
-    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("augment: ")]

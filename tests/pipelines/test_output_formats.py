@@ -3,6 +3,7 @@ written), ``torchvision.datasets.ImageFolder``, ``webdataset``; the re-run rules
 
 import hashlib
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -59,15 +60,22 @@ def run_job(photos_root, output, checkpoint, *extra):
     return json.loads((output / "summary.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def parquet_run(photos, stylizer, tmp_path_factory):  # noqa: F811
+    """One default (Parquet) run, read by the tests that only read it: ``(output folder, summary)``. Tests that
+    change the folder copy it first."""
+    out = tmp_path_factory.mktemp("parquet-run") / "out"
+    return out, run_job(photos[0], out, stylizer)
+
+
 def files_below(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def test_parquet_layout_loads_in_hugging_face_as_it_is(photos, stylizer, tmp_path):  # noqa: F811
+def test_parquet_layout_loads_in_hugging_face_as_it_is(photos, parquet_run):
     datasets = pytest.importorskip("datasets")
-    root, names = photos
-    out = tmp_path / "out"
-    summary = run_job(root, out, stylizer)
+    _, names = photos
+    out, summary = parquet_run
     assert summary["classes"] == CLASSES
     assert files_below(out) == [
         "README.md",
@@ -90,10 +98,10 @@ def test_parquet_layout_loads_in_hugging_face_as_it_is(photos, stylizer, tmp_pat
     assert list(datasets.load_dataset("parquet", data_dir=str(out))) == ["augmented"]  # rejected rows: no split
 
 
-def test_the_output_read_back_as_input_skips_the_rejected_rows(photos, stylizer, tmp_path):  # noqa: F811
-    root, names = photos
+def test_the_output_read_back_as_input_skips_the_rejected_rows(photos, stylizer, parquet_run, tmp_path):  # noqa: F811
+    _, names = photos
     out, again = tmp_path / "out", tmp_path / "again"
-    run_job(root, out, stylizer)
+    shutil.copytree(parquet_run[0], out)  # a copy: its summary.json is deleted below
     summary = run_job(out, again, stylizer, "--styles=random:1")
     assert summary["counts"]["images_read"] == 2 * len(names) and summary["counts"]["rejected"] == 0
     (out / "summary.json").unlink()  # a run that never finished is refused as an input
