@@ -72,7 +72,7 @@ class ImageFileSink(FileSink):
         self._fh.write(row["image"])
 
     def flush(self):
-        pass
+        pass  # one file per image, written whole by write(): nothing is buffered here
 
 
 def _named_by_destination(window, pane, shard_index, total_shards, compression, destination):
