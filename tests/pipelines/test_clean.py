@@ -5,8 +5,7 @@ import glob
 import hashlib
 import io
 import json
-import subprocess
-import sys
+import logging
 
 import numpy as np
 import pyarrow as pa
@@ -70,8 +69,8 @@ EXPECTED_REJECTED = {
 KEPT_FOR = {"instagram:Z1:0": "instagram:A1:0", "instagram:Z2:0": "instagram:A2:0", "instagram:Z3:0": "instagram:A3:0"}
 
 
-@pytest.fixture
-def raw_corpus(tmp_path):
+@pytest.fixture(scope="module")
+def raw_corpus(tmp_path_factory):
     originals = {name: painting(seed) for name, seed in (("A1", 1), ("A2", 2), ("A3", 3))}
     cropped = originals["A3"].crop((4, 4, 200, 160)).resize((200, 160))  # 6 bits from A3
     rows = [
@@ -93,7 +92,7 @@ def raw_corpus(tmp_path):
     distinct = [code for code in hashes if code[0] in "AC"]
     assert min(hamming(hashes[a], hashes[b]) for a in distinct for b in distinct if a < b) > 10, "unlucky paintings"
     assert hamming(hashes["Z2"], hashes["A2"]) <= 3 < hamming(hashes["Z3"], hashes["A3"]) <= 10
-    folder = tmp_path / "raw"
+    folder = tmp_path_factory.mktemp("clean") / "raw"
     folder.mkdir()
     pq.write_table(pa.Table.from_pylist(rows, schema=RAW_CORPUS), folder / "raw-00000-of-00001.parquet")
     (folder / "rejected-00000-of-00001.parquet").write_bytes(b"")  # collect's other table: not read
@@ -101,13 +100,20 @@ def raw_corpus(tmp_path):
     return folder
 
 
+@pytest.fixture(scope="module")
+def cleaned(raw_corpus):
+    """One finished job over ``raw_corpus`` with the default flags (one process), for the tests that only read it."""
+    out = raw_corpus.parent / "clean"
+    run_clean(raw_corpus, out)
+    return out
+
+
 def run_clean(raw_corpus, out, *extra):
     clean.run(["--input", str(raw_corpus), "--output", str(out), "--languages", "en,es,ca", *extra])
 
 
-def test_clean_counts_every_reason_exactly(raw_corpus, tmp_path):
-    out = tmp_path / "clean"
-    run_clean(raw_corpus, out)
+def test_clean_counts_every_reason_exactly(cleaned):
+    out = cleaned
 
     rows = [r for path in sorted(glob.glob(f"{out}/data/clean-*.parquet")) for r in pq.read_table(path).to_pylist()]
     assert pq.read_schema(glob.glob(f"{out}/data/clean-*.parquet")[0]).equals(CLEAN_CORPUS, check_metadata=False)
@@ -192,7 +198,7 @@ def test_dataflow_job_builds_offline(raw_corpus, gcs_bucket):
 
 
 @pytest.mark.slow
-def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
+def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path, capsys, caplog):
     """Every input row is a clean row or a rejected row (weight 1 each; a file whose rows cannot even be counted is
     one rejected row standing for the file); the CLI exits 0 with no traceback."""
     folder = tmp_path / "raw"
@@ -243,13 +249,12 @@ def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
     (folder / "summary.json").write_text('{"job": "collect"}')  # a finished run
 
     out = tmp_path / "clean"
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.clean", "--input", str(folder), "--output", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    # In-process: what `python -m pipelines.clean` runs (its wiring: tests/pipelines/test_entry_points.py), with its
+    # stderr in capsys and its log records in caplog.
+    with caplog.at_level(logging.INFO):
+        code = run_main(clean.run, ["--input", str(folder), "--output", str(out)])
+    stderr = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in stderr + caplog.text, stderr + caplog.text
 
     clean_rows = [
         r for path in sorted(glob.glob(f"{out}/data/clean-*.parquet")) for r in pq.read_table(path).to_pylist()
@@ -288,7 +293,7 @@ def test_a_hostile_raw_corpus_loses_nothing_and_prints_no_traceback(tmp_path):
         counts = json.load(handle)["counts"]
     assert counts["rows_written"] + counts["rejected"] == inputs
     assert counts["caption.removed.ansi"] == 4
-    assert f"kept 3 of {inputs} rows, rejected {inputs - 3}" in done.stderr
+    assert f"kept 3 of {inputs} rows, rejected {inputs - 3}" in stderr
 
 
 def test_an_image_the_output_format_cannot_hold_is_a_reason(tmp_path):
@@ -309,9 +314,8 @@ def test_an_image_the_output_format_cannot_hold_is_a_reason(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_worker_processes_keep_and_reject_the_same_rows(raw_corpus, tmp_path):
+def test_two_worker_processes_keep_and_reject_the_same_rows(raw_corpus, cleaned, tmp_path):
     """Near-duplicates meet across workers: the same keepers and the same reasons as one process."""
-    run_clean(raw_corpus, tmp_path / "one")
     run_clean(raw_corpus, tmp_path / "two", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
 
     def table(pattern):
@@ -319,6 +323,4 @@ def test_two_worker_processes_keep_and_reject_the_same_rows(raw_corpus, tmp_path
         return sorted(rows, key=repr)
 
     for pattern in ("data/clean-*.parquet", "rejected/rejected-*.parquet"):
-        assert table(f"{tmp_path}/one/{pattern}") and table(f"{tmp_path}/one/{pattern}") == table(
-            f"{tmp_path}/two/{pattern}"
-        )
+        assert table(f"{cleaned}/{pattern}") and table(f"{cleaned}/{pattern}") == table(f"{tmp_path}/two/{pattern}")

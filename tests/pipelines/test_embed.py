@@ -32,10 +32,19 @@ def embeddings(output) -> pd.DataFrame:
     return pd.read_parquet(output, engine="pyarrow").sort_values("id").reset_index(drop=True)
 
 
-def test_embeds_every_good_image_and_rejects_the_rest(corpus):
-    root, rows, model = corpus
+@pytest.fixture(scope="module")
+def embedded(corpus):
+    """One finished job over the corpus (its model named by file), for the tests that only read its output."""
+    root, _, _ = corpus
     out = root / "out"
-    embed.run([f"--input={root / 'clean'}", f"--output={out}", f"--model={root / 'model'}", "--batch-size=4"])
+    model = root / "model" / "model.safetensors"
+    embed.run([f"--input={root / 'clean'}", f"--output={out}", f"--model={model}", "--batch-size=4"])
+    return out
+
+
+def test_embeds_every_good_image_and_rejects_the_rest(corpus, embedded):
+    _, rows, model = corpus
+    out = embedded
 
     table = pd.read_parquet(sorted(out.glob("data/embeddings-*.parquet")))
     good = [r for i, r in enumerate(rows) if i not in (3, 7)]
@@ -73,20 +82,19 @@ def test_a_folder_of_images_is_embedded_under_relative_ids(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_rerun_in_other_processes_and_batches_gives_identical_embeddings(corpus):
+def test_rerun_in_other_processes_and_batches_gives_identical_embeddings(corpus, embedded):
     root, _, _ = corpus
-    common = [f"--input={root / 'clean'}", f"--model={root / 'model' / 'model.safetensors'}"]
-    embed.run([*common, f"--output={root / 'a'}", "--batch-size=4"])
     embed.run(
         [
-            *common,
+            f"--input={root / 'clean'}",
+            f"--model={root / 'model'}",
             f"--output={root / 'b'}",
             "--batch-size=4",
             "--direct_running_mode=multi_processing",
             "--direct_num_workers=2",
         ]
     )
-    a = embeddings(sorted((root / "a").glob("data/embeddings-*.parquet")))
+    a = embeddings(sorted(embedded.glob("data/embeddings-*.parquet")))
     b = embeddings(sorted((root / "b").glob("data/embeddings-*.parquet")))
     assert list(a["id"]) == list(b["id"]) and len(a) == 28
     assert np.array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))

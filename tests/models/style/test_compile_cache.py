@@ -1,3 +1,4 @@
+import hashlib
 import json
 import logging
 import os
@@ -106,38 +107,75 @@ def test_no_cpp_compiler_means_eager_and_says_so(monkeypatch, caplog):
     assert "no C++ compiler found" in message and "eagerly" in message
 
 
-COMPILE_ONCE = """
-import json, sys
-import numpy as np, torch
+def compile_network() -> MultiStyleTransformer:
+    """The network both processes of the cache test compile: tiny, its styles apart and its outputs around mid-grey,
+    so that bf16 rounding is exercised in every pixel."""
+    torch.manual_seed(0)
+    network = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1)).eval()
+    with torch.no_grad():
+        for parameter in network.style_parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+        network.deconv3.conv2d.bias.fill_(128.0)
+    return network
+
+
+def compile_batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    return pixels, np.eye(2, dtype=np.float32), np.ones(2, np.float32)
+
+
+# A second interpreter: it finds what the first compile left in the cache folder, and runs the same kernels.
+COMPILE_AGAIN = """
+import hashlib, json, sys
+import torch
 from torch._dynamo.utils import counters
 from models.style.compile_cache import cache_folder
 from models.style.runner import StylizerRunner
-from models.style.stylizer import MultiStyleTransformer, StylizerConfig
-torch.manual_seed(0)
-network = MultiStyleTransformer(StylizerConfig(num_styles=2, width=0.125, num_residual=1)).eval()
-runner = StylizerRunner(network, torch.device("cpu"), torch.float32, compile=True)
-pixels = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
-runner(pixels, np.eye(2, dtype=np.float32)[[0]], np.ones(1, np.float32))
+from tests.models.style.test_compile_cache import compile_batch, compile_network
+torch.set_num_threads(int(sys.argv[1]))  # the thread count is part of Inductor's key: the first process's
+runner = StylizerRunner(compile_network(), torch.device("cpu"), torch.bfloat16, 2, compile=True)
+pixels = runner(*compile_batch())
 print(json.dumps(dict(compiled=runner.compiled, folder=str(cache_folder(runner.model, runner.dtype)),
                       hits=counters["inductor"]["fxgraph_cache_hit"] + counters["aot_autograd"]["autograd_cache_hit"],
-                      misses=counters["inductor"]["fxgraph_cache_miss"])))
+                      misses=counters["inductor"]["fxgraph_cache_miss"], pixels=hashlib.sha256(pixels).hexdigest())))
 """
 
 
-@pytest.mark.slow
-def test_a_second_process_compiles_from_the_cache_folder(tmp_path):
+@pytest.mark.slow  # one cold Inductor compile (~30-50 s on a busy 2-core machine), then a warm one in a new process
+def test_compiled_pixels_match_eager_and_a_second_process_compiles_from_the_cache(tmp_path, monkeypatch):
+    """torch.compile fuses ops (2x faster on CPU); its pixels stay within rounding of the eager ones. It compiles
+    into the stylebeam cache, where the next process finds it: no compile there, the same bytes out."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("STYLEBEAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(compile_cache.INDUCTOR_CACHE_VARIABLE, raising=False)
+    network, (pixels, weights, alpha) = compile_network(), compile_batch()
+    eager = StylizerRunner(network, CPU, torch.bfloat16, 2)(pixels, weights, alpha).astype(int)
+    counters.clear()
+    try:
+        compiled_runner = StylizerRunner(network, CPU, torch.bfloat16, 2, compile=True)
+        compiled = compiled_runner(pixels, weights, alpha)
+        assert compiled_runner.compiled  # it really compiled, rather than falling back
+        assert np.array_equal(compiled_runner(pixels, weights, alpha), compiled)  # and is deterministic
+        misses = counters["inductor"]["fxgraph_cache_miss"]
+    finally:
+        torch._dynamo.reset()
+    assert np.abs(compiled.astype(int) - eager).mean() < 1.0 and np.abs(compiled.astype(int) - eager).max() <= 8
+    folder = compile_cache.cache_folder(compiled_runner.model, compiled_runner.dtype)
+    assert folder.is_relative_to(tmp_path / "cache" / "compile")
+    assert misses > 0 and any(folder.rglob("*"))  # it compiled, into our folder
+
     env = {name: value for name, value in os.environ.items() if name != compile_cache.INDUCTOR_CACHE_VARIABLE}
-    env.update(STYLEBEAM_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
-
-    def compile_in_a_new_process() -> dict:
-        done = subprocess.run([sys.executable, "-c", COMPILE_ONCE], env=env, capture_output=True, text=True, cwd=REPO)
-        assert done.returncode == 0, done.stderr[-2000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    first = compile_in_a_new_process()
-    folder = Path(first["folder"])
-    assert first["compiled"] and folder.is_relative_to(tmp_path / "cache" / "compile")
-    assert first["misses"] > 0 and any(folder.rglob("*"))  # it compiled, into our folder
-    second = compile_in_a_new_process()
-    assert second["compiled"] and second["folder"] == first["folder"]
-    assert second["hits"] > 0 and second["misses"] == 0  # and the next process found what it built
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE_AGAIN, str(torch.get_num_threads())],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert second["compiled"] and second["folder"] == str(folder)
+    assert second["hits"] > 0 and second["misses"] == 0  # the next process found what this one built
+    assert second["pixels"] == hashlib.sha256(compiled).hexdigest()
