@@ -88,7 +88,7 @@ def test_a_folder_of_images_is_embedded_under_relative_ids(corpus, tmp_path):
 def test_a_rerun_in_another_process_gives_identical_embeddings(corpus, embedded):
     """A fresh `python -m pipelines.embed` writes the same bytes as the run in this process. (One process, not
     --direct_running_mode=multi_processing: two workers importing torch and Beam cost ~50 s on a busy 2-core machine;
-    one fresh interpreter ~15 s. The batch size stays 4: with 3, some values move by 1 ulp.)"""
+    one fresh interpreter ~15 s. The batch size stays 4: with 3, some values move by an ulp or two.)"""
     root, _, _ = corpus
     argv = [f"--input={root / 'clean'}", f"--model={root / 'model'}", f"--output={root / 'b'}", "--batch-size=4"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
