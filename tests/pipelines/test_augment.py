@@ -160,6 +160,7 @@ def test_same_bytes_across_reruns_and_runners(dataset, stylizer, tmp_path):
         *policy,
         "--direct_running_mode=multi_processing",
         "--direct_num_workers=2",
+        "--cpu-threads=1",  # one torch thread a worker, as here: two workers of two threads on two cores crawl
         "--batch-size=2",
     )
     assert len(first) == len(good) * 2 and len(rejected) == len(BROKEN)

@@ -367,7 +367,7 @@ def test_a_full_disk_in_a_beam_job_is_one_line(mode, stylizer, tmp_path):
     (photo / "0.png").write_bytes(encode(make_image(40, 36)))
     out = tmp_path / "out"
     argv = [f"--input={photo}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
-    argv += ["--runner=FnApiRunner", f"--direct_running_mode={mode}", "--direct_num_workers=1"]
+    argv += ["--runner=FnApiRunner", f"--direct_running_mode={mode}", "--direct_num_workers=1", "--cpu-threads=1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(inject), str(REPO)])}
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.augment", *argv],
