@@ -169,7 +169,6 @@ def test_checkpoint_unknown_style_lists_the_known_ones(images, checkpoint, capsy
     assert code == 2 and "checkpoint not found" in err
 
 
-@pytest.mark.slow
 def test_module_entry_point_exits_2_with_one_line(images, capsys, monkeypatch):
     """``python -m pipelines.stylize`` goes through ``run_main``: exit 2 and one line. Run as ``-m`` runs it (runpy,
     as ``__main__``), in this interpreter: what a fresh interpreter prints is checked once, for the heavier
