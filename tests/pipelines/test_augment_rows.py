@@ -20,7 +20,10 @@ def write_parquet(folder, table):
     pq.write_table(table, folder / "part-0.parquet")
 
 
-def test_input_columns_arrive_unchanged(tmp_path, stylizer):  # noqa: F811
+def test_input_columns_arrive_unchanged_and_labels_index_into_their_sorted_distinct_values(
+    tmp_path,
+    stylizer,  # noqa: F811
+):
     struct = pa.struct([("x", pa.float64()), ("tag", pa.string())])
     table = pa.table(
         {
@@ -30,15 +33,18 @@ def test_input_columns_arrive_unchanged(tmp_path, stylizer):  # noqa: F811
             "bbox": pa.array([[1, 2, 3, 4], []], pa.list_(pa.int64())),
             "meta": pa.array([{"x": 0.5, "tag": "t"}, None], struct),
             "split": pa.array([None, "val"], pa.string()),
+            "label": ["b", None],  # mapped (label, label_index), not carried
         }
     )
     write_parquet(tmp_path / "in", table)
-    fewer = pa.table({"id": ["q1"], "image": [encode(make_image(40, 40, seed=3))], "caption": ["only a caption"]})
+    fewer = pa.table(
+        {"id": ["q1"], "image": [encode(make_image(40, 40, seed=3))], "caption": ["only a caption"], "label": ["a"]}
+    )
     pq.write_table(fewer, tmp_path / "in" / "part-1.parquet")  # the columns it lacks are null in its rows
     augmented, _ = run_job(tmp_path / "in", tmp_path / "out", stylizer, "--styles=random:2")
     assert augmented.schema.field("bbox").type == pa.list_(pa.int64())
     assert augmented.schema.field("meta").type == struct
-    expected = {row["id"]: row for row in table.drop(["image"]).to_pylist()}
+    expected = {row["id"]: row for row in table.drop(["image", "label"]).to_pylist()}
     expected["q1"] = {"caption": "only a caption", "bbox": None, "meta": None, "split": None}
     rows = augmented.to_pylist()
     assert len(rows) == 6
@@ -49,6 +55,9 @@ def test_input_columns_arrive_unchanged(tmp_path, stylizer):  # noqa: F811
         }
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["carried_columns"] == ["caption", "bbox", "meta", "split"]
+    labels = {row["source_id"]: (row["label"], row["label_index"]) for row in rows}
+    assert labels == {"p1": ("b", 1), "p2": (None, None), "q1": ("a", 0)}
+    assert augment.kept_columns("all", pa.schema([("image", pa.binary())])) == ()
 
     augmented, _ = run_job(tmp_path / "in", tmp_path / "out2", stylizer, "--keep-columns=caption", "--styles=all")
     assert "caption" in augmented.schema.names and "bbox" not in augmented.schema.names
@@ -131,17 +140,3 @@ def test_label_depth_the_single_label_warning_and_progress(tmp_path, stylizer, c
     augmented, _ = run_job(tmp_path / "data", tmp_path / "out3", stylizer, "--styles=random:1", "--label-depth=0")
     assert set(augmented.column("label").to_pylist()) == {None}
     assert set(augmented.column("label_index").to_pylist()) == {None}
-
-
-def test_parquet_labels_index_into_their_sorted_distinct_values(tmp_path, stylizer):  # noqa: F811
-    images = [encode(make_image(40, 40, seed=i)) for i in range(3)]
-    write_parquet(tmp_path / "in", pa.table({"image": images, "label": ["b", None, "a"]}))
-    augmented, _ = run_job(tmp_path / "in", tmp_path / "out", stylizer, "--styles=random:1")
-    assert sorted(
-        (row["label"] or "", -1 if row["label_index"] is None else row["label_index"]) for row in augmented.to_pylist()
-    ) == [
-        ("", -1),
-        ("a", 0),
-        ("b", 1),
-    ]
-    assert augment.kept_columns("all", pa.schema([("image", pa.binary())])) == ()

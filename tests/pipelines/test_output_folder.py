@@ -4,6 +4,7 @@ before anything runs, and the ambiguous inputs (duplicate ids, symlinked folders
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,33 @@ def photos(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def finished_run(photos, stylizer, tmp_path_factory):
+    """One finished augment run (1 shard, with a preview), watched: which tables Beam's finalize renamed into
+    place and whether summary.json existed at that moment. Tests that need "an earlier run" copy its folder."""
+    from apache_beam.io import filebasedsink
+
+    out = tmp_path_factory.mktemp("finished") / "out"
+    seen = []
+    finalize = filebasedsink.FileBasedSink.finalize_windowed_write
+
+    def watched(self, *args, **kwargs):
+        seen.append((self.file_path_prefix.get().rsplit("/", 1)[-1], (out / "summary.json").exists()))
+        yield from finalize(self, *args, **kwargs)
+
+    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1", "--preview"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(filebasedsink.FileBasedSink, "finalize_windowed_write", watched)
+        assert run_main(augment.run, argv) == 0
+    return out, seen
+
+
+def copy_of(finished_run, folder: Path) -> Path:
+    """A copy of the module's finished run at ``folder`` (what an earlier run left there)."""
+    shutil.copytree(finished_run[0], folder)
+    return folder
+
+
 def tables(out, prefix):
     return sorted(Path(p).name for p in glob.glob(f"{out}/*/{prefix}-*.parquet"))
 
@@ -48,14 +76,13 @@ def last_line(capsys):
 
 # item 1 -----------------------------------------------------------------------------------------------------------
 def test_a_rerun_into_the_same_folder_is_refused_unless_overwrite_which_clears_only_the_jobs_own_tables(
-    photos, stylizer, tmp_path, capsys
+    photos, stylizer, finished_run, tmp_path, capsys
 ):
-    out = tmp_path / "out"
+    out = copy_of(finished_run, tmp_path / "out")
     argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST]
-    assert run_main(augment.run, [*argv, "--num-shards=3"]) == 0
     (out / "notes.txt").write_text("the user's own file")
     before = tables(out, "augmented")
-    assert len(before) == 3
+    assert before == ["augmented-00000-of-00001.parquet"]
 
     assert run_main(augment.run, [*argv, "--num-shards=2"]) == 2
     line = last_line(capsys)
@@ -69,13 +96,15 @@ def test_a_rerun_into_the_same_folder_is_refused_unless_overwrite_which_clears_o
     assert (out / "notes.txt").read_text() == "the user's own file"
 
 
-def test_the_no_flag_demo_run_replaces_its_own_earlier_output(photos, stylizer, tmp_path, monkeypatch):
+def test_the_no_flag_demo_run_replaces_its_own_earlier_output(photos, stylizer, finished_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(augment, "SAMPLE_IMAGES", photos)  # the demo's input, small and fast
-    options = [f"--stylizer={stylizer}", *FAST]
-    assert run_main(augment.run, [*options, "--num-shards=3"]) == 0
-    assert run_main(augment.run, [*options, "--num-shards=1"]) == 0
-    assert tables(tmp_path / "augment-output", "augmented") == ["augmented-00000-of-00001.parquet"]
+    copy_of(finished_run, tmp_path / "augment-output")  # the earlier demo run: 1 shard
+    assert run_main(augment.run, [f"--stylizer={stylizer}", *FAST, "--num-shards=2"]) == 0
+    assert tables(tmp_path / "augment-output", "augmented") == [
+        "augmented-00000-of-00002.parquet",
+        "augmented-00001-of-00002.parquet",
+    ]
 
 
 @pytest.mark.parametrize("job", ["augment", "clean", "embed", "collect"])
@@ -104,9 +133,13 @@ def test_a_killed_runs_leftovers_are_cleared_and_never_read_as_input(photos, sty
     temp.mkdir(parents=True)
     image = encode(make_image(40, 40))
     pq.write_table(pa.table({"id": ["leftover"], "image": [image]}), temp / "0a1b2c.parquet")
+    empty = [out / "beam-temp-augmented-0a1b", out / "beam-temp-rejected-2c3d"]  # empty ones are cleared too
+    for folder in empty:
+        folder.mkdir()
     argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
     assert run_main(augment.run, argv) == 0  # no earlier tables: only the killed run's temp files, cleared
-    assert not temp.exists()
+    assert not temp.exists() and not any(folder.exists() for folder in empty)
+    assert not glob.glob(f"{out}/beam-temp-*")
 
     # a later job reading that folder reads its table only, not a killed run's temp files beside it
     temp.mkdir()
@@ -226,10 +259,11 @@ def test_a_symlinked_folder_is_followed_once_and_a_loop_is_reported(stylizer, tm
     ]
 
 
-def test_overwrite_deletes_nothing_until_the_job_is_built_and_never_its_own_input(photos, stylizer, tmp_path, capsys):
-    out = tmp_path / "out"
+def test_overwrite_deletes_nothing_until_the_job_is_built_and_never_its_own_input(
+    photos, stylizer, finished_run, tmp_path, capsys
+):
+    out = copy_of(finished_run, tmp_path / "out")
     argv = [f"--input={photos}", f"--output={out}", *FAST, "--num-shards=1"]
-    assert run_main(augment.run, [*argv, f"--stylizer={stylizer}"]) == 0
     before = tables(out, "augmented")
     assert run_main(augment.run, [*argv, f"--stylizer={tmp_path}/missing.safetensors", "--overwrite"]) == 2
     assert tables(out, "augmented") == before  # the bad checkpoint failed the build: the earlier run is still there
@@ -239,35 +273,22 @@ def test_overwrite_deletes_nothing_until_the_job_is_built_and_never_its_own_inpu
 
 
 # A run is finished only when summary.json exists ----------------------------------------------------
-def test_summary_json_is_written_only_after_every_table_is_final(photos, stylizer, tmp_path, monkeypatch):
+def test_summary_json_is_written_only_after_every_table_is_final(finished_run):
     """The commit marker comes last: when any table's shards are renamed into place (Beam's finalize), there is no
     summary.json yet, so a run killed at any moment never looks finished."""
-    from apache_beam.io import filebasedsink
-
-    out = tmp_path / "out"
-    seen = []
-    finalize = filebasedsink.FileBasedSink.finalize_windowed_write
-
-    def watched(self, *args, **kwargs):
-        seen.append((self.file_path_prefix.get().rsplit("/", 1)[-1], (out / "summary.json").exists()))
-        yield from finalize(self, *args, **kwargs)
-
-    monkeypatch.setattr(filebasedsink.FileBasedSink, "finalize_windowed_write", watched)
-    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1", "--preview"]
-    assert run_main(augment.run, argv) == 0
+    out, seen = finished_run
     assert sorted(seen) == [("augmented", False), ("rejected", False)]
     assert (out / "summary.json").exists() and (out / "preview.png").exists()
     assert not glob.glob(f"{out}/beam-temp-*")
 
 
-def test_a_run_killed_between_its_tables_and_its_summary_is_unfinished(photos, stylizer, tmp_path, capsys):
+def test_a_run_killed_between_its_tables_and_its_summary_is_unfinished(
+    photos, stylizer, finished_run, tmp_path, capsys
+):
     """A kill after the shards are in place but before summary.json: readers refuse the folder in one line, a
     re-run says it is unfinished and needs --overwrite, which clears its shards."""
-    out = tmp_path / "out"
-    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=2"]
-    assert run_main(augment.run, argv) == 0
+    out = copy_of(finished_run, tmp_path / "out")
     (out / "summary.json").unlink()  # what kill -9 between the tables and the summary leaves
-    capsys.readouterr()
 
     again = tmp_path / "again"
     assert run_main(augment.run, [f"--input={out}", f"--output={again}", f"--stylizer={stylizer}", *FAST]) == 2
@@ -277,25 +298,18 @@ def test_a_run_killed_between_its_tables_and_its_summary_is_unfinished(photos, s
     )
     assert not again.exists()
 
-    assert run_main(augment.run, [*argv[:-1], "--num-shards=1"]) == 2
+    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=2"]
+    assert run_main(augment.run, argv) == 2
     line = last_line(capsys)
-    assert "unfinished run (README.md, augmented-*.parquet, rejected-*.parquet but no summary.json)" in line, line
+    assert (
+        "unfinished run (README.md, augmented-*.parquet, preview.png, rejected-*.parquet but no summary.json)" in line
+    ), line
     assert "--overwrite" in line
 
-    assert run_main(augment.run, [*argv[:-1], "--num-shards=1", "--overwrite"]) == 0
-    assert tables(out, "augmented") == ["augmented-00000-of-00001.parquet"]
+    assert run_main(augment.run, [*argv, "--overwrite"]) == 0
+    assert tables(out, "augmented") == ["augmented-00000-of-00002.parquet", "augmented-00001-of-00002.parquet"]
     assert rows(out, "augmented") == json.loads((out / "summary.json").read_text())["counts"]["rows_written"] == 4
-
-
-def test_empty_beam_temp_folders_are_cleared_by_the_next_run(photos, stylizer, tmp_path):
-    out = tmp_path / "out"
-    empty = [out / "beam-temp-augmented-0a1b", out / "beam-temp-rejected-2c3d"]
-    for folder in empty:
-        folder.mkdir(parents=True)
-    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
-    assert run_main(augment.run, argv) == 0
-    assert not any(folder.exists() for folder in empty)
-    assert not glob.glob(f"{out}/beam-temp-*")
+    assert not (out / "preview.png").exists()  # the earlier run's, cleared with its shards
 
 
 def test_an_interrupted_overwrite_never_leaves_a_folder_that_looks_finished(tmp_path):
@@ -340,16 +354,20 @@ parquetio._ParquetSink.open = full
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["multi_threading", "multi_processing"])
-def test_a_full_disk_in_a_beam_job_is_one_line(mode, photos, stylizer, tmp_path):
+def test_a_full_disk_in_a_beam_job_is_one_line(mode, stylizer, tmp_path):
     """augment on a full disk printed 291 lines of Beam tracebacks; now one line, exit 2. In multi_processing the
     worker's OSError reaches the launcher only as text, and the worker process prints its own traceback before it
-    reports (Beam's sdk_worker, in a process the launcher cannot quieten): there the error is the last line."""
+    reports (Beam's sdk_worker, in a process the launcher cannot quieten): there the error is the last line.
+    One photo and one worker: each worker process imports torch and Beam, and one is another process already."""
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(FULL_DISK)
+    photo = tmp_path / "photo"
+    photo.mkdir()
+    (photo / "0.png").write_bytes(encode(make_image(40, 36)))
     out = tmp_path / "out"
-    argv = [f"--input={photos}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
-    argv += ["--runner=FnApiRunner", f"--direct_running_mode={mode}", "--direct_num_workers=2"]
+    argv = [f"--input={photo}", f"--output={out}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
+    argv += ["--runner=FnApiRunner", f"--direct_running_mode={mode}", "--direct_num_workers=1", "--cpu-threads=1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(inject), str(REPO)])}
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.augment", *argv],
@@ -395,12 +413,9 @@ def test_output_failure_reads_the_errno_behind_beams_wrapping(tmp_path):
 
 
 # Containment both ways, after resolving symlinks --------------------------------------------------
-def test_an_output_inside_a_parquet_input_is_refused(photos, stylizer, tmp_path, capsys):
+def test_an_output_inside_a_parquet_input_is_refused(stylizer, finished_run, tmp_path, capsys):
     """The second run re-augmented the first run's output (8 rows for 4, ids r0#0#0)."""
-    table = tmp_path / "table"
-    first = [f"--input={photos}", f"--output={table}", f"--stylizer={stylizer}", *FAST, "--num-shards=1"]
-    assert run_main(augment.run, first) == 0
-    capsys.readouterr()
+    table = copy_of(finished_run, tmp_path / "table")
     inside = table / "more"
     assert run_main(augment.run, [f"--input={table}", f"--output={inside}", f"--stylizer={stylizer}", *FAST]) == 2
     assert last_line(capsys) == (

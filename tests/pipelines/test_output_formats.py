@@ -68,6 +68,20 @@ def parquet_run(photos, stylizer, tmp_path_factory):  # noqa: F811
     return out, run_job(photos[0], out, stylizer)
 
 
+@pytest.fixture(scope="module")
+def imagefolder_run(photos, stylizer, tmp_path_factory):  # noqa: F811
+    """One ImageFolder run, read by its test and copied by the re-run rules' test: ``(output folder, summary)``."""
+    out = tmp_path_factory.mktemp("imagefolder-run") / "out"
+    return out, run_job(photos[0], out, stylizer, "--output-format=imagefolder")
+
+
+@pytest.fixture(scope="module")
+def webdataset_run(photos, stylizer, tmp_path_factory):  # noqa: F811
+    """One WebDataset run (5 samples a shard), read by its test and copied by the re-run rules' test."""
+    out = tmp_path_factory.mktemp("webdataset-run") / "out"
+    return out, run_job(photos[0], out, stylizer, "--output-format=webdataset", "--shard-size=5")
+
+
 def files_below(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
@@ -109,12 +123,11 @@ def test_the_output_read_back_as_input_skips_the_rejected_rows(photos, stylizer,
         run_job(out, tmp_path / "third", stylizer)
 
 
-def test_imagefolder_loads_in_torchvision_with_the_job_classes(photos, stylizer, tmp_path):  # noqa: F811
+def test_imagefolder_loads_in_torchvision_with_the_job_classes(photos, imagefolder_run):
     from torchvision.datasets import ImageFolder
 
     root, names = photos
-    out = tmp_path / "out"
-    summary = run_job(root, out, stylizer, "--output-format=imagefolder")
+    out, summary = imagefolder_run
     folder = ImageFolder(str(out / "data"))
     assert folder.classes == summary["classes"] == CLASSES
     assert len(folder) == 2 * len(names)
@@ -136,11 +149,10 @@ def test_imagefolder_loads_in_torchvision_with_the_job_classes(photos, stylizer,
     assert loaded.num_rows == 2 * len(names) and loaded.features["label"].names == CLASSES
 
 
-def test_webdataset_shards_load_in_webdataset_and_hugging_face(photos, stylizer, tmp_path):  # noqa: F811
+def test_webdataset_shards_load_in_webdataset_and_hugging_face(photos, stylizer, webdataset_run, tmp_path):  # noqa: F811
     webdataset = pytest.importorskip("webdataset")
     root, names = photos
-    out = tmp_path / "out"
-    run_job(root, out, stylizer, "--output-format=webdataset", "--shard-size=5")
+    out = webdataset_run[0]
     shards = sorted(str(p) for p in (out / "data").glob("augmented-*.tar"))
     assert [s.rsplit("/", 1)[-1] for s in shards] == [f"augmented-0000{i}-of-00003.tar" for i in range(3)]
     with tarfile.open(shards[0]) as tar:
@@ -174,12 +186,12 @@ def test_webdataset_shards_load_in_webdataset_and_hugging_face(photos, stylizer,
         assert hashlib.sha256(Path(shard).read_bytes()).digest() == hashlib.sha256(twin.read_bytes()).digest()
 
 
-@pytest.mark.slow  # 9-12 s each: four jobs
 @pytest.mark.parametrize("output_format", ["imagefolder", "webdataset"])
-def test_every_format_keeps_the_rerun_rules(photos, stylizer, tmp_path, output_format):  # noqa: F811
+def test_every_format_keeps_the_rerun_rules(photos, stylizer, tmp_path, output_format, request):  # noqa: F811
+    """The earlier run is a copy of the module's run in that format; one job runs here (the --overwrite)."""
     root, names = photos
     out = tmp_path / "out"
-    run_job(root, out, stylizer, f"--output-format={output_format}")
+    shutil.copytree(request.getfixturevalue(f"{output_format}_run")[0], out)
     with pytest.raises(UsageError, match="holds an earlier run"):
         run_job(root, out, stylizer, "--output-format=parquet")
     (out / "summary.json").unlink()
