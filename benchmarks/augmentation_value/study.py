@@ -97,15 +97,16 @@ class StudySettings:
     stylizer: str = "magenta26"
     # The budget of one command covering every family in ~20 min on a shared 2-core CPU (issue 18: <= 25): runs 1-2
     # found size irrelevant (64 vs 128 px) and alpha 0.5 far from passing (texture 0.89-0.93 vs chance 0.125), so
-    # the check tries 64 px at alpha 0.75 and 1; 9 arms × 5 seeds × 3 families = 135 CNNs of 100 steps at 32 px.
+    # the check tries 64 px at alpha 0.75 and 1; 9 arms × 5 seeds × 3 families = 135 CNNs of 100 steps at 32 px,
+    # 320 generated training images per draw (~9,000 stylised images per family).
     sizes: tuple[int, ...] = (64,)
     alphas: tuple[str, ...] = ("0.75", "1")
     copies: int = 3  # K: the offline job's copies per image, the pool's size
     image_size: int = 32  # the CNN's input
     steps: int = 100
-    probe_steps: int = 250
+    probe_steps: int = 200
     classes: int = 8
-    train_per_class: int = 50
+    train_per_class: int = 40
     test_per_class: int = 30
     probe_per_class: int = 80  # unstylised shape probe (augmented): 0.64 with 45, 0.82 with 120 (one run each)
     emoji_classes: int = len(CLASSES)
