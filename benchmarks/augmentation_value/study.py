@@ -97,17 +97,18 @@ class StudySettings:
     stylizer: str = "magenta26"
     # The budget of one command covering every family in ~20 min on a shared 2-core CPU (issue 18: <= 25): runs 1-2
     # found size irrelevant (64 vs 128 px) and alpha 0.5 far from passing (texture 0.89-0.93 vs chance 0.125), so
-    # the check tries 64 px at alpha 0.75 and 1; 9 arms × 5 seeds × 3 families = 135 CNNs of 100 steps at 32 px,
-    # 320 generated training images per draw (~9,000 stylised images per family).
+    # the check tries 64 px at alpha 0.75 and 1; 9 arms × 5 seeds × 3 families = 135 CNNs of 80 steps at 32 px,
+    # 256 generated training images per draw, K = 2 (~6,000 stylised images per family). At 100 steps, 320 images
+    # and K = 3 the run was on course for ~28 min with the load average at 5.
     sizes: tuple[int, ...] = (64,)
     alphas: tuple[str, ...] = ("0.75", "1")
-    copies: int = 3  # K: the offline job's copies per image, the pool's size
+    copies: int = 2  # K: the offline job's copies per image, the pool's size
     image_size: int = 32  # the CNN's input
-    steps: int = 100
+    steps: int = 80
     probe_steps: int = 200
     classes: int = 8
-    train_per_class: int = 40
-    test_per_class: int = 30
+    train_per_class: int = 32
+    test_per_class: int = 25
     probe_per_class: int = 80  # unstylised shape probe (augmented): 0.64 with 45, 0.82 with 120 (one run each)
     emoji_classes: int = len(CLASSES)
     vendors: tuple[str, ...] = DEFAULT_VENDORS
@@ -401,7 +402,12 @@ def run_study(settings: StudySettings, log=print) -> dict:
         probes, jobs_s = submit_checks(settings, families, split, work, pool, log)
         for name, family in families.items():
             check = finish_check(settings, name, family, probes[name])
-            log(f"check {name}: chosen {check['chosen']}")
+            table = "; ".join(
+                f"{row['size'] or 'unstylised'}{'' if row['alpha'] is None else ' alpha ' + row['alpha']}: class "
+                f"{row['shape']:.3f}, nuisance {row['nuisance']:.3f}"
+                for row in check["rows"]
+            )
+            log(f"check {name}: {table}; chosen {check['chosen']}")
             entry = {"manipulation": check, "control": family.control}
             if isinstance(family, EmojiFamily):
                 entry["data"] = family.describe()
