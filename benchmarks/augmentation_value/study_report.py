@@ -128,6 +128,13 @@ def chart(document: dict, height: int = 380) -> Image.Image:
         draw.rectangle([x, 36, x + 12, 48], fill=colour)
         draw.text((x + 18, 42), text, fill="black", font=font, anchor="lm")
         x += 30 + int(draw.textlength(text, font=font)) + 20
+    draw.text(
+        (x, 42),
+        "* a gain: Holm's 95% interval of the paired difference to none above 0",
+        fill="black",
+        font=font,
+        anchor="lm",
+    )
     plot_h = height - top - bottom
 
     def y_of(value: float) -> float:
@@ -152,7 +159,7 @@ def chart(document: dict, height: int = 380) -> Image.Image:
                 for value in (cell["low"], cell["high"]):
                     draw.line([(centre - 4, y_of(value)), (centre + 4, y_of(value))], fill="black", width=2)
             row = family["comparisons"].get(arm, {})
-            label = arm.replace("style-", "style-\n") + (" ✓" if row.get("gain") else "")
+            label = arm.replace("style-", "style-\n") + (" *" if row.get("gain") else "")
             centre = x0 + 8 + g * group + group / 2 - 4
             draw.multiline_text((centre, y_of(0) + 6), label, fill="black", font=small, anchor="ma", align="center")
         caption = name + (" (failed manipulation check)" if family["setting"].get("forced") else "")
