@@ -122,12 +122,6 @@ class TaskPool:
         return future
 
 
-def run_tasks(tasks: list[Task], jobs: int, done: Callable[[Task, dict], None] | None = None) -> list[dict]:
-    """Every task's result, in order; ``done(task, result)`` as each finishes (in order of submission)."""
-    with TaskPool(jobs) as pool:
-        return collect([(task, pool.submit(task)) for task in tasks], done)
-
-
 def collect(submitted: list[tuple[Task, Future]], done: Callable[[Task, dict], None] | None = None) -> list[dict]:
     """The submitted tasks' results, in order, waiting for each; ``done(task, result)`` as each comes."""
     results = []
