@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.augmentation_value.augment_job import ExperimentError
+from benchmarks.augmentation_value.augment_job import ExperimentError, write_painting_collection
 from benchmarks.augmentation_value.classifier import TrainSettings
 from benchmarks.augmentation_value.cue_conflict import SHAPES, CueConflictSpec
 from benchmarks.augmentation_value.experiment import (
@@ -27,7 +27,6 @@ from benchmarks.augmentation_value.report import markdown_table, recommend, writ
 from models.style.policy import parse_alpha
 from pipelines.cli import positive_float, positive_int, run_main
 
-REPO = Path(__file__).resolve().parents[2]
 # The defaults of --ratio and --alpha are the sweep's best setting (report.recommend; README "Does it help?"):
 # alpha 0.5 was the least harmful at 3 of 4 ratios, and the ratio made no difference beyond one std.
 DEFAULT_RATIO = 0.5
@@ -157,24 +156,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         train=TrainSettings(steps=args.steps, batch_size=args.batch_size, width=args.width),
         jobs=args.jobs,
     )
-
-
-def write_painting_collection(folder: Path) -> Path:
-    """The package's Miró-like style PNGs and scikit-image's textures (when installed), as PNG files."""
-    import shutil
-
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in sorted((REPO / "pipelines" / "assets" / "styles").glob("*.png")):
-        shutil.copyfile(path, folder / path.name)
-    try:
-        from skimage import data
-    except ImportError:
-        return folder
-    for name in ("brick", "grass", "gravel", "immunohistochemistry", "hubble_deep_field"):
-        Image.fromarray(getattr(data, name)()).convert("RGB").save(folder / f"skimage_{name}.png")
-    return folder
 
 
 def run(argv: list[str] | None = None) -> dict:

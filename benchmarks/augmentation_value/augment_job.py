@@ -216,19 +216,32 @@ def _square(data: bytes, size: int, train_size: int) -> np.ndarray:
     return pil_to_uint8(resize_short_side(image, train_size))
 
 
+def write_painting_collection(folder: Path) -> Path:
+    """The package's Miró-like style PNGs and scikit-image's textures (when installed), as PNG files: the painting
+    collection of the painting arms (no network: both ship with the installed packages)."""
+    import shutil
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted((Path(__file__).resolve().parents[2] / "pipelines" / "assets" / "styles").glob("*.png")):
+        shutil.copyfile(path, folder / path.name)
+    try:
+        from skimage import data
+    except ImportError:
+        return folder
+    for name in ("brick", "grass", "gravel", "immunohistochemistry", "hubble_deep_field"):
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(folder / f"skimage_{name}.png")
+    return folder
+
+
 def stylise_copies(
-    images,
-    folder: Path,
-    stylizer: str,
-    alpha: str,
-    copies: int,
-    image_size: int,
-    seed: int,
-    train_size: int,
+    images, folder: Path, request: AugmentRequest, image_size: int, seed: int, train_size: int
 ) -> tuple[np.ndarray, float]:
-    """``images`` (``LabelledImages`` at ``image_size``) through the augment job, ``--styles random:{copies}``:
-    ``(N, copies, train_size, train_size, 3)`` uint8 in the images' order, copy n = the job's row ``#n``, and the
-    job's wall time. The job's input is ``folder/input`` (an ImageFolder of the images), its output ``folder/job``."""
+    """``images`` (``LabelledImages`` at ``image_size``) through the augment job as ``request`` asks (a checkpoint's
+    styles or paintings, ``--styles policy:copies``): ``(N, copies, train_size, train_size, 3)`` uint8 in the
+    images' order, copy n = the job's row ``#n``, and the job's wall time. The job's input is ``folder/input`` (an
+    ImageFolder of the images), its output ``folder/job``."""
     from benchmarks.augmentation_value.cue_conflict import write_image_folder
 
     if Path(folder).exists():
@@ -236,11 +249,10 @@ def stylise_copies(
 
         shutil.rmtree(folder)
     write_image_folder(images, Path(folder) / "input")
-    request = AugmentRequest("random", copies, alpha, stylizer=stylizer)
     output = str(Path(folder) / "job")
     elapsed = run_augment(request, str(Path(folder) / "input"), output, image_size, seed)
     sources = {image_id: image_id.split("/")[0] for image_id in images.ids}
     rows = read_augmented(request, output, sources, image_size, seed, elapsed, train_size=train_size)
     position = {row_id: i for i, row_id in enumerate(rows.ids)}
-    index = [[position[f"{image_id}#{n}"] for n in range(copies)] for image_id in images.ids]
+    index = [[position[f"{image_id}#{n}"] for n in range(request.copies)] for image_id in images.ids]
     return rows.pixels[np.array(index, np.int64)], elapsed

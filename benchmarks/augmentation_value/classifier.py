@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# A batch transform: (images (B, 3, S, S) float in [0, 1], keys (B,) int64, epoch) → images.
+# A batch transform: (images (B, 3, S, S) float in [0, 1], keys (B,) int64, epoch) → images; with a consistency term
+# (``TrainSettings.consistency`` > 0), ``(views × B, 3, S, S)``: the originals first, then each further view.
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
@@ -38,6 +39,10 @@ class TrainSettings:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     width: int = 16  # channels of the stem; x2, x4, x8 in the blocks after it
+    # AugMix's Jensen-Shannon consistency (Hendrycks et al. 2020): loss = CE(originals) + consistency × JS(p_original,
+    # p_view1, ..., p_viewV-1) over the transform's ``views``; 0 is plain cross-entropy on every image.
+    consistency: float = 0.0
+    views: int = 1  # images the transform returns per drawn image; ``batch_size`` counts them all (like for like)
 
 
 class SmallCNN(nn.Module):
@@ -89,7 +94,7 @@ def train_classifier(
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, settings.lr, total_steps=settings.steps, pct_start=0.15)
     order = np.random.default_rng([seed, len(data)])
-    batch = min(settings.batch_size, len(data))
+    batch = min(settings.batch_size // settings.views, len(data))
     per_epoch = len(data) // batch
     labels = torch.from_numpy(data.labels)
     keys = torch.from_numpy(data.keys)
@@ -110,7 +115,11 @@ def train_classifier(
                 images = transform(images, keys[index], epoch)
                 transform_s += time.perf_counter() - began
             logits = model(images.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits, labels[index])
+            if settings.consistency > 0:
+                views = logits.reshape(settings.views, len(index), -1)
+                loss = F.cross_entropy(views[0], labels[index]) + settings.consistency * jensen_shannon(views)
+            else:
+                loss = F.cross_entropy(logits, labels[index])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -120,6 +129,15 @@ def train_classifier(
                 progress(step)
     model.eval()
     return model, {"train_s": time.perf_counter() - started, "transform_s": transform_s, "epochs": epoch + 1}
+
+
+def jensen_shannon(logits: torch.Tensor) -> torch.Tensor:
+    """``(V, B, C)`` logits → the generalised Jensen-Shannon divergence of the V predicted distributions, averaged
+    over the batch: mean over views of KL(p_v ‖ M), M = the views' mean distribution (natural log), AugMix's term:
+    0 for identical distributions, ln V at most. M is clamped to [1e-7, 1] before its log, as AugMix does."""
+    probabilities = logits.softmax(dim=-1)
+    mixture = probabilities.mean(dim=0).clamp(1e-7, 1).log()
+    return sum(F.kl_div(mixture, p, reduction="batchmean") for p in probabilities) / len(probabilities)
 
 
 @torch.no_grad()

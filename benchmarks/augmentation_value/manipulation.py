@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks.augmentation_value.classifier import TrainingSet, TrainSettings
 from benchmarks.augmentation_value.cue_conflict import LabelledImages
 from benchmarks.augmentation_value.datasets import scale_pixels
-from benchmarks.augmentation_value.runs import Task
+from benchmarks.augmentation_value.runs import Augmentation, Task
 
 NUISANCE_MARGIN = 0.10
 SHAPE_SHARE = 0.6
@@ -45,15 +45,19 @@ def passes(shape: float, nuisance: float, shape_unstylised: float, nuisance_chan
 def probe_tasks(
     key: tuple, train: LabelledImages, val: LabelledImages, classes: int, nuisances: int, steps: int, seed: int
 ) -> list[Task]:
-    """Two CNNs on one (possibly stylised) probe set: one reads the class, one the nuisance."""
+    """Two CNNs on one (possibly stylised) probe set: one reads the class, one the nuisance. The class probe trains
+    with the classic crop/flip/colour jitter, to which the class is invariant: on the generated families it
+    lifts the unstylised shape probe from 0.39 to 0.64 (45 images per class, 300 steps, 32 px; 0.68 → 0.82 with 120;
+    one run each), so "class ≥ 0.6 × unstylised" measures against a probe that can read shape. The nuisance probe
+    trains on the images as they are: nothing may weaken the reader of the shortcut."""
     tasks = []
     for target, count in (("shape", classes), ("nuisance", nuisances)):
         labels = train.labels if target == "shape" else train.texture_labels
         val_labels = val.labels if target == "shape" else val.texture_labels
         training = TrainingSet(train.pixels, labels, np.arange(len(labels)), np.zeros(len(labels), bool))
-        tasks.append(
-            Task((*key, target), training, count, TrainSettings(steps=steps), seed, {"val": (val.pixels, val_labels)})
-        )
+        augmentation = Augmentation("classic", seed) if target == "shape" else None
+        tests = {"val": (val.pixels, val_labels)}
+        tasks.append(Task((*key, target), training, count, TrainSettings(steps=steps), seed, tests, augmentation))
     return tasks
 
 

@@ -7,7 +7,7 @@ order.
 
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,10 +27,12 @@ from benchmarks.augmentation_value.classifier import (
 
 @dataclass
 class Augmentation:
-    """``classic``, ``colour`` or ``pool``. A pool arm's training set holds the originals, then one slot per
-    original (keys ``originals + i``) whose image is, each epoch, one of that original's ``K`` stylised copies
+    """``classic``, ``colour``, ``pool`` or ``pair``. A pool arm's training set holds the originals, then one slot
+    per original (keys ``originals + i``) whose image is, each epoch, one of that original's ``K`` stylised copies
     ``pool[i]`` ``(N, K, S, S, 3)`` uint8, drawn from ``(seed, key, epoch)``: online style augmentation at the cost
-    of an offline job of K copies."""
+    of an offline job of K copies. A pair arm's training set holds the originals alone (keys ``i``); each batch comes
+    back with two distinct copies of each image from its pool after the originals (``TrainSettings.views`` = 3),
+    for AugMix's consistency term."""
 
     kind: str
     seed: int
@@ -44,6 +46,8 @@ class Augmentation:
             return ColourRandomise(self.seed)
         if self.kind == "pool":
             return self._pool_transform
+        if self.kind == "pair":
+            return self._pair_transform
         raise ValueError(f"unknown augmentation {self.kind!r}")
 
     def _pool_transform(self, images: torch.Tensor, keys: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -54,6 +58,12 @@ class Augmentation:
                 draw = np.random.default_rng([self.seed, key, epoch, 3]).integers(copies)
                 images[row] = to_tensor(self.pool[key - self.originals, draw][None])[0]
         return images
+
+    def _pair_transform(self, images: torch.Tensor, keys: torch.Tensor, epoch: int) -> torch.Tensor:
+        index = np.array(keys.tolist(), np.int64)
+        draws = [np.random.default_rng([self.seed, key, epoch, 4]).permutation(self.pool.shape[1])[:2] for key in index]
+        first, second = (to_tensor(self.pool[index, [d[view] for d in draws]]) for view in (0, 1))
+        return torch.cat([images, first, second])
 
 
 @dataclass
@@ -81,25 +91,42 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_tasks(tasks: list[Task], jobs: int, done: Callable[[Task, dict], None] | None = None) -> list[dict]:
-    """Every task's result, in order; ``done(task, result)`` as each finishes (in order of submission)."""
-    results = []
-    if jobs <= 1:
+class TaskPool:
+    """Tasks run ``jobs`` at a time in worker processes, submitted as they become ready, so the caller can prepare
+    the next ones (an augment job) while the workers train. With ``jobs`` ≤ 1 a task runs when submitted, here."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "TaskPool":
+        if self.jobs > 1:
+            context = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
+            self._executor = ProcessPoolExecutor(self.jobs, context, initializer=_init_worker)
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=kind is not None)
+
+    def submit(self, task: Task) -> Future:
+        if self._executor is not None:
+            return self._executor.submit(run_task, task)
+        future: Future = Future()
         previous = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for task in tasks:
-                results.append(run_task(task))
-                if done:
-                    done(task, results[-1])
+            future.set_result(run_task(task))
         finally:
             torch.set_num_threads(previous)
-        return results
-    context = multiprocessing.get_context("spawn")  # fork after torch has started threads can deadlock
-    with ProcessPoolExecutor(jobs, context, initializer=_init_worker) as pool:
-        futures = [pool.submit(run_task, task) for task in tasks]
-        for task, future in zip(tasks, futures, strict=True):
-            results.append(future.result())
-            if done:
-                done(task, results[-1])
+        return future
+
+
+def collect(submitted: list[tuple[Task, Future]], done: Callable[[Task, dict], None] | None = None) -> list[dict]:
+    """The submitted tasks' results, in order, waiting for each; ``done(task, result)`` as each comes."""
+    results = []
+    for task, future in submitted:
+        results.append(future.result())
+        if done:
+            done(task, results[-1])
     return results

@@ -69,7 +69,7 @@ def family_table(name: str, family: dict) -> list[str]:
         "oracle gap closed",
     ]
     setting = family["setting"]
-    forced = " (**forced**: the check did not pass; exploratory)" if setting.get("forced") else ""
+    forced = " (**failed manipulation check**: the nearest setting to passing)" if setting.get("forced") else ""
     lines = [
         f"**{name}** at {setting['size']} px, alpha {setting['alpha']}{forced}; primary endpoint = mean of "
         f"{', '.join(TEST_NAMES.get(t, t) for t in family['shifted'])}; {len(family['arms']['none']['seeds'])} paired "
@@ -114,7 +114,8 @@ def chart(document: dict, height: int = 380) -> Image.Image:
     """One panel per family that went on: per arm, the primary endpoint and the clean accuracy, 95% whiskers."""
     families = [(name, f) for name, f in document["families"].items() if f.get("went_on")]
     font, small, title_font = _font(13), _font(11), _font(15)
-    panel_w, left, top, bottom = 470, 50, 70, 56
+    most_arms = max((len(f["arms"]) for _, f in families), default=1)
+    panel_w, left, top, bottom = max(470, 64 * most_arms + 40), 50, 70, 72
     title = "Primary endpoint (mean of shifted test sets) and clean accuracy, mean and 95% CI over paired seeds"
     title_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=title_font))
     width = max(left + panel_w * max(1, len(families)) + 20, left + title_w + 20)
@@ -127,6 +128,13 @@ def chart(document: dict, height: int = 380) -> Image.Image:
         draw.rectangle([x, 36, x + 12, 48], fill=colour)
         draw.text((x + 18, 42), text, fill="black", font=font, anchor="lm")
         x += 30 + int(draw.textlength(text, font=font)) + 20
+    draw.text(
+        (x, 42),
+        "* a gain: Holm's 95% interval of the paired difference to none above 0",
+        fill="black",
+        font=font,
+        anchor="lm",
+    )
     plot_h = height - top - bottom
 
     def y_of(value: float) -> float:
@@ -151,10 +159,11 @@ def chart(document: dict, height: int = 380) -> Image.Image:
                 for value in (cell["low"], cell["high"]):
                     draw.line([(centre - 4, y_of(value)), (centre + 4, y_of(value))], fill="black", width=2)
             row = family["comparisons"].get(arm, {})
-            label = arm + (" ✓" if row.get("gain") else "")
-            draw.text((x0 + 8 + g * group + group / 2 - 4, y_of(0) + 6), label, fill="black", font=small, anchor="ma")
-        caption = name + (" (forced: the check did not pass)" if family["setting"].get("forced") else "")
-        draw.text((x0 + (panel_w - 40) / 2, y_of(0) + 26), caption, fill="black", font=font, anchor="ma")
+            label = arm.replace("style-", "style-\n") + (" *" if row.get("gain") else "")
+            centre = x0 + 8 + g * group + group / 2 - 4
+            draw.multiline_text((centre, y_of(0) + 6), label, fill="black", font=small, anchor="ma", align="center")
+        caption = name + (" (failed manipulation check)" if family["setting"].get("forced") else "")
+        draw.text((x0 + (panel_w - 40) / 2, y_of(0) + 40), caption, fill="black", font=font, anchor="ma")
     if not families:
         draw.text((left, top + 20), "no family passed the manipulation check", fill="black", font=font)
     return image

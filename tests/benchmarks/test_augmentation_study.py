@@ -1,6 +1,7 @@
 """``python -m benchmarks.augmentation_value.study`` (issue 18): the statistics on known numbers, the manipulation
 check's pass rule, the emoji packages' fetch/verify/cache path on a generated fixture (never the network), the
-held-out style split, the colour randomisation, and a ``--quick`` run end to end, twice (determinism)."""
+held-out style split, the colour randomisation, the consistency arm's Jensen-Shannon term and pairs, the class probe's
+augmentation, and a ``--quick`` run end to end, twice (determinism)."""
 
 import json
 import math
@@ -11,8 +12,17 @@ import pytest
 import torch
 
 from benchmarks.augmentation_value import emoji, study
-from benchmarks.augmentation_value.classifier import ClassicAugment, ColourRandomise
-from benchmarks.augmentation_value.manipulation import passes, rows_from
+from benchmarks.augmentation_value.classifier import (
+    ClassicAugment,
+    ColourRandomise,
+    TrainingSet,
+    TrainSettings,
+    jensen_shannon,
+    train_classifier,
+)
+from benchmarks.augmentation_value.cue_conflict import LabelledImages
+from benchmarks.augmentation_value.manipulation import passes, probe_tasks, rows_from
+from benchmarks.augmentation_value.runs import Augmentation
 from benchmarks.augmentation_value.stats import (
     compare_arms,
     gap_closed,
@@ -212,6 +222,83 @@ def test_colour_randomisation_and_classic_hue():
     assert max(abs(h) for h in classic_hues) <= 0.02  # a fifth of the 0.1 between class hues
 
 
+# ---- the consistency arm -------------------------------------------------------------------------------------------
+
+
+def _kl(p, q):
+    return float(np.sum(p * np.log(p / q)))
+
+
+def test_jensen_shannon_by_hand():
+    from scipy.spatial.distance import jensenshannon
+
+    identical = torch.tensor([[1.0, 2.0, 0.5]]).expand(3, 4, 3)
+    assert jensen_shannon(identical).item() == pytest.approx(0.0, abs=1e-7)
+    logits = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    probabilities = logits.softmax(-1).numpy().astype(np.float64)
+    two = np.mean([jensenshannon(p, q) ** 2 for p, q in zip(*probabilities, strict=True)])  # natural log
+    assert jensen_shannon(logits).item() == pytest.approx(two, rel=1e-5)
+    three = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(1))
+    p = three.softmax(-1).numpy().astype(np.float64)
+    mixture = p.mean(0)
+    by_hand = np.mean([np.mean([_kl(p[v, b], mixture[b]) for v in range(3)]) for b in range(5)])
+    assert jensen_shannon(three).item() == pytest.approx(by_hand, rel=1e-5)
+    confident = torch.eye(3)[:, None, :].expand(3, 2, 3) * 50  # three different one-hot predictions: ln 3
+    assert jensen_shannon(confident).item() == pytest.approx(math.log(3), rel=1e-4)
+
+
+def test_pairs_are_two_distinct_pool_copies_drawn_per_epoch():
+    pool = np.arange(4 * 3, dtype=np.uint8).reshape(4, 3, 1, 1, 1).repeat(2, 2).repeat(2, 3).repeat(3, 4)  # copy ids
+    originals = torch.zeros(2, 3, 2, 2)
+    keys = torch.tensor([1, 3])
+    pair = Augmentation("pair", seed=0, pool=pool).build()
+    out = pair(originals, keys, epoch=0)
+    assert out.shape == (6, 3, 2, 2) and torch.equal(out[:2], originals)
+    copies = (out[2:, 0, 0, 0] * 255).round().long().reshape(2, 2)  # (view, image) → pool value = key*3 + copy
+    for column, key in enumerate(keys.tolist()):
+        first, second = copies[:, column].tolist()
+        assert first // 3 == key and second // 3 == key and first != second
+    assert torch.equal(out, pair(originals, keys, epoch=0))
+    differs = [not torch.equal(pair(originals, keys, epoch=e), out) for e in range(1, 6)]
+    assert any(differs)
+
+
+def test_consistency_training_counts_every_view_in_the_batch():
+    pixels = np.random.default_rng(0).integers(0, 255, (12, 8, 8, 3), dtype=np.uint8)
+    data = TrainingSet(pixels, np.arange(12) % 2, np.arange(12), np.zeros(12, bool))
+    pool = np.stack([pixels, 255 - pixels, pixels // 2], axis=1)
+    seen = []
+
+    def transform(images, keys, epoch):
+        seen.append(len(keys))
+        return Augmentation("pair", 0, pool).build()(images, keys, epoch)
+
+    settings = TrainSettings(steps=3, batch_size=9, width=4, consistency=12.0, views=3)
+    model, _ = train_classifier(data, 2, settings, 0, transform)
+    assert seen == [3, 3, 3]  # 9 images per step: 3 originals and their 2 copies each
+    again, _ = train_classifier(data, 2, settings, 0, transform)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+# ---- the class probe ---------------------------------------------------------------------------------------------
+
+
+def test_class_probe_is_augmented_and_nuisance_probe_is_not():
+    images = LabelledImages(["a/x.png"] * 4, np.array([0, 1, 0, 1]), np.array([1, 1, 0, 0]), np.zeros((4, 8, 8, 3)))
+    shape, nuisance = probe_tasks(("fine", 64, "1"), images, images, 2, 2, steps=5, seed=0)
+    assert shape.label[-1] == "shape" and shape.augmentation.kind == "classic"
+    assert list(shape.training.labels) == [0, 1, 0, 1]
+    assert nuisance.label[-1] == "nuisance" and nuisance.augmentation is None
+    assert list(nuisance.training.labels) == [1, 1, 0, 0]
+
+
+def test_seeded_union_keeps_each_seeds_ids_apart():
+    one = LabelledImages(["circle/train-00000.png"], np.array([0]), np.array([0]), np.zeros((1, 4, 4, 3), np.uint8))
+    union = study._seeded_union({3: one, 4: one})
+    assert union.ids == ["circle/s3-train-00000.png", "circle/s4-train-00000.png"]
+    assert len(union.pixels) == 2
+
+
 # ---- --quick, end to end -----------------------------------------------------------------------------------------
 
 
@@ -236,6 +323,11 @@ def test_quick_run_end_to_end_is_deterministic(registry, stylizer, tmp_path):
     assert [d["held_out_vendor"] for d in written["families"]["emoji"]["draws"]] == ["google", "twitter"]
     assert "### Manipulation check" in (tmp_path / "a" / "results.md").read_text()
     assert (tmp_path / "a" / "results.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "a" / "samples-generated.png").read_bytes().startswith(b"\x89PNG")  # no emoji in it
+    assert {"style-consistency", "style-paintings", "style-randomize"} <= set(study.ARMS)
+    assert set(written["styles"]["paintings"]) >= {"harlequin.png", "blue_night.png"}
+    jobs = {path.name for path in (tmp_path / "a" / "work" / "fine").iterdir()}
+    assert {"train-styles", "held-out-styles", "paintings", "randomize"} <= jobs  # one job per kind, every seed
 
     second = quick("b")
     strip = {"train_s"}
