@@ -1,4 +1,4 @@
-"""Does style augmentation help? ``python -m benchmarks.augmentation_value`` measures it (issue 10).
+"""Does style augmentation help? ``python -m benchmarks.augmentation_value`` measures it (the first experiment).
 
 - ``cue_conflict``: the generated data (shape = class, texture = a training shortcut, three test sets);
 - ``datasets``: that data or the user's ImageFolders, as the augment job's input and the arms' originals;

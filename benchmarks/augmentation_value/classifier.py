@@ -170,7 +170,7 @@ class ClassicAugment:
     ``RandomHorizontalFlip``, ``ColorJitter(0.4, 0.4, 0.4, 0.02)``), on a whole batch at once, with each sample's
     parameters drawn from ``(seed, key, epoch)``. The hue jitter is ±0.02 of the wheel, a fifth of the 0.1 between
     the generated classes' hues (torchvision's customary 0.1 equals that spacing: it would move one class's colour
-    onto the next, a colour randomisation, not a jitter; issue 18)."""
+    onto the next, a colour randomisation, not a jitter)."""
 
     def __init__(self, seed: int = 0, scale=(0.6, 1.0), jitter=(0.4, 0.4, 0.4, 0.02)):
         self.seed = seed

@@ -48,7 +48,7 @@ class CueConflictSpec:
     seed: int = 0
     texture_cycles: tuple[float, float] = TEXTURE_CYCLES
     # The in-distribution test set's correlation; None: the training's. 1 / classes: texture independent of the
-    # class, so the set scores shape, not the shortcut (issue 18).
+    # class, so the set scores shape, not the shortcut.
     in_distribution_correlation: float | None = None
 
 

@@ -1,4 +1,4 @@
-"""The study's data families (issue 18): each gives, per seed, a fresh data draw that every arm shares, and a probe
+"""The study's data families: each gives, per seed, a fresh data draw that every arm shares, and a probe
 set for the manipulation check.
 
 - ``markings``: the generated cue-conflict set with the original coarse textures (10–13 periods per image). The

@@ -1,4 +1,4 @@
-"""The manipulation check (issue 18): before any arm trains, does stylisation remove the nuisance cue and keep the
+"""The manipulation check: before any arm trains, does stylisation remove the nuisance cue and keep the
 class?
 
 On a family's probe images (class and nuisance independent: shape × texture, or emoji × vendor), stylised by the

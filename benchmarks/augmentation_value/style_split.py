@@ -14,7 +14,7 @@ from models.style.checkpoint import load_stylizer, save_stylizer
 from models.style.registry import resolve
 from models.style.stylizer import MultiStyleTransformer
 
-HELD_OUT_SHARE = 6 / 26  # issue 18: train on 20 of the 26 Magenta styles, test on the other 6
+HELD_OUT_SHARE = 6 / 26  # train on 20 of the 26 Magenta styles, test on images stylised with the other 6
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.augmentation_value.study`` (issue 18): the statistics on known numbers, the manipulation
+"""``python -m benchmarks.augmentation_value.study``: the statistics on known numbers, the manipulation
 check's pass rule, the emoji packages' fetch/verify/cache path on a generated fixture (never the network), the
 held-out style split, the colour randomisation, the consistency arm's Jensen-Shannon term and pairs, the class probe's
 augmentation, and a ``--quick`` run end to end, twice (determinism)."""
@@ -102,7 +102,7 @@ def test_pass_rule_on_known_numbers():
     # chance 0.125: the nuisance may survive up to 0.225; the shape must keep 0.6 of its unstylised 0.74
     assert passes(shape=0.45, nuisance=0.20, shape_unstylised=0.74, nuisance_chance=0.125)
     assert passes(shape=0.444, nuisance=0.225, shape_unstylised=0.74, nuisance_chance=0.125)  # both at the limit
-    assert not passes(shape=0.21, nuisance=0.43, shape_unstylised=0.74, nuisance_chance=0.125)  # issue 18's 128 px
+    assert not passes(shape=0.21, nuisance=0.43, shape_unstylised=0.74, nuisance_chance=0.125)  # the old probe
     assert not passes(shape=0.70, nuisance=0.26, shape_unstylised=0.74, nuisance_chance=0.125)  # texture survives
     assert not passes(shape=0.40, nuisance=0.13, shape_unstylised=0.74, nuisance_chance=0.125)  # shape lost
     results = {
