@@ -295,6 +295,7 @@ def test_job_output_folders_null_ids_and_corrupt_row_groups(tmp_path, stylizer):
     ]
 
 
+@pytest.mark.slow
 def test_no_flag_run_uses_the_built_in_26_style_network(tmp_path, monkeypatch):
     """A fresh clone's ``python -m pipelines.augment --preview``: the sample photos, magenta26, 4 random styles."""
     from models.style.checkpoint import load_stylizer
@@ -327,6 +328,7 @@ def test_no_flag_run_uses_the_built_in_26_style_network(tmp_path, monkeypatch):
     assert all(image.shape == (3, 224, 224) and image.dtype == torch.float32 for image, _ in namespace["data"])
 
 
+@pytest.mark.slow
 def test_non_finite_outputs_are_rejected_not_encoded(dataset, tmp_path):
     """Finite weights that overflow for one style: that style's outputs are rejected rows, the rest are written."""
     torch.manual_seed(0)

@@ -37,6 +37,7 @@ def read(path: str) -> bytes:
         return handle.read()
 
 
+@pytest.mark.slow
 def test_reads_and_writes_gcs(gcs_bucket, stylizer):
     for i in range(3):
         write(f"{gcs_bucket}/in/birds/{i}.png", encode(make_image(40, 36, seed=i)))

@@ -145,6 +145,7 @@ def test_randomize_is_reproducible_across_runners_batches_and_cpu_threads(photos
     assert {r["id"]: r for r in rows} == {r["id"]: r for r in second.to_pylist()}
 
 
+@pytest.mark.slow
 def test_alpha_moves_toward_the_photo(photos, paintings, every_painting, tmp_path):
     strong = {r["id"]: r for r in every_painting[1].to_pylist()}
     weak, _ = run(photos, paintings, tmp_path / "w", "--styles=all", "--alpha=0.2")
@@ -176,6 +177,7 @@ def test_paintings_need_an_arbitrary_stylizer(photos, paintings, tmp_path, capsy
     assert "more distinct paintings" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_one_file_parquet_collection_counts_its_paintings_not_its_files(tmp_path, capsys, monkeypatch):
     """4 paintings in one Parquet file refused random:2 and mix:2 ("than the 1 there are"). mix:2 runs (and
     shows what a mix row holds); random:2 is built, not run: the refusal came before anything ran."""

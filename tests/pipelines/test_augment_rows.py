@@ -20,6 +20,7 @@ def write_parquet(folder, table):
     pq.write_table(table, folder / "part-0.parquet")
 
 
+@pytest.mark.slow
 def test_input_columns_arrive_unchanged_and_labels_index_into_their_sorted_distinct_values(
     tmp_path,
     stylizer,  # noqa: F811
@@ -63,6 +64,7 @@ def test_input_columns_arrive_unchanged_and_labels_index_into_their_sorted_disti
     assert "caption" in augmented.schema.names and "bbox" not in augmented.schema.names
 
 
+@pytest.mark.slow
 def test_a_column_that_clashes_with_ours_is_refused_in_one_line(tmp_path, stylizer):  # noqa: F811
     table = pa.table({"image": [encode(make_image(40, 40))], "style": ["baroque"], "label": ["a"]})
     write_parquet(tmp_path / "in", table)
@@ -113,6 +115,7 @@ def folders(root, names):
         (root / name).write_bytes(encode(make_image(40, 40, seed=len(name))))
 
 
+@pytest.mark.slow
 def test_label_depth_the_single_label_warning_and_progress(tmp_path, stylizer, capsys):  # noqa: F811
     """Also the progress line: it ends with the count of images, and --no-progress prints none (the same runs serve
     both, each job run costs seconds)."""

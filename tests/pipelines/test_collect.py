@@ -75,6 +75,7 @@ def test_hashtags_to_raw_corpus(fake, tmp_path):
     assert facts["settings"]["until"] == "9999-12-31"  # recorded as given
 
 
+@pytest.mark.slow
 def test_a_stopped_scrape_exits_2_and_the_same_command_resumes(fake, tmp_path, capsys):
     out = tmp_path / "out"
     session = fi.write_session_file(str(tmp_path / "session"))

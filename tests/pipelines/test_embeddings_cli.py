@@ -60,6 +60,7 @@ def test_existing_run_needs_resume_and_resume_extends_it(corpus, trained, capsys
     assert [h["epoch"] for h in json.loads((trained / "history.json").read_text())] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_evaluation_reports_model_and_random_and_agrees_with_embed_job_output(corpus, trained, capsys):
     root, _ = corpus
     direct = evaluate_embeddings.main(

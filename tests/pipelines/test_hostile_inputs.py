@@ -166,6 +166,7 @@ def test_augment_over_hostile_parquet(parquet_tree, stylizer, tmp_path, capsys, 
     assert len(rows) == 2 * sources and len({r["id"] for r in rows}) == len(rows)  # ids stay unique
 
 
+@pytest.mark.slow
 def test_embed_over_a_hostile_folder_of_images(image_tree, model, tmp_path, capsys, caplog):
     root, records = image_tree
     out = tmp_path / "out"

@@ -73,6 +73,7 @@ def run_augment(photos, output, stylizer, *extra) -> int:
     return run_main(augment.run, argv)
 
 
+@pytest.mark.slow
 def test_a_complete_augment_run_balances(photos, two_style_stylizer, tmp_path, capsys):
     assert run_augment(photos, tmp_path / "out", two_style_stylizer, "--include-originals") == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -107,6 +108,7 @@ def test_stylised_images_lost_before_the_writer_fail_the_run_in_one_line(
     assert list((out / "data").glob("augmented-*.parquet"))  # what was written stays, as an unfinished run
 
 
+@pytest.mark.slow
 def test_originals_lost_before_the_writer_fail_the_run(photos, two_style_stylizer, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(stylize.OriginalRowFn, "process", drop_image_b(stylize.OriginalRowFn.process))
     out = tmp_path / "out"

@@ -96,6 +96,7 @@ def test_a_rerun_into_the_same_folder_is_refused_unless_overwrite_which_clears_o
     assert (out / "notes.txt").read_text() == "the user's own file"
 
 
+@pytest.mark.slow
 def test_the_no_flag_demo_run_replaces_its_own_earlier_output(photos, stylizer, finished_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(augment, "SAMPLE_IMAGES", photos)  # the demo's input, small and fast
@@ -127,6 +128,7 @@ def test_every_beam_job_refuses_a_folder_holding_an_earlier_run(job, tmp_path, c
     assert line.startswith("error: ") and "earlier run" in line, line
 
 
+@pytest.mark.slow
 def test_a_killed_runs_leftovers_are_cleared_and_never_read_as_input(photos, stylizer, tmp_path):
     out = tmp_path / "out"
     temp = out / "beam-temp-augmented-0123abcd"
@@ -216,6 +218,7 @@ def test_negative_num_shards_is_refused(photos, stylizer, tmp_path, capsys):
     assert last_line(capsys).startswith("error: argument --num-shards")
 
 
+@pytest.mark.slow
 def test_duplicate_parquet_ids_keep_the_first_copy_and_reject_the_later_ones(stylizer, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -233,6 +236,7 @@ def test_duplicate_parquet_ids_keep_the_first_copy_and_reject_the_later_ones(sty
     ]
 
 
+@pytest.mark.slow
 def test_a_symlinked_folder_is_followed_once_and_a_loop_is_reported(stylizer, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -282,6 +286,7 @@ def test_summary_json_is_written_only_after_every_table_is_final(finished_run):
     assert not glob.glob(f"{out}/beam-temp-*")
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_its_tables_and_its_summary_is_unfinished(
     photos, stylizer, finished_run, tmp_path, capsys
 ):

@@ -149,6 +149,7 @@ def test_imagefolder_loads_in_torchvision_with_the_job_classes(photos, imagefold
     assert loaded.num_rows == 2 * len(names) and loaded.features["label"].names == CLASSES
 
 
+@pytest.mark.slow
 def test_webdataset_shards_load_in_webdataset_and_hugging_face(photos, stylizer, webdataset_run, tmp_path):  # noqa: F811
     webdataset = pytest.importorskip("webdataset")
     root, names = photos

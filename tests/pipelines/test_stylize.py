@@ -89,6 +89,7 @@ def test_gatys_loss_network_flags(images, capsys):
     assert code == 2 and err.startswith("error: unknown vgg16 layer(s) relu5_4;") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_gatys_is_reproducible_by_seed(images, capsys):
     def stylise(seed, name):
         argv = ["gatys", "--content", images / "cat.png", "--style", images / "starry.png", "--output", images / name]
@@ -344,7 +345,7 @@ def test_running_out_of_memory_is_one_line(images, checkpoint, capsys, monkeypat
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: out of memory") and "--batch-size" in err
 
 
-@pytest.mark.parametrize("precision", [None, "bf16"])
+@pytest.mark.parametrize("precision", [None, pytest.param("bf16", marks=pytest.mark.slow)])
 def test_a_checkpoint_picture_is_the_jobs_row_for_the_same_photo_style_and_alpha(tmp_path, capsys, precision):
     """One runner and one precision rule: `stylize styles` writes the bytes `augment` writes for that row.
 
@@ -384,6 +385,7 @@ def test_a_checkpoint_picture_is_the_jobs_row_for_the_same_photo_style_and_alpha
         assert np.array_equal(np.asarray(cli), np.asarray(from_job))
 
 
+@pytest.mark.slow
 def test_the_old_mode_flags_still_work_with_a_one_line_notice(images, checkpoint, capsys):
     """The release before chose the mode with flags; each old spelling gives the same pictures as its subcommand,
     and says once, on stderr, what to write instead."""

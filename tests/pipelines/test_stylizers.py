@@ -1,5 +1,6 @@
 """``python -m pipelines.stylizers``: list, export and the style sheet of the built-ins."""
 
+import pytest
 from PIL import Image
 
 from models.style.checkpoint import load_stylizer
@@ -46,6 +47,7 @@ def test_painting_sheet_takes_folders_and_an_image_name(tmp_path, capsys):
     assert capsys.readouterr().err.endswith("the sheet is an image; name a .png or .jpg file\n")
 
 
+@pytest.mark.slow
 def test_painting_sheet_shows_every_painting(tmp_path, monkeypatch):
     """A sheet of 40 paintings silently showed 8 (a contact sheet row holds at most 8 tiles)."""
     from transforms import preview

@@ -325,6 +325,7 @@ def same_weights(first, second) -> bool:
     return one.keys() == two.keys() and all(torch.equal(one[name], two[name]) for name in one)
 
 
+@pytest.mark.slow
 def test_the_old_mode_flags_still_work_with_a_one_line_notice(data, capsys, tmp_path):
     """The release before chose the mode with flags; each old spelling writes the checkpoint its subcommand writes
     and says once, on stderr, what to write instead."""

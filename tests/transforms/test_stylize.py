@@ -188,6 +188,7 @@ def test_worker_threads_share_one_runner(checkpoint, monkeypatch):
     assert len(loads) == 1
 
 
+@pytest.mark.slow
 def test_a_model_shared_across_processes_gives_the_same_rows(checkpoint, beam_options):
     """share_model_across_processes (on for GPU workers): the runner lives in one server process per machine and
     the handler reaches it only through method calls (Beam's multi_process_shared proxy); the rows are the runner's

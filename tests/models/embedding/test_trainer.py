@@ -46,7 +46,7 @@ def train(paths, output_dir, kind, epochs, init_seed=0, progress=False):
     return trainer, examples, heldout
 
 
-@pytest.mark.parametrize("kind", ["word2vec", "lda"])
+@pytest.mark.parametrize("kind", ["word2vec", pytest.param("lda", marks=pytest.mark.slow)])
 def test_short_cpu_training_retrieves_far_above_chance(corpus, tmp_path, kind):
     trainer, examples, heldout = train(corpus, tmp_path, kind, epochs=6)
     history = trainer.fit(examples, heldout)

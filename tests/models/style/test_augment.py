@@ -163,6 +163,7 @@ def test_output_trains_a_classifier(stylizer):
     assert not any(p.requires_grad for p in stylizer.parameters())
 
 
+@pytest.mark.slow
 def test_paintings_random_mix_and_randomize(arbitrary):
     batch, keys = images(4, size=16), torch.arange(4)
     collection = paintings()
