@@ -232,7 +232,7 @@ def run_beam_job(job: BeamJob, argv: list[str] | None = None, test_pipeline: bea
         if prepared is None:
             return None
     if test_pipeline is None:
-        runner, run_options = threaded_local_runner(options)
+        runner, run_options = local_runner(options)
         pipeline = beam.Pipeline(runner=runner, options=run_options)
     else:
         pipeline = test_pipeline
@@ -518,33 +518,54 @@ def print_counters(result) -> None:
 
 
 # How often the worker threads of the local runner's multi_threading mode flush their output buffers on a timer:
-# never, in effect (once in ~25 days; Beam's default is every second). See ``threaded_local_runner``.
+# never, in effect (once in ~25 days; Beam's default is every second). See ``local_runner``.
 TIMED_FLUSH_OFF_MS = 2**31 - 1
 
 
-def threaded_local_runner(options: PipelineOptions):
+def local_runner(options: PipelineOptions):
     """``(runner, options)`` to build the pipeline with: for FnApiRunner's ``multi_threading`` mode (the local
-    default), an ``FnApiRunner`` whose worker threads never flush their output buffers on a timer; for any other
-    runner or mode, ``(None, options)`` (Beam picks the runner from the options).
+    default) and ``multi_processing`` mode, an ``FnApiRunner`` whose data channels never flush their buffers on a
+    timer, on either side; for any other runner or mode, ``(None, options)`` (Beam picks the runner from the options).
 
-    Why: in that mode Beam (2.77) runs its workers in-process behind a gRPC data channel, and each output buffer of a
-    bundle (``data_plane.TimeBasedBufferingClosableOutputStream``) is also flushed every second by a timer thread,
-    which sends ``get()`` and then ``_clear()``s the buffer without holding the bundle's thread out: an element
-    written between the two is dropped without a trace. Augment lost 4 of 14 stylised images that way on a loaded
-    machine (the stylizer's outputs cross a stage boundary, one every second or so). Without the timer the buffers are
-    flushed by size on the writing thread and at the end of each bundle, which is all a batch job needs. Beam forces
-    its default environment in ``multi_threading`` mode, so the same threads are asked for as ``in_memory`` with
-    ``direct_num_workers`` workers on this environment (a copy of ``options`` says so; the caller's is untouched)."""
+    Why: in these modes Beam (2.77) runs its workers behind a gRPC data channel, and an output buffer
+    (``data_plane.TimeBasedBufferingClosableOutputStream``) is also flushed every second by a timer thread, which
+    sends ``get()`` and then ``_clear()``s the buffer without holding the writing thread out: bytes written between
+    the two are dropped without a trace. Both ends can write through such buffers: each worker sends a bundle's
+    outputs to the runner, and the runner sends each stage its inputs, in chunks of ~10 MB (a 1,000-photo 512² job
+    streams ~800 MB of pixels to the stylise stage over several seconds). Augment lost 4 of 14 stylised images on
+    the worker side on a loaded machine, and 150 of 1,000 at 512² on the runner side. Without the timer the buffers
+    are flushed by size on the writing thread and when a bundle's input or output ends, which is all a batch job
+    needs. The runner side's timer is Beam's module constant, read when the runner starts its gRPC server, so
+    ``_UntimedFnApiRunner`` holds it at 0 (size-based only) while it runs stages. Worker processes
+    (``multi_processing``) buffer by size already; in-process worker threads (``multi_threading``) take the timer
+    from their environment, which is set here to never: Beam forces its default environment in that mode, so the
+    same threads are asked for as ``in_memory`` with ``direct_num_workers`` workers on this environment (a copy of
+    ``options`` says so; the caller's is untouched)."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
     runner = (options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1]
-    if runner != "FnApiRunner" or options.view_as(DirectOptions).direct_running_mode != "multi_threading":
+    mode = options.view_as(DirectOptions).direct_running_mode
+    if runner != "FnApiRunner" or mode not in ("multi_threading", "multi_processing"):
         return None, options
     import copy
 
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
     from apache_beam.transforms.environments import EmbeddedPythonGrpcEnvironment, python_sdk_capabilities
 
+    class _UntimedFnApiRunner(FnApiRunner):
+        """FnApiRunner whose runner-side data channel buffers flush by size and at the end of each input, never on
+        a timer (see ``local_runner``)."""
+
+        def run_stages(self, stage_context, stages):
+            saved = worker_handlers.DATA_BUFFER_TIME_LIMIT_MS
+            worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 0  # 0: size-based buffers (``ClosableOutputStream.create``)
+            try:
+                return super().run_stages(stage_context, stages)
+            finally:
+                worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = saved
+
+    if mode == "multi_processing":
+        return _UntimedFnApiRunner(), options
     environment = EmbeddedPythonGrpcEnvironment(
         data_buffer_time_limit_ms=TIMED_FLUSH_OFF_MS, capabilities=python_sdk_capabilities(), artifacts=()
     )
@@ -553,12 +574,12 @@ def threaded_local_runner(options: PipelineOptions):
     runner_logger = logging.getLogger(FnApiRunner.__module__)
     if not any(isinstance(known, _ThreadsAsInMemory) for known in runner_logger.filters):
         runner_logger.addFilter(_ThreadsAsInMemory())
-    return FnApiRunner(default_environment=environment), threaded
+    return _UntimedFnApiRunner(default_environment=environment), threaded
 
 
 class _ThreadsAsInMemory(logging.Filter):
     """Drops FnApiRunner's warning that ``in_memory`` with several workers has no parallelism: with the environment
-    ``threaded_local_runner`` gives it, it has (one worker thread each)."""
+    ``local_runner`` gives it, it has (one worker thread each)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("If direct_num_workers is not equal to 1")

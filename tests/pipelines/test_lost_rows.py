@@ -162,13 +162,13 @@ def test_the_local_threaded_runner_loses_nothing_when_a_timed_flush_is_slow(monk
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.beam_job import threaded_local_runner
+    from pipelines.beam_job import local_runner
 
     slow_flushes(monkeypatch)
     options = PipelineOptions(
         ["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"]
     )
-    runner, run_options = threaded_local_runner(options)
+    runner, run_options = local_runner(options)
     with beam.Pipeline(runner=runner, options=run_options) as pipeline:
         # one element every 0.3 s for 3 s, across a stage boundary (the group): several timed flushes would fall mid-way
         counted = (
@@ -181,3 +181,41 @@ def test_the_local_threaded_runner_loses_nothing_when_a_timed_flush_is_slow(monk
         )
         assert_that(counted, equal_to([5, 5]))
     assert options.view_as(DirectOptions).direct_running_mode == "multi_threading"  # the caller's options untouched
+
+
+def slow_input_writes(monkeypatch):
+    """The runner sending a stage its inputs, in chunks of ~10 MB, made to take 0.3 s per chunk, as on a loaded machine
+    or with ~800 MB of pixels: a timed flush of that buffer (every second, itself slowed by ``slow_flushes``) then
+    falls between chunks and drops the chunk written while it runs."""
+    from apache_beam.runners.worker import data_plane
+
+    real_write = data_plane.SizeBasedBufferingClosableOutputStream.write
+
+    def write(self, data, *rest):
+        if len(data) > 5_000_000:  # only the runner writes whole chunks; workers write one element at a time
+            time.sleep(0.3)
+        return real_write(self, data, *rest)
+
+    monkeypatch.setattr(data_plane.SizeBasedBufferingClosableOutputStream, "write", write)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["multi_threading", "multi_processing"])
+def test_the_local_runner_loses_nothing_it_sends_a_stage_when_a_timed_flush_is_slow(monkeypatch, mode):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.beam_job import local_runner
+
+    slow_flushes(monkeypatch)
+    slow_input_writes(monkeypatch)
+    options = PipelineOptions(["--runner=FnApiRunner", f"--direct_running_mode={mode}", "--direct_num_workers=2"])
+    runner, run_options = local_runner(options)
+    with beam.Pipeline(runner=runner, options=run_options) as pipeline:
+        # 150 MB across a stored Flatten: the runner writes the next stage ~8 chunks per worker, 0.3 s apart
+        big = pipeline | beam.Create(list(range(150))) | beam.Map(lambda i: bytes(1_000_000))
+        small = pipeline | "Small" >> beam.Create([b""])
+        counted = (big, small) | beam.Flatten() | beam.Map(lambda _: 1) | beam.CombineGlobally(sum)
+        assert_that(counted, equal_to([151]))  # Beam's own runner, threads: 89 and 98 of 151 in two runs
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 1000  # Beam's default back after the run
