@@ -218,7 +218,7 @@ def main() -> None:
     )
     print(f"bf16 vs fp32 PSNR (7 sample photos x 4 styles, 256²): {bf16_psnr(model):.1f} dB", flush=True)
     if args.paintings:
-        print(f"embedding a painting (predictor, fp32, 256²): {painting_ms():.1f} ms, once per painting per job")
+        print(f"style predictor (float64 on CPU, 256²): {painting_ms():.1f} ms per painting, once per job")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for size in [int(s) for s in args.sizes.split(",") if s]:
