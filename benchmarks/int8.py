@@ -4,8 +4,9 @@
 
 Both built-in networks (``magenta26`` and ``magenta_arbitrary``'s transformer), each convolution replaced by
 PyTorch's int8 convolution (``torch.ops.quantized.conv2d`` on the named quantised engine): weights int8 per output
-channel (symmetric), activations uint8 per tensor with ranges from min/max over ``--calibration`` photos (scikit-image
-crops, as ``benchmarks.augment`` makes them, each with its own style), conv outputs requantised per tensor and
+channel (symmetric), activations 7-bit per tensor (see ``Int8Conv``) with ranges from min/max over
+``--calibration`` photos (scikit-image crops, as ``benchmarks.augment`` makes them, each with its own style), conv
+outputs requantised per tensor and
 dequantised for the instance norms, which stay in float, as does everything between the convolutions. This is the
 usual static post-training recipe; the quantise/dequantise steps around each convolution are timed with it.
 
@@ -24,7 +25,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +34,25 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.arbitrary_model import median_ms, onnx_session  # noqa: E402
 from benchmarks.augment import make_photos  # noqa: E402
 from models.style.checkpoint import load_arbitrary, load_stylizer  # noqa: E402
-from models.style.magenta_import import ARBITRARY_TRANSFORM, wheel_file  # noqa: E402
+from models.style.magenta_import import ARBITRARY_TRANSFORM  # noqa: E402
 from models.style.precision import cpu_signature  # noqa: E402
 from models.style.registry import resolve  # noqa: E402
 from models.style.runner import keep_freed_memory  # noqa: E402
 
 MIN_PSNR_DB = 40.0  # the bound bf16 is held to against fp32
+INPUT_LEVELS = 128  # 7-bit activations into each int8 convolution: see ``Int8Conv``
 
 
 class Int8Conv(torch.nn.Module):
-    """A float ``nn.Conv2d`` (no padding of its own) run as an int8 convolution: quantise the input per tensor,
-    convolve with per-channel int8 weights, dequantise the requantised output."""
+    """A float ``nn.Conv2d`` (no padding of its own) run as an int8 convolution: quantise the input per tensor to 7
+    bits, convolve with per-channel int8 weights, dequantise the requantised (8-bit) output.
+
+    7-bit inputs (PyTorch's ``reduce_range``, its x86 default): without VNNI the int8 kernels multiply uint8 by int8
+    with ``vpmaddubsw``, which adds pairs of products into int16 with saturation; full-range inputs overflow it (on
+    an AVX2 CPU a 3×3 convolution of 8 channels was off by up to 17 output steps, a 1×1 by 41; with 7 bits 1.6)."""
 
     def __init__(self, conv: torch.nn.Conv2d, input_range: tuple[float, float], output_range: tuple[float, float]):
         super().__init__()
@@ -59,7 +65,7 @@ class Int8Conv(torch.nn.Module):
         self.packed = torch.ops.quantized.conv2d_prepack(
             quantised, bias, list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups
         )
-        self.input_scale, self.input_zero = affine(*input_range)
+        self.input_scale, self.input_zero = affine(*input_range, levels=INPUT_LEVELS)
         self.output_scale, self.output_zero = affine(*output_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,11 +73,11 @@ class Int8Conv(torch.nn.Module):
         return torch.ops.quantized.conv2d(q, self.packed, self.output_scale, self.output_zero).dequantize()
 
 
-def affine(low: float, high: float) -> tuple[float, int]:
-    """uint8 scale and zero point covering [low, high] (and 0, which must be exact)."""
+def affine(low: float, high: float, levels: int = 256) -> tuple[float, int]:
+    """uint8 scale and zero point covering [low, high] (and 0, which must be exact) with ``levels`` values."""
     low, high = min(low, 0.0), max(high, 0.0)
-    scale = max(high - low, 1e-8) / 255.0
-    return scale, int(np.clip(round(-low / scale), 0, 255))
+    scale = max(high - low, 1e-8) / (levels - 1)
+    return scale, int(np.clip(round(-low / scale), 0, levels - 1))
 
 
 def calibrate(network: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
@@ -108,16 +114,6 @@ def quantised_copy(network: torch.nn.Module, ranges: dict) -> torch.nn.Module:
                 full = f"{name}.{child_name}" if name else child_name
                 setattr(module, child_name, Int8Conv(child, ranges[f"{full}:in"], ranges[f"{full}:out"]))
     return copied
-
-
-def median_ms(function, reps: int) -> float:
-    function()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e3
 
 
 def distances(a: np.ndarray, b: np.ndarray) -> dict:
@@ -189,18 +185,7 @@ def format_distances(d: dict) -> str:
 
 def onnx_transformer(threads: int):
     """The wheel's int8 transformer graph (input size freed) as ``f(image (1,3,H,W), embedding) → (1,3,H,W)``."""
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.load(str(wheel_file(ARBITRARY_TRANSFORM)))
-    for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) == 4 and dims[3].dim_value == 3:
-            dims[1].dim_param, dims[2].dim_param = "height", "width"
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(ARBITRARY_TRANSFORM, threads, free_size=True)
 
     def run(image: torch.Tensor, embedding: torch.Tensor) -> np.ndarray:
         feeds = {
