@@ -52,7 +52,7 @@ class Int8Conv(torch.nn.Module):
 
     7-bit inputs (PyTorch's ``reduce_range``, its x86 default): without VNNI the int8 kernels multiply uint8 by int8
     with ``vpmaddubsw``, which adds pairs of products into int16 with saturation; full-range inputs overflow it (on
-    an AVX2 CPU a 3×3 convolution of 8 channels was off by up to 17 output steps, a 1×1 by 41; with 7-bit inputs 1.2–1.5)."""
+    AVX2 a 3×3 convolution of 8 channels was off by up to 17 output steps, a 1×1 by 41; with 7 bits 1.2–1.5)."""
 
     def __init__(self, conv: torch.nn.Conv2d, input_range: tuple[float, float], output_range: tuple[float, float]):
         super().__init__()
